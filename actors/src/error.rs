@@ -1,0 +1,27 @@
+//! The errors the actor layer reports. The gateway crate maps each one onto a row of its
+//! error table (status, stable `code`, message); nothing here knows about HTTP.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// Unknown, or not the caller's: deliberately the same error, so ids cannot be probed.
+    #[error("session not found")]
+    SessionNotFound,
+    /// The node-wide `max_sessions` limit is reached; the client may retry after the hint
+    /// (the idle-expiry sweep is what frees slots without a client's help).
+    #[error("the maximum number of sessions ({limit}) is reached")]
+    MaxSessionsReached { limit: usize, retry_after: Duration },
+    /// The gateway is shutting down and takes no new work.
+    #[error("the gateway is draining")]
+    Draining,
+    /// An actor did not answer within the ask timeout, or has stopped.
+    #[error("an internal component did not answer in time")]
+    Unavailable,
+}
+
+impl From<actix::MailboxError> for GatewayError {
+    fn from(_: actix::MailboxError) -> Self {
+        GatewayError::Unavailable
+    }
+}

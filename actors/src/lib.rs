@@ -1,0 +1,30 @@
+//! `kailash-actors`: the actor tree, the event model and the typed handle the gateway talks to.
+//!
+//! This crate owns the *live state* of a gateway node: which tenants are active, which
+//! sessions exist and who owns them, how many sessions there are, and every event published.
+//! It knows nothing of HTTP, JWT, PostgreSQL or Redis: the gateway crate (`src/`) authenticates
+//! a request, turns it into a [`Caller`], and calls the [`Gateway`] handle.
+//!
+//! ```text
+//! RegistryActor (one per process)      tenants' addresses, the global session count, drain
+//!  └─ TenantActor (one per tenant)     its session directory: owners, idle expiry, listing
+//!      └─ SessionActor (one each)      the session's own record (metadata, workflows)
+//! EventBus (one per process)           per-session `seq`, bounded history, recent ring, fan-out
+//! ```
+//!
+//! Every mailbox is bounded; the handle sends under a timeout so a stuck actor answers
+//! `Unavailable` instead of hanging a request.
+
+pub mod bus;
+pub mod caller;
+pub mod error;
+pub mod events;
+mod handle;
+mod registry;
+mod session;
+mod tenant;
+
+pub use caller::{Caller, TenantId, UserId};
+pub use error::GatewayError;
+pub use handle::{Gateway, GatewayConfig, GatewayStats};
+pub use session::{SessionDetail, SessionSummary};

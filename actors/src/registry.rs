@@ -1,0 +1,265 @@
+//! `RegistryActor`: one per process; owns the address book of tenant actors, the node-wide
+//! session count that enforces `max_sessions`, the lifetime session totals, and the
+//! draining flag.
+//!
+//! Owned by the process ([`Gateway::start`](crate::Gateway::start)). Messages:
+//! [`CreateSession`], any [`TenantRequest`] (forwarded to the caller's tenant),
+//! [`SessionEnded`] from tenants, [`Stats`], [`Drain`].
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use actix::{dev::ToEnvelope, prelude::*};
+use futures_util::future::{join_all, ready};
+use serde_json::Value;
+
+use crate::{
+    bus::EventBus,
+    caller::{Caller, TenantId},
+    error::GatewayError,
+    handle::GatewayConfig,
+    session::SessionSummary,
+    tenant::{CountNearTimeout, EndSession, ForSession, ListSessions, StartSession, TenantActor},
+};
+
+pub(crate) struct RegistryActor {
+    config: Arc<GatewayConfig>,
+    bus: Addr<EventBus>,
+    tenants: HashMap<TenantId, Addr<TenantActor>>,
+    /// Sessions alive (or being created) on this node; the count `max_sessions` bounds.
+    active_sessions: usize,
+    totals: SessionTotals,
+    draining: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct SessionTotals {
+    created: u64,
+    closed: u64,
+    expired: u64,
+}
+
+impl RegistryActor {
+    pub(crate) fn new(config: Arc<GatewayConfig>, bus: Addr<EventBus>) -> Self {
+        Self {
+            config,
+            bus,
+            tenants: HashMap::new(),
+            active_sessions: 0,
+            totals: SessionTotals::default(),
+            draining: false,
+        }
+    }
+
+    fn tenant(&mut self, tenant_id: &TenantId, registry: Addr<Self>) -> Addr<TenantActor> {
+        self.tenants
+            .entry(tenant_id.clone())
+            .or_insert_with(|| {
+                TenantActor::new(
+                    tenant_id.clone(),
+                    self.config.clone(),
+                    registry,
+                    self.bus.clone(),
+                )
+                .start()
+            })
+            .clone()
+    }
+}
+
+impl Actor for RegistryActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.config.mailbox_capacity);
+    }
+}
+
+/// Create a session for the caller, if the node has room for one.
+#[derive(Message)]
+#[rtype(result = "Result<SessionSummary, GatewayError>")]
+pub(crate) struct CreateSession {
+    pub caller: Caller,
+    pub metadata: Value,
+}
+
+impl Handler<CreateSession> for RegistryActor {
+    type Result = ResponseActFuture<Self, Result<SessionSummary, GatewayError>>;
+
+    fn handle(&mut self, msg: CreateSession, ctx: &mut Self::Context) -> Self::Result {
+        if self.draining {
+            return Box::pin(fut::ready(Err(GatewayError::Draining)));
+        }
+        if self.active_sessions >= self.config.max_sessions {
+            return Box::pin(fut::ready(Err(GatewayError::MaxSessionsReached {
+                limit: self.config.max_sessions,
+                // Slots free up as idle sessions expire; that is checked this often.
+                retry_after: self
+                    .config
+                    .expiry_sweep_interval()
+                    .max(Duration::from_secs(1)),
+            })));
+        }
+        // Reserve the slot now so concurrent creates cannot overshoot the limit.
+        self.active_sessions += 1;
+        let tenant = self.tenant(&msg.caller.tenant_id, ctx.address());
+        let start = StartSession {
+            caller: msg.caller,
+            metadata: msg.metadata,
+        };
+        Box::pin(
+            async move { tenant.send(start).await? }
+                .into_actor(self)
+                .map(|result, registry, _| {
+                    match result {
+                        Ok(_) => registry.totals.created += 1,
+                        Err(_) => registry.active_sessions -= 1,
+                    }
+                    result
+                }),
+        )
+    }
+}
+
+/// A request the registry forwards to the caller's tenant actor.
+pub(crate) trait TenantRequest:
+    Message<Result = Result<Self::Reply, GatewayError>> + Send + 'static
+{
+    type Reply: Send + 'static;
+
+    fn tenant_id(&self) -> &TenantId;
+
+    /// The answer when the tenant has no actor (it never had a session on this node).
+    fn without_tenant() -> Result<Self::Reply, GatewayError>;
+}
+
+impl<M> TenantRequest for ForSession<M>
+where
+    M: Message + Send + 'static,
+    M::Result: Send + 'static,
+{
+    type Reply = M::Result;
+
+    fn tenant_id(&self) -> &TenantId {
+        &self.caller.tenant_id
+    }
+
+    fn without_tenant() -> Result<M::Result, GatewayError> {
+        Err(GatewayError::SessionNotFound)
+    }
+}
+
+impl TenantRequest for EndSession {
+    type Reply = ();
+
+    fn tenant_id(&self) -> &TenantId {
+        &self.caller.tenant_id
+    }
+
+    fn without_tenant() -> Result<(), GatewayError> {
+        Err(GatewayError::SessionNotFound)
+    }
+}
+
+impl TenantRequest for ListSessions {
+    type Reply = Vec<SessionSummary>;
+
+    fn tenant_id(&self) -> &TenantId {
+        &self.caller.tenant_id
+    }
+
+    fn without_tenant() -> Result<Vec<SessionSummary>, GatewayError> {
+        Ok(Vec::new())
+    }
+}
+
+impl<M> Handler<M> for RegistryActor
+where
+    M: TenantRequest,
+    TenantActor: Handler<M>,
+    <TenantActor as Actor>::Context: ToEnvelope<TenantActor, M>,
+{
+    type Result = ResponseFuture<Result<M::Reply, GatewayError>>;
+
+    fn handle(&mut self, msg: M, _: &mut Self::Context) -> Self::Result {
+        match self.tenants.get(msg.tenant_id()).cloned() {
+            None => Box::pin(ready(M::without_tenant())),
+            Some(tenant) => Box::pin(async move { tenant.send(msg).await? }),
+        }
+    }
+}
+
+/// A tenant forgot one of its sessions; its slot is free again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SessionEnded {
+    pub expired: bool,
+}
+
+impl Handler<SessionEnded> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionEnded, _: &mut Self::Context) {
+        self.active_sessions = self.active_sessions.saturating_sub(1);
+        if msg.expired {
+            self.totals.expired += 1;
+        } else {
+            self.totals.closed += 1;
+        }
+    }
+}
+
+/// Session counts for `/api/stats`, `/health` and `/metrics`.
+#[derive(Message)]
+#[rtype(result = "RegistrySnapshot")]
+pub(crate) struct Stats;
+
+#[derive(Debug, Clone, Copy, MessageResponse)]
+pub(crate) struct RegistrySnapshot {
+    pub active_sessions: usize,
+    pub sessions_near_timeout: usize,
+    pub tenants: usize,
+    pub sessions_created: u64,
+    pub sessions_closed: u64,
+    pub sessions_expired: u64,
+    pub draining: bool,
+}
+
+impl Handler<Stats> for RegistryActor {
+    type Result = ResponseActFuture<Self, RegistrySnapshot>;
+
+    fn handle(&mut self, _: Stats, _: &mut Self::Context) -> Self::Result {
+        let tenants: Vec<_> = self.tenants.values().cloned().collect();
+        Box::pin(
+            async move {
+                join_all(tenants.iter().map(|tenant| tenant.send(CountNearTimeout)))
+                    .await
+                    .into_iter()
+                    .filter_map(Result::ok)
+                    .sum::<usize>()
+            }
+            .into_actor(self)
+            .map(|near_timeout, registry, _| RegistrySnapshot {
+                active_sessions: registry.active_sessions,
+                sessions_near_timeout: near_timeout,
+                tenants: registry.tenants.len(),
+                sessions_created: registry.totals.created,
+                sessions_closed: registry.totals.closed,
+                sessions_expired: registry.totals.expired,
+                draining: registry.draining,
+            }),
+        )
+    }
+}
+
+/// Stop taking new sessions (shutdown). Later work also stops executions here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Drain;
+
+impl Handler<Drain> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, _: &mut Self::Context) {
+        self.draining = true;
+    }
+}

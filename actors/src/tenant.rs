@@ -1,0 +1,315 @@
+//! `TenantActor`: one per active tenant; owns the tenant's session directory — which sessions
+//! exist, who owns each, when each was last used — and so is the one place that decides
+//! whether a caller may reach a session, and when an idle one expires.
+//!
+//! Owned by the [`RegistryActor`], which routes requests here by the caller's tenant.
+//! Messages: [`StartSession`], [`ForSession`], [`EndSession`], [`ListSessions`],
+//! [`CountNearTimeout`], and [`ChildStopped`] from its sessions.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use actix::{dev::ToEnvelope, prelude::*};
+use futures_util::future::{join_all, ready};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{
+    bus::{EventBus, Publish},
+    caller::{Caller, TenantId, UserId},
+    error::GatewayError,
+    events::{Event, EventType},
+    handle::GatewayConfig,
+    registry::{RegistryActor, SessionEnded},
+    session::{End, SessionActor, SessionSummary, Summarize},
+};
+
+pub(crate) struct TenantActor {
+    tenant_id: TenantId,
+    config: Arc<GatewayConfig>,
+    registry: Addr<RegistryActor>,
+    bus: Addr<EventBus>,
+    sessions: HashMap<Uuid, SessionEntry>,
+}
+
+struct SessionEntry {
+    addr: Addr<SessionActor>,
+    owner: UserId,
+    last_activity: Instant,
+    /// Set once an end (close or expiry) is under way, so the session takes no more requests,
+    /// is ended only once, and is announced with the right reason whichever of its reply and
+    /// its [`ChildStopped`] arrives first.
+    ending: Option<EndReason>,
+}
+
+/// Why a session ended; decides the event published for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndReason {
+    Closed,
+    Expired,
+}
+
+impl TenantActor {
+    pub(crate) fn new(
+        tenant_id: TenantId,
+        config: Arc<GatewayConfig>,
+        registry: Addr<RegistryActor>,
+        bus: Addr<EventBus>,
+    ) -> Self {
+        Self {
+            tenant_id,
+            config,
+            registry,
+            bus,
+            sessions: HashMap::new(),
+        }
+    }
+
+    /// The session `caller` asked for, if it exists, is not ending, and is the caller's to
+    /// see. Unknown and not-yours are the same answer on purpose.
+    fn visible_session(
+        &mut self,
+        caller: &Caller,
+        session_id: Uuid,
+    ) -> Result<&mut SessionEntry, GatewayError> {
+        match self.sessions.get_mut(&session_id) {
+            Some(entry) if entry.ending.is_none() && caller.may_access(&entry.owner) => Ok(entry),
+            _ => Err(GatewayError::SessionNotFound),
+        }
+    }
+
+    fn publish(&self, event_type: EventType, session_id: Uuid, owner: UserId) {
+        self.bus.do_send(Publish(
+            Event::new(event_type, "session", self.tenant_id.clone()).in_session(session_id, owner),
+        ));
+    }
+
+    /// Ends a session: asks it to finish its work and stop, then forgets it.
+    fn end_session(
+        &mut self,
+        session_id: Uuid,
+        reason: EndReason,
+    ) -> ResponseActFuture<Self, Result<(), GatewayError>> {
+        let Some(entry) = self.sessions.get_mut(&session_id) else {
+            return Box::pin(fut::ready(Err(GatewayError::SessionNotFound)));
+        };
+        entry.ending = Some(reason);
+        let addr = entry.addr.clone();
+        Box::pin(
+            async move {
+                // A session that already stopped has nothing left to finish.
+                let _ = addr.send(End).await;
+            }
+            .into_actor(self)
+            .map(move |(), tenant, _| {
+                tenant.forget(session_id);
+                Ok(())
+            }),
+        )
+    }
+
+    /// Removes a session from the directory (once), announcing why and releasing its slot.
+    /// A session that stopped without being asked to is recorded as closed.
+    fn forget(&mut self, session_id: Uuid) {
+        if let Some(entry) = self.sessions.remove(&session_id) {
+            let event_type = match entry.ending.unwrap_or(EndReason::Closed) {
+                EndReason::Closed => EventType::SessionClosed,
+                EndReason::Expired => EventType::SessionExpired,
+            };
+            self.publish(event_type, session_id, entry.owner);
+            self.registry.do_send(SessionEnded {
+                expired: event_type == EventType::SessionExpired,
+            });
+        }
+    }
+
+    fn expire_idle_sessions(&mut self, ctx: &mut Context<Self>) {
+        let timeout = self.config.session_timeout;
+        let idle: Vec<Uuid> = self
+            .sessions
+            .iter()
+            .filter(|(_, entry)| entry.ending.is_none() && entry.last_activity.elapsed() >= timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for session_id in idle {
+            ctx.spawn(
+                self.end_session(session_id, EndReason::Expired)
+                    .map(|_, _, _| ()),
+            );
+        }
+    }
+}
+
+impl Actor for TenantActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.config.mailbox_capacity);
+        ctx.run_interval(
+            self.config.expiry_sweep_interval(),
+            Self::expire_idle_sessions,
+        );
+    }
+}
+
+/// Create a session owned by the caller. The registry has already reserved its slot.
+#[derive(Message)]
+#[rtype(result = "Result<SessionSummary, GatewayError>")]
+pub(crate) struct StartSession {
+    pub caller: Caller,
+    pub metadata: Value,
+}
+
+impl Handler<StartSession> for TenantActor {
+    type Result = Result<SessionSummary, GatewayError>;
+
+    fn handle(&mut self, msg: StartSession, ctx: &mut Self::Context) -> Self::Result {
+        let session_id = Uuid::new_v4();
+        let owner = msg.caller.user_id;
+        let session = SessionActor::new(session_id, owner.clone(), msg.metadata, ctx.address());
+        let summary = session.summary();
+        let addr = session.start();
+        self.sessions.insert(
+            session_id,
+            SessionEntry {
+                addr,
+                owner: owner.clone(),
+                last_activity: Instant::now(),
+                ending: None,
+            },
+        );
+        self.publish(EventType::SessionCreated, session_id, owner);
+        Ok(summary)
+    }
+}
+
+/// Deliver `msg` to a session the caller may see, counting it as activity.
+pub(crate) struct ForSession<M> {
+    pub caller: Caller,
+    pub session_id: Uuid,
+    pub msg: M,
+}
+
+impl<M> Message for ForSession<M>
+where
+    M: Message,
+    M::Result: Send,
+{
+    type Result = Result<M::Result, GatewayError>;
+}
+
+impl<M> Handler<ForSession<M>> for TenantActor
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+    SessionActor: Handler<M>,
+    <SessionActor as Actor>::Context: ToEnvelope<SessionActor, M>,
+{
+    type Result = ResponseFuture<Result<M::Result, GatewayError>>;
+
+    fn handle(&mut self, request: ForSession<M>, _: &mut Self::Context) -> Self::Result {
+        let addr = match self.visible_session(&request.caller, request.session_id) {
+            Ok(entry) => {
+                entry.last_activity = Instant::now();
+                entry.addr.clone()
+            }
+            Err(error) => return Box::pin(ready(Err(error))),
+        };
+        // A session that stopped between lookup and delivery is, to the caller, gone.
+        Box::pin(async move {
+            addr.send(request.msg)
+                .await
+                .map_err(|_| GatewayError::SessionNotFound)
+        })
+    }
+}
+
+/// Close a session the caller may see (`DELETE /api/sessions/{id}`).
+#[derive(Message)]
+#[rtype(result = "Result<(), GatewayError>")]
+pub(crate) struct EndSession {
+    pub caller: Caller,
+    pub session_id: Uuid,
+}
+
+impl Handler<EndSession> for TenantActor {
+    type Result = ResponseActFuture<Self, Result<(), GatewayError>>;
+
+    fn handle(&mut self, msg: EndSession, _: &mut Self::Context) -> Self::Result {
+        if let Err(error) = self.visible_session(&msg.caller, msg.session_id) {
+            return Box::pin(fut::ready(Err(error)));
+        }
+        self.end_session(msg.session_id, EndReason::Closed)
+    }
+}
+
+/// The caller's sessions (all of the tenant's in open mode), oldest first.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<SessionSummary>, GatewayError>")]
+pub(crate) struct ListSessions {
+    pub caller: Caller,
+}
+
+impl Handler<ListSessions> for TenantActor {
+    type Result = ResponseFuture<Result<Vec<SessionSummary>, GatewayError>>;
+
+    fn handle(&mut self, msg: ListSessions, _: &mut Self::Context) -> Self::Result {
+        let visible: Vec<_> = self
+            .sessions
+            .values()
+            .filter(|entry| entry.ending.is_none() && msg.caller.may_access(&entry.owner))
+            .map(|entry| entry.addr.clone())
+            .collect();
+        Box::pin(async move {
+            let replies = join_all(visible.iter().map(|addr| addr.send(Summarize))).await;
+            // A session that ended while we asked is simply no longer listed.
+            let mut sessions: Vec<_> = replies.into_iter().filter_map(Result::ok).collect();
+            sessions.sort_by_key(|s| (s.created_at, s.session_id));
+            Ok(sessions)
+        })
+    }
+}
+
+/// How many of this tenant's sessions are close to expiring (idle for more than 80% of the
+/// timeout), for `/health/detailed`.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(crate) struct CountNearTimeout;
+
+impl Handler<CountNearTimeout> for TenantActor {
+    type Result = usize;
+
+    fn handle(&mut self, _: CountNearTimeout, _: &mut Self::Context) -> usize {
+        let near = self.config.session_timeout.mul_f64(0.8);
+        self.sessions
+            .values()
+            .filter(|entry| entry.last_activity.elapsed() >= near)
+            .count()
+    }
+}
+
+/// A session actor stopped. Normally the tenant ended it and may already have forgotten it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ChildStopped {
+    pub session_id: Uuid,
+}
+
+impl Handler<ChildStopped> for TenantActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildStopped, _: &mut Self::Context) {
+        self.forget(msg.session_id);
+    }
+}
+
+impl GatewayConfig {
+    /// How often tenants look for idle sessions: often enough that a session outlives its
+    /// timeout by at most a tenth of it, never busier than ten times a second.
+    pub(crate) fn expiry_sweep_interval(&self) -> Duration {
+        (self.session_timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(30))
+    }
+}

@@ -1,0 +1,223 @@
+//! [`Application`]: builds the whole gateway — actor tree, authenticator, metrics and HTTP
+//! server — from [`Settings`], binds its listener (port 0 in tests) and reports the port.
+//! `main` and the integration tests start the gateway the same way.
+
+use std::{
+    net::TcpListener,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use actix_cors::Cors;
+use actix_web::{
+    App, HttpServer,
+    dev::{Server, ServerHandle},
+    http::KeepAlive,
+    middleware::{Compress, Condition, from_fn},
+    web,
+};
+use chrono::{DateTime, Utc};
+use kailash_actors::{Gateway, GatewayConfig, bus::BusConfig};
+
+use crate::{
+    auth::{self, Authenticator, token::TokenKeys},
+    config::{AuthMode, Secret, Settings},
+    metrics::Metrics,
+    routes, tls,
+};
+
+/// Everything a request handler may need; shared by all workers.
+pub struct AppState {
+    pub gateway: Gateway,
+    pub settings: Arc<Settings>,
+    pub auth: Authenticator,
+    pub metrics: Metrics,
+    pub lifecycle: Lifecycle,
+}
+
+/// Start time and readiness of this node.
+pub struct Lifecycle {
+    started: Instant,
+    pub started_at: DateTime<Utc>,
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Lifecycle {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            started_at: Utc::now(),
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Ready for traffic: started and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.is_draining()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// A built, bound, not yet running gateway.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Builds the gateway; must be called inside an actix `System` (the actors need one).
+    /// `signing_secret` is required in gated mode.
+    pub fn build(settings: Settings, signing_secret: Option<&Secret>) -> Result<Self, BuildError> {
+        let settings = Arc::new(settings);
+        let keys = signing_secret.map(|secret| TokenKeys::hs256(secret.expose().as_bytes()));
+        let gateway = Gateway::start(gateway_config(&settings));
+        let state = web::Data::new(AppState {
+            gateway,
+            auth: Authenticator::new(&settings, keys),
+            metrics: Metrics::new(),
+            lifecycle: Lifecycle::new(),
+            settings: settings.clone(),
+        });
+
+        let listener = TcpListener::bind(&settings.bind).map_err(|source| BuildError::Bind {
+            addr: settings.bind.clone(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| BuildError::Bind {
+                addr: settings.bind.clone(),
+                source,
+            })?
+            .port();
+
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            let settings = &app_state.settings;
+            App::new()
+                .app_data(app_state.clone())
+                .app_data(web::PayloadConfig::new(settings.max_body_bytes))
+                .configure(routes::configure)
+                .wrap(from_fn(auth::gate))
+                .wrap(Condition::new(settings.compression, Compress::default()))
+                .wrap(Condition::new(
+                    !settings.cors_origins.is_empty(),
+                    cors(settings),
+                ))
+                .wrap(from_fn(crate::http::observe::observe))
+        })
+        .workers(settings.workers)
+        .max_connections(settings.max_connections)
+        .keep_alive(match settings.keep_alive_seconds {
+            0 => KeepAlive::Disabled,
+            seconds => KeepAlive::Timeout(Duration::from_secs(seconds)),
+        })
+        .client_request_timeout(Duration::from_secs(settings.client_request_timeout_seconds))
+        .shutdown_timeout(settings.shutdown_timeout_seconds)
+        // Signals are handled by `shutdown`, which drains in order before stopping the server.
+        .disable_signals();
+        let server = match tls::server_config(&settings)? {
+            Some(tls_config) => server.listen_rustls_0_23(listener, tls_config),
+            None => server.listen(listener),
+        }
+        .map_err(|source| BuildError::Bind {
+            addr: settings.bind.clone(),
+            source,
+        })?
+        .run();
+
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    pub fn server_handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server is stopped (see [`crate::shutdown`]).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        if self.state.auth.mode() == AuthMode::Open {
+            tracing::warn!(
+                "auth_mode=open: no credentials are checked and request user_ids are trusted; for local development only"
+            );
+        }
+        self.state.lifecycle.ready.store(true, Ordering::Release);
+        tracing::info!(port = self.port, "kailash gateway ready");
+        self.server.await
+    }
+}
+
+fn gateway_config(settings: &Settings) -> GatewayConfig {
+    GatewayConfig {
+        max_sessions: settings.max_sessions,
+        session_timeout: settings.session_timeout(),
+        ask_timeout: Duration::from_millis(settings.actor_ask_timeout_ms),
+        mailbox_capacity: settings.mailbox_capacity,
+        bus: BusConfig {
+            history_len: settings.event_history_len,
+            retention: settings.event_retention(),
+            recent_capacity: settings.recent_events_capacity,
+        },
+    }
+}
+
+fn cors(settings: &Settings) -> Cors {
+    let cors = Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+        .allowed_headers([
+            "authorization",
+            "content-type",
+            "x-api-key",
+            "last-event-id",
+            "x-request-id",
+        ])
+        .expose_headers(["x-request-id", "retry-after", "www-authenticate"])
+        .max_age(3600);
+    if settings.cors_origins.iter().any(|o| o == "*") {
+        cors.allow_any_origin()
+    } else {
+        settings
+            .cors_origins
+            .iter()
+            .fold(cors, |cors, origin| cors.allowed_origin(origin))
+    }
+}

@@ -1,0 +1,399 @@
+//! Layering of the setting sources and the table that names every setting.
+
+use std::{collections::HashMap, path::Path};
+
+use clap::{Arg, ArgMatches, Command};
+use config::{Config, File, FileFormat};
+
+use super::Settings;
+
+/// One setting: its config-file key (also the CLI flag, with dashes), its environment
+/// variable, and what it does.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingSpec {
+    pub key: &'static str,
+    pub env: &'static str,
+    /// A comma-separated list in the environment and on the command line.
+    pub list: bool,
+    pub help: &'static str,
+    /// Shown instead of the literal default where that depends on the machine.
+    pub default_note: Option<&'static str>,
+}
+
+const fn setting(key: &'static str, env: &'static str, help: &'static str) -> SettingSpec {
+    SettingSpec {
+        key,
+        env,
+        list: false,
+        help,
+        default_note: None,
+    }
+}
+
+const fn list(key: &'static str, env: &'static str, help: &'static str) -> SettingSpec {
+    SettingSpec {
+        list: true,
+        ..setting(key, env, help)
+    }
+}
+
+/// Every setting. Keep in step with [`Settings`]: a test checks both name the same keys.
+pub const SETTINGS: &[SettingSpec] = &[
+    setting("bind", "KAILASH_BIND", "Address and port to listen on"),
+    setting(
+        "auth_mode",
+        "KAILASH_AUTH_MODE",
+        "`gated` (credentials required) or `open` (local development, trusts the request's user_id)",
+    ),
+    setting(
+        "api_gateway_secret",
+        "KAILASH_API_GATEWAY_SECRET",
+        "HS256 signing secret (32+ bytes); generated into the data directory in the embedded default",
+    ),
+    list(
+        "public_paths",
+        "KAILASH_PUBLIC_PATHS",
+        "Paths served without a credential in gated mode",
+    ),
+    setting(
+        "default_tenant",
+        "KAILASH_DEFAULT_TENANT",
+        "Tenant of callers whose token names none",
+    ),
+    setting(
+        "max_sessions",
+        "KAILASH_MAX_SESSIONS",
+        "Live sessions allowed on this node; more answer 429 max_sessions_reached",
+    ),
+    setting(
+        "session_timeout_minutes",
+        "KAILASH_SESSION_TIMEOUT_MINUTES",
+        "Idle time after which a session expires (fractions allowed)",
+    ),
+    setting(
+        "data_dir",
+        "KAILASH_DATA_DIR",
+        "Directory for the generated secret and node data",
+    ),
+    setting("log_format", "KAILASH_LOG_FORMAT", "`pretty` or `json`"),
+    setting(
+        "log_filter",
+        "RUST_LOG",
+        "tracing filter, e.g. `info` or `kailash_gateway=debug,info`",
+    ),
+    list(
+        "cors_origins",
+        "KAILASH_CORS_ORIGINS",
+        "Origins allowed by CORS (`*` for any); none: no CORS headers",
+    ),
+    setting(
+        "max_body_bytes",
+        "KAILASH_MAX_BODY_BYTES",
+        "Largest request body accepted; larger answer 413",
+    ),
+    setting(
+        "database_url",
+        "DATABASE_URL",
+        "PostgreSQL URL (reported; persistence arrives with later work)",
+    ),
+    setting(
+        "redis_url",
+        "REDIS_URL",
+        "Redis URL (reported; clustering arrives with later work)",
+    ),
+    SettingSpec {
+        default_note: Some("CPU cores"),
+        ..setting("workers", "KAILASH_WORKERS", "HTTP worker threads")
+    },
+    setting(
+        "max_connections",
+        "KAILASH_MAX_CONNECTIONS",
+        "Concurrent connections per worker",
+    ),
+    setting(
+        "keep_alive_seconds",
+        "KAILASH_KEEP_ALIVE_SECONDS",
+        "HTTP keep-alive (0 disables)",
+    ),
+    setting(
+        "client_request_timeout_seconds",
+        "KAILASH_CLIENT_REQUEST_TIMEOUT_SECONDS",
+        "Time a client has to send a request's head",
+    ),
+    setting(
+        "request_timeout_seconds",
+        "KAILASH_REQUEST_TIMEOUT_SECONDS",
+        "Time a handler has to answer; then 504 request_timeout",
+    ),
+    setting(
+        "compression",
+        "KAILASH_COMPRESSION",
+        "gzip responses when the client accepts it",
+    ),
+    setting(
+        "tls_cert_file",
+        "KAILASH_TLS_CERT_FILE",
+        "PEM certificate chain; with tls_key_file serves HTTPS (rustls)",
+    ),
+    setting(
+        "tls_key_file",
+        "KAILASH_TLS_KEY_FILE",
+        "PEM private key for tls_cert_file",
+    ),
+    setting(
+        "drain_delay_seconds",
+        "KAILASH_DRAIN_DELAY_SECONDS",
+        "On SIGTERM, time /ready answers 503 before the listener closes",
+    ),
+    setting(
+        "shutdown_timeout_seconds",
+        "KAILASH_SHUTDOWN_TIMEOUT_SECONDS",
+        "Time in-flight requests get to finish on shutdown",
+    ),
+    setting(
+        "actor_ask_timeout_ms",
+        "KAILASH_ACTOR_ASK_TIMEOUT_MS",
+        "Time a request waits for an actor; then 503 unavailable",
+    ),
+    setting(
+        "mailbox_capacity",
+        "KAILASH_MAILBOX_CAPACITY",
+        "Bound of the registry's and tenants' mailboxes",
+    ),
+    setting(
+        "event_history_len",
+        "KAILASH_EVENT_HISTORY_LEN",
+        "Events retained per session stream",
+    ),
+    setting(
+        "event_retention_minutes",
+        "KAILASH_EVENT_RETENTION_MINUTES",
+        "How long an ended session's events stay retained",
+    ),
+    setting(
+        "recent_events_capacity",
+        "KAILASH_RECENT_EVENTS_CAPACITY",
+        "Events kept for GET /api/events/recent",
+    ),
+    setting(
+        "title",
+        "KAILASH_TITLE",
+        "Gateway title reported by /api/stats",
+    ),
+];
+
+/// Why the settings could not be loaded; its text is the one line printed before exiting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("setting `{key}` {why}")]
+    Invalid { key: String, why: String },
+    #[error("{0}")]
+    Source(#[from] config::ConfigError),
+    #[error("config file {path}: {why}")]
+    File { path: String, why: String },
+}
+
+impl ConfigError {
+    pub fn invalid(key: &str, why: String) -> Self {
+        Self::Invalid {
+            key: key.to_owned(),
+            why,
+        }
+    }
+}
+
+fn flag_id(spec: &SettingSpec) -> String {
+    spec.key.replace('_', "-")
+}
+
+/// Adds a `--<setting>` flag for every setting to `command`.
+pub fn add_setting_flags(command: Command) -> Command {
+    SETTINGS.iter().fold(command, |command, spec| {
+        command.arg(
+            Arg::new(spec.key)
+                .long(flag_id(spec))
+                .value_name("VALUE")
+                .help(format!("{} [env: {}]", spec.help, spec.env))
+                .global(true),
+        )
+    })
+}
+
+/// Builds the settings from defaults < `config_file` < environment (`env` first, then the
+/// `dotenv` pairs) < CLI `flags`, then validates them.
+pub fn load(
+    config_file: Option<&Path>,
+    env: impl Fn(&str) -> Option<String>,
+    dotenv: &HashMap<String, String>,
+    flags: &ArgMatches,
+) -> Result<Settings, ConfigError> {
+    let mut builder = Config::builder().add_source(Config::try_from(&Settings::default())?);
+    if let Some(path) = config_file {
+        let format = match path.extension().and_then(|e| e.to_str()) {
+            Some("toml") => FileFormat::Toml,
+            Some("yaml" | "yml") => FileFormat::Yaml,
+            _ => {
+                return Err(ConfigError::File {
+                    path: path.display().to_string(),
+                    why: "must end in .toml, .yaml or .yml".into(),
+                });
+            }
+        };
+        if !path.is_file() {
+            return Err(ConfigError::File {
+                path: path.display().to_string(),
+                why: "not found".into(),
+            });
+        }
+        builder = builder.add_source(File::from(path).format(format).required(true));
+    }
+    for spec in SETTINGS {
+        let from_env = env(spec.env).or_else(|| dotenv.get(spec.env).cloned());
+        let from_flag = flags.get_one::<String>(spec.key).cloned();
+        // The flag wins over the environment; an empty value means "not set" except for lists.
+        if let Some(value) = from_flag
+            .or(from_env)
+            .filter(|v| spec.list || !v.is_empty())
+        {
+            builder = if spec.list {
+                let items: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(String::from)
+                    .collect();
+                builder.set_override(spec.key, items)?
+            } else {
+                builder.set_override(spec.key, value)?
+            };
+        }
+    }
+    let settings: Settings = builder.build()?.try_deserialize()?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+/// The README's table of settings, from [`SETTINGS`] and the defaults.
+pub fn settings_table() -> String {
+    let defaults = serde_json::to_value(Settings::default()).expect("settings serialize");
+    let mut table = String::from(
+        "| Setting (file key / `--flag`) | Environment | Default | Meaning |\n|---|---|---|---|\n",
+    );
+    for spec in SETTINGS {
+        let default = match (spec.default_note, &defaults[spec.key]) {
+            (Some(note), _) => note.to_owned(),
+            (None, serde_json::Value::Null) => "unset".to_owned(),
+            (None, serde_json::Value::String(s)) => format!("`{s}`"),
+            (None, serde_json::Value::Array(items)) if spec.list => format!(
+                "`{}`",
+                items
+                    .iter()
+                    .filter_map(|i| i.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            (None, value) => format!("`{value}`"),
+        };
+        table.push_str(&format!(
+            "| `{}` / `--{}` | `{}` | {} | {} |\n",
+            spec.key,
+            flag_id(spec),
+            spec.env,
+            default,
+            spec.help
+        ));
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn matches(args: &[&str]) -> ArgMatches {
+        add_setting_flags(Command::new("test"))
+            .try_get_matches_from(std::iter::once("test").chain(args.iter().copied()))
+            .expect("flags parse")
+    }
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn every_field_has_exactly_one_spec() {
+        let defaults = serde_json::to_value(Settings::default()).unwrap();
+        let mut fields: Vec<_> = defaults.as_object().unwrap().keys().cloned().collect();
+        let mut specs: Vec<_> = SETTINGS.iter().map(|s| s.key.to_owned()).collect();
+        fields.sort();
+        specs.sort();
+        assert_eq!(fields, specs);
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let mut file = tempfile("toml");
+        writeln!(
+            file.1,
+            "max_sessions = 10\nbind = \"127.0.0.1:9000\"\ntitle = \"from file\""
+        )
+        .unwrap();
+        let env = env_of(&[
+            ("KAILASH_MAX_SESSIONS", "20"),
+            ("KAILASH_CORS_ORIGINS", "http://a, http://b"),
+        ]);
+        let dotenv = HashMap::from([("KAILASH_TITLE".to_string(), "from dotenv".to_string())]);
+        let settings = load(
+            Some(&file.0),
+            &env,
+            &dotenv,
+            &matches(&["--max-sessions", "30"]),
+        )
+        .unwrap();
+        assert_eq!(settings.max_sessions, 30, "flag beats env beats file");
+        assert_eq!(settings.bind, "127.0.0.1:9000", "file beats default");
+        assert_eq!(settings.title, "from dotenv", ".env beats file");
+        assert_eq!(settings.cors_origins, vec!["http://a", "http://b"]);
+        let settings = load(Some(&file.0), &env, &dotenv, &matches(&[])).unwrap();
+        assert_eq!(settings.max_sessions, 20, "env beats file");
+        std::fs::remove_file(&file.0).unwrap();
+    }
+
+    #[test]
+    fn yaml_files_work_and_bad_values_name_the_setting() {
+        let mut file = tempfile("yaml");
+        writeln!(file.1, "session_timeout_minutes: 0.5\nauth_mode: open").unwrap();
+        let settings = load(Some(&file.0), env_of(&[]), &HashMap::new(), &matches(&[])).unwrap();
+        assert_eq!(settings.session_timeout_minutes, 0.5);
+        assert_eq!(settings.auth_mode, super::super::AuthMode::Open);
+        std::fs::remove_file(&file.0).unwrap();
+
+        for (env, key) in [
+            (("KAILASH_MAX_SESSIONS", "lots"), "max_sessions"),
+            (("KAILASH_AUTH_MODE", "sometimes"), "auth_mode"),
+            (("KAILASH_BIND", "nowhere"), "bind"),
+            (
+                ("KAILASH_API_GATEWAY_SECRET", "short"),
+                "api_gateway_secret",
+            ),
+        ] {
+            let error = load(None, env_of(&[env]), &HashMap::new(), &matches(&[])).unwrap_err();
+            let line = error.to_string();
+            assert!(line.contains(key), "{line} should name {key}");
+            assert!(!line.contains('\n'), "one line: {line}");
+        }
+    }
+
+    fn tempfile(extension: &str) -> (std::path::PathBuf, std::fs::File) {
+        let path =
+            std::env::temp_dir().join(format!("kailash-{}.{extension}", uuid::Uuid::new_v4()));
+        let file = std::fs::File::create(&path).unwrap();
+        (path, file)
+    }
+}

@@ -1,0 +1,295 @@
+//! Typed settings: every knob the gateway has, its default, and the checks that stop a start
+//! with one clear line naming the bad setting.
+//!
+//! Sources, lowest to highest: built-in defaults, `--config FILE` (TOML or YAML), a `.env`
+//! file in the working directory, environment variables, CLI flags. [`load`] layers them;
+//! [`SETTINGS`] is the one table of names, environment variables and help texts that the CLI,
+//! the loader and `kailash-gateway settings` (the README's table) are built from.
+
+mod load;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, SETTINGS, SettingSpec, add_setting_flags, load, settings_table};
+
+/// `gated` (every route needs a credential) or `open` (local development: no credential,
+/// the request's `user_id` is trusted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Gated,
+    Open,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A secret value: deserialized like a string, never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Every setting, with its default. Field names are the config-file keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub bind: String,
+    pub auth_mode: AuthMode,
+    pub api_gateway_secret: Option<Secret>,
+    pub public_paths: Vec<String>,
+    pub default_tenant: String,
+    pub max_sessions: usize,
+    pub session_timeout_minutes: f64,
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    pub cors_origins: Vec<String>,
+    pub max_body_bytes: usize,
+    pub database_url: Option<Secret>,
+    pub redis_url: Option<Secret>,
+    pub workers: usize,
+    pub max_connections: usize,
+    pub keep_alive_seconds: u64,
+    pub client_request_timeout_seconds: u64,
+    pub request_timeout_seconds: u64,
+    pub compression: bool,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub drain_delay_seconds: f64,
+    pub shutdown_timeout_seconds: u64,
+    pub actor_ask_timeout_ms: u64,
+    pub mailbox_capacity: usize,
+    pub event_history_len: usize,
+    pub event_retention_minutes: f64,
+    pub recent_events_capacity: usize,
+    pub title: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8000".into(),
+            auth_mode: AuthMode::Gated,
+            api_gateway_secret: None,
+            public_paths: ["/health", "/health/detailed", "/ready", "/metrics"]
+                .map(String::from)
+                .to_vec(),
+            default_tenant: "default".into(),
+            max_sessions: 1000,
+            session_timeout_minutes: 60.0,
+            data_dir: PathBuf::from("kailash-data"),
+            log_format: LogFormat::Pretty,
+            log_filter: "info".into(),
+            cors_origins: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            database_url: None,
+            redis_url: None,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_connections: 25_000,
+            keep_alive_seconds: 5,
+            client_request_timeout_seconds: 5,
+            request_timeout_seconds: 300,
+            compression: true,
+            tls_cert_file: None,
+            tls_key_file: None,
+            drain_delay_seconds: 0.0,
+            shutdown_timeout_seconds: 30,
+            actor_ask_timeout_ms: 5000,
+            mailbox_capacity: 1024,
+            event_history_len: 100,
+            event_retention_minutes: 60.0,
+            recent_events_capacity: 1000,
+            title: "Kailash Gateway".into(),
+        }
+    }
+}
+
+/// Shortest secret accepted for HS256 signing (RFC 7518 §3.2: at least the hash size).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+impl Settings {
+    /// Checks what types alone cannot; the error names the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String| Err(ConfigError::invalid(key, why));
+        if self.bind.parse::<SocketAddr>().is_err() {
+            return bad(
+                "bind",
+                format!("'{}' is not a host:port address", self.bind),
+            );
+        }
+        if self.max_sessions == 0 {
+            return bad("max_sessions", "must be at least 1".into());
+        }
+        for (key, minutes) in [
+            ("session_timeout_minutes", self.session_timeout_minutes),
+            ("event_retention_minutes", self.event_retention_minutes),
+        ] {
+            if !(minutes.is_finite() && minutes > 0.0 && minutes <= 525_600.0) {
+                return bad(
+                    key,
+                    "must be a number of minutes above 0 and at most a year".into(),
+                );
+            }
+        }
+        if !(self.drain_delay_seconds.is_finite()
+            && (0.0..=3600.0).contains(&self.drain_delay_seconds))
+        {
+            return bad("drain_delay_seconds", "must be between 0 and 3600".into());
+        }
+        if self.workers == 0 || self.workers > 1024 {
+            return bad("workers", "must be between 1 and 1024".into());
+        }
+        if self.max_body_bytes < 1024 {
+            return bad("max_body_bytes", "must be at least 1024".into());
+        }
+        for (key, value) in [
+            ("max_connections", self.max_connections),
+            ("mailbox_capacity", self.mailbox_capacity),
+            ("actor_ask_timeout_ms", self.actor_ask_timeout_ms as usize),
+            (
+                "request_timeout_seconds",
+                self.request_timeout_seconds as usize,
+            ),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1".into());
+            }
+        }
+        if self.default_tenant.trim().is_empty() {
+            return bad("default_tenant", "must not be empty".into());
+        }
+        if let Some(secret) = &self.api_gateway_secret
+            && secret.expose().len() < MIN_SECRET_BYTES
+        {
+            return bad(
+                "api_gateway_secret",
+                format!("must be at least {MIN_SECRET_BYTES} bytes long"),
+            );
+        }
+        if let Some(url) = &self.database_url
+            && !["postgres://", "postgresql://"]
+                .iter()
+                .any(|s| url.expose().starts_with(s))
+        {
+            return bad(
+                "database_url",
+                "must be a postgres:// or postgresql:// URL".into(),
+            );
+        }
+        if let Some(url) = &self.redis_url
+            && !["redis://", "rediss://"]
+                .iter()
+                .any(|s| url.expose().starts_with(s))
+        {
+            return bad("redis_url", "must be a redis:// or rediss:// URL".into());
+        }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => return bad("tls_key_file", "is required with tls_cert_file".into()),
+            (None, Some(_)) => return bad("tls_cert_file", "is required with tls_key_file".into()),
+            _ => {}
+        }
+        for path in self.public_paths.iter().filter(|p| !p.starts_with('/')) {
+            return bad("public_paths", format!("'{path}' must start with '/'"));
+        }
+        if self.auth_mode == AuthMode::Gated
+            && self.api_gateway_secret.is_none()
+            && !self.is_embedded()
+        {
+            return bad(
+                "api_gateway_secret",
+                format!(
+                    "gated mode with DATABASE_URL or REDIS_URL needs KAILASH_API_GATEWAY_SECRET \
+                     ({MIN_SECRET_BYTES}+ bytes); only the single-node embedded default generates one"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The single-node embedded default: no database, no broker.
+    pub fn is_embedded(&self) -> bool {
+        self.database_url.is_none() && self.redis_url.is_none()
+    }
+
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.bind.parse().expect("validated at load")
+    }
+
+    pub fn session_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.session_timeout_minutes * 60.0)
+    }
+
+    pub fn event_retention(&self) -> Duration {
+        Duration::from_secs_f64(self.event_retention_minutes * 60.0)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_seconds)
+    }
+}
+
+/// A connection URL with its password replaced, for reporting which backend is configured.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".into();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => format!("{scheme}://{authority}{tail}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Settings::default().validate().expect("defaults validate");
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://app:hunter2@db:5432/kailash"),
+            "postgres://app:***@db:5432/kailash"
+        );
+        assert_eq!(redact_url("redis://cache:6379/0"), "redis://cache:6379/0");
+    }
+
+    #[test]
+    fn a_backend_without_a_secret_is_refused_in_gated_mode() {
+        let settings = Settings {
+            redis_url: Some(Secret::new("redis://127.0.0.1:6379")),
+            ..Settings::default()
+        };
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("api_gateway_secret"), "{error}");
+    }
+}

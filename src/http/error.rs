@@ -1,0 +1,201 @@
+//! The one table of error codes (status, stable `code`, default message) and [`ApiError`],
+//! the JSON error every route, extractor and middleware answers with:
+//! `{"detail", "code", "request_id", "errors"?}`.
+//!
+//! `code` strings are a public contract: add rows, never rename them.
+
+use std::{borrow::Cow, fmt, time::Duration};
+
+use actix_web::{
+    HttpResponse, ResponseError,
+    http::{StatusCode, header},
+};
+use kailash_actors::GatewayError;
+use serde::Serialize;
+
+use super::request_id::current_request_id;
+
+macro_rules! error_codes {
+    ($($variant:ident => $status:ident, $code:literal, $detail:literal;)*) => {
+        /// Every error the gateway answers with.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorCode { $($variant,)* }
+
+        impl ErrorCode {
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            pub fn status(self) -> StatusCode {
+                match self { $(ErrorCode::$variant => StatusCode::$status,)* }
+            }
+
+            /// The stable machine-readable code.
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $code,)* }
+            }
+
+            /// The human sentence used when no more specific one is given.
+            pub fn default_detail(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $detail,)* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    InvalidJson => BAD_REQUEST, "invalid_json", "The request body is not valid JSON";
+    InvalidRequest => BAD_REQUEST, "invalid_request", "The request is invalid";
+    InvalidEventTypes => BAD_REQUEST, "invalid_event_types", "Unknown event type";
+    MissingCredentials => UNAUTHORIZED, "missing_credentials", "Not authenticated";
+    InvalidToken => UNAUTHORIZED, "invalid_token", "Invalid authentication credentials";
+    TokenExpired => UNAUTHORIZED, "token_expired", "The token has expired";
+    NotFound => NOT_FOUND, "not_found", "Not Found";
+    SessionNotFound => NOT_FOUND, "session_not_found", "Session not found";
+    MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed", "Method Not Allowed";
+    PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large", "The request body is too large";
+    MaxSessionsReached => TOO_MANY_REQUESTS, "max_sessions_reached", "Maximum number of sessions reached";
+    NotReady => SERVICE_UNAVAILABLE, "not_ready", "The gateway is not ready";
+    Draining => SERVICE_UNAVAILABLE, "draining", "The gateway is shutting down";
+    Unavailable => SERVICE_UNAVAILABLE, "unavailable", "A gateway component did not answer in time";
+    RequestTimeout => GATEWAY_TIMEOUT, "request_timeout", "The request took too long";
+    Internal => INTERNAL_SERVER_ERROR, "internal_error", "Internal server error";
+}
+
+/// One problem with one part of the input (`path` like `metadata` or `nodes[1].type`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+/// An error answer. Build with [`ApiError::new`] and the `with_*` methods.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    detail: Cow<'static, str>,
+    errors: Vec<FieldError>,
+    retry_after: Option<Duration>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    detail: &'a str,
+    code: &'static str,
+    request_id: String,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [FieldError],
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode) -> Self {
+        Self {
+            code,
+            detail: Cow::Borrowed(code.default_detail()),
+            errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// An internal failure: the cause is logged with the request id, never sent.
+    pub fn internal(cause: impl fmt::Display) -> Self {
+        tracing::error!(request_id = %current_request_id(), error = %cause, "internal error");
+        Self::new(ErrorCode::Internal)
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.detail)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let mut response = HttpResponse::build(status);
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = match self.code {
+                ErrorCode::MissingCredentials => r#"Bearer realm="kailash""#,
+                _ => r#"Bearer realm="kailash", error="invalid_token""#,
+            };
+            response.insert_header((header::WWW_AUTHENTICATE, challenge));
+        }
+        let retry_after = self.retry_after.or(match status {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                Some(Duration::from_secs(1))
+            }
+            _ => None,
+        });
+        if let Some(after) = retry_after {
+            let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            response.insert_header((header::RETRY_AFTER, seconds.max(1)));
+        }
+        response.json(ErrorBody {
+            detail: &self.detail,
+            code: self.code.as_str(),
+            request_id: current_request_id(),
+            errors: &self.errors,
+        })
+    }
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(error: GatewayError) -> Self {
+        match error {
+            GatewayError::SessionNotFound => ApiError::new(ErrorCode::SessionNotFound),
+            GatewayError::MaxSessionsReached { limit, retry_after } => {
+                ApiError::new(ErrorCode::MaxSessionsReached)
+                    .with_detail(format!("Maximum number of sessions ({limit}) reached"))
+                    .with_retry_after(retry_after)
+            }
+            GatewayError::Draining => {
+                ApiError::new(ErrorCode::Draining).with_retry_after(Duration::from_secs(5))
+            }
+            GatewayError::Unavailable => ApiError::new(ErrorCode::Unavailable),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_snake_case() {
+        let codes: HashSet<_> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(codes.len(), ErrorCode::ALL.len());
+        for code in codes {
+            assert!(
+                code.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{code}"
+            );
+        }
+        for code in ErrorCode::ALL {
+            assert!(code.status().is_client_error() || code.status().is_server_error());
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Kailash Gateway: the HTTP/WebSocket face of the actor tree in `kailash-actors`.
+//!
+//! `app` builds and binds the server; `config` loads settings; `auth` turns credentials
+//! into callers; `http` holds the error table and request plumbing; `routes` the handlers;
+//! `metrics`, `logging` and `host` observe; `shutdown` drains.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod host;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod routes;
+pub mod shutdown;
+pub mod tls;
+
+pub use app::Application;

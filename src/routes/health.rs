@@ -1,0 +1,197 @@
+//! `GET /health` (the Kailash shape: status, components; 503 when unhealthy) and
+//! `GET /health/detailed` (the seeds' health monitor: component checks, CPU/memory/disk,
+//! sessions near their timeout, build and platform).
+
+use std::time::Duration;
+
+use actix_web::{HttpResponse, http::StatusCode, web};
+use chrono::Utc;
+use kailash_actors::GatewayStats;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::{
+    app::AppState,
+    config::{Settings, redact_url},
+    host,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+impl Status {
+    fn http(self) -> StatusCode {
+        match self {
+            Status::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::OK,
+        }
+    }
+}
+
+/// Session use above these shares of `max_sessions` degrades, then fails, the check.
+const SESSIONS_DEGRADED: f64 = 0.9;
+const RESOURCES_DEGRADED_PERCENT: f64 = 90.0;
+
+fn session_status(stats: &GatewayStats) -> Status {
+    if stats.active_sessions as f64 >= stats.max_sessions as f64 * SESSIONS_DEGRADED {
+        Status::Degraded
+    } else {
+        Status::Healthy
+    }
+}
+
+/// The backends, reported (with passwords redacted) even before they are used.
+fn backends(settings: &Settings) -> (Value, Value) {
+    let url = |url: &Option<crate::config::Secret>| url.as_ref().map(|u| redact_url(u.expose()));
+    (
+        json!({"status": "healthy", "kind": "memory", "configured_url": url(&settings.database_url)}),
+        json!({"status": "healthy", "kind": "in_process", "configured_url": url(&settings.redis_url)}),
+    )
+}
+
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let now = Utc::now();
+    let (store, broker) = backends(&state.settings);
+    let (status, agent_ui, realtime) = match state.gateway.stats().await {
+        Ok(stats) => {
+            let sessions = session_status(&stats);
+            (
+                sessions.max(if stats.draining {
+                    Status::Degraded
+                } else {
+                    Status::Healthy
+                }),
+                json!({
+                    "status": sessions,
+                    "active_sessions": stats.active_sessions,
+                    "max_sessions": stats.max_sessions,
+                    "draining": stats.draining,
+                }),
+                json!({"status": Status::Healthy, "events_emitted": stats.events_emitted}),
+            )
+        }
+        Err(error) => {
+            let failed = json!({"status": Status::Unhealthy, "error": error.to_string()});
+            (Status::Unhealthy, failed.clone(), failed)
+        }
+    };
+    HttpResponse::build(status.http()).json(json!({
+        "status": status,
+        "timestamp": now,
+        "uptime_seconds": state.lifecycle.uptime().as_secs_f64(),
+        "requests_processed": state.metrics.requests_processed(),
+        "components": {
+            "agent_ui": agent_ui,
+            "realtime": realtime,
+            "schema_registry": {"status": Status::Healthy, "node_types": 0},
+            "store": store,
+            "broker": broker,
+        },
+    }))
+}
+
+#[derive(Serialize)]
+struct Check {
+    name: &'static str,
+    status: Status,
+    message: String,
+    details: Value,
+}
+
+pub async fn detailed(state: web::Data<AppState>) -> HttpResponse {
+    let readings = host::read(&state.settings.data_dir, Duration::from_millis(200)).await;
+    let (store, broker) = backends(&state.settings);
+    let mut checks = vec![
+        Check {
+            name: "store",
+            status: Status::Healthy,
+            message: "in-memory store".into(),
+            details: store,
+        },
+        Check {
+            name: "broker",
+            status: Status::Healthy,
+            message: "in-process event bus".into(),
+            details: broker,
+        },
+    ];
+    match state.gateway.stats().await {
+        Ok(stats) => {
+            checks.push(Check {
+                name: "middleware",
+                status: session_status(&stats),
+                message: format!("{}/{} sessions", stats.active_sessions, stats.max_sessions),
+                details: json!({
+                    "active_sessions": stats.active_sessions,
+                    "max_sessions": stats.max_sessions,
+                    "tenants": stats.tenants,
+                    "events_emitted": stats.events_emitted,
+                    "draining": stats.draining,
+                }),
+            });
+            checks.push(Check {
+                name: "sessions",
+                status: Status::Healthy,
+                message: format!(
+                    "{} active, {} near their idle timeout",
+                    stats.active_sessions, stats.sessions_near_timeout
+                ),
+                details: json!({
+                    "active": stats.active_sessions,
+                    "near_timeout": stats.sessions_near_timeout,
+                    "timeout_minutes": state.settings.session_timeout_minutes,
+                    "created": stats.sessions_created,
+                    "closed": stats.sessions_closed,
+                    "expired": stats.sessions_expired,
+                }),
+            });
+        }
+        Err(error) => checks.push(Check {
+            name: "middleware",
+            status: Status::Unhealthy,
+            message: format!("the actor tree did not answer: {error}"),
+            details: Value::Null,
+        }),
+    }
+    let strained = [
+        readings.cpu_percent,
+        readings.memory_percent,
+        readings.disk_percent,
+    ]
+    .into_iter()
+    .flatten()
+    .any(|percent| percent > RESOURCES_DEGRADED_PERCENT);
+    checks.push(Check {
+        name: "system_resources",
+        status: if strained {
+            Status::Degraded
+        } else {
+            Status::Healthy
+        },
+        message: if strained {
+            "system resources high"
+        } else {
+            "system resources normal"
+        }
+        .into(),
+        details: serde_json::to_value(&readings).unwrap_or_default(),
+    });
+    let status = checks
+        .iter()
+        .map(|c| c.status)
+        .max()
+        .unwrap_or(Status::Healthy);
+    HttpResponse::build(status.http()).json(json!({
+        "status": status,
+        "timestamp": Utc::now(),
+        "uptime_seconds": state.lifecycle.uptime().as_secs_f64(),
+        "started_at": state.lifecycle.started_at,
+        "checks": checks,
+        "system_info": host::build_and_platform(),
+    }))
+}

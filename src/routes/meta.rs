@@ -1,0 +1,86 @@
+//! `GET /` (what this gateway is), `/ready`, `/metrics` and `/api/stats`.
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use crate::{
+    app::AppState,
+    config::AuthMode,
+    http::{ApiError, ErrorCode},
+};
+
+pub async fn root(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "name": state.settings.title,
+        "version": env!("CARGO_PKG_VERSION"),
+        "status": "healthy",
+        "uptime_seconds": state.lifecycle.uptime().as_secs_f64(),
+        "auth": match state.auth.mode() { AuthMode::Gated => "gated", AuthMode::Open => "open" },
+        // Features are reported as they are built: workflows, real-time delivery and
+        // webhooks arrive with later work.
+        "features": {
+            "sessions": true,
+            "real_time": false,
+            "dynamic_workflows": false,
+            "webhooks": false,
+        },
+        "endpoints": {
+            "sessions": "/api/sessions",
+            "workflows": "/api/workflows",
+            "schemas": "/api/schemas",
+            "websocket": "/ws",
+            "sse": "/events",
+            "docs": "/docs",
+        },
+    }))
+}
+
+/// 200 once the node serves traffic; 503 while starting or draining, so load balancers
+/// stop sending before the listener closes.
+pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.lifecycle.is_draining() {
+        return Err(ApiError::new(ErrorCode::Draining));
+    }
+    if !state.lifecycle.is_ready() {
+        return Err(ApiError::new(ErrorCode::NotReady));
+    }
+    Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let stats = state.gateway.stats().await?;
+    state.metrics.mirror_gateway(&stats);
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render()))
+}
+
+pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let stats = state.gateway.stats().await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "gateway": {
+            "uptime_seconds": state.lifecycle.uptime().as_secs_f64(),
+            "requests_processed": state.metrics.requests_processed(),
+            "title": state.settings.title,
+            "version": env!("CARGO_PKG_VERSION"),
+        },
+        "agent_ui": {
+            "active_sessions": stats.active_sessions,
+            "total_sessions_created": stats.sessions_created,
+            "sessions_closed": stats.sessions_closed,
+            "sessions_expired": stats.sessions_expired,
+            "max_sessions": stats.max_sessions,
+            "workflows_executed": 0,
+            "events_emitted": stats.events_emitted,
+            "active_executions": 0,
+            "shared_workflows": 0,
+        },
+        "realtime": {
+            "events_emitted": stats.events_emitted,
+            "retained_event_streams": stats.retained_event_streams,
+        },
+        "schema_registry": {
+            "node_types": 0,
+        },
+    })))
+}
