@@ -94,11 +94,13 @@ fi
 banner "starting private PostgreSQL and Redis (state: ${STATE#"$ROOT"/})"
 
 TEST_RC=0
+STAGE=services
 on_exit() {
     local rc=$?
     set +e
     trap - EXIT INT TERM
-    if [ "$rc" -ne 0 ] && [ "$CI" = true ]; then
+    # Service logs only help when the services or the tests failed.
+    if [ "$rc" -ne 0 ] && [ "$CI" = true ] && [ "$STAGE" != lint ]; then
         svc_dump_logs
     fi
     banner "stopping services"
@@ -139,6 +141,7 @@ echo "KAILASH_TEST_REDIS_URL=$KAILASH_TEST_REDIS_URL"
 if [ "${KAILASH_SKIP_LINT:-0}" = 1 ]; then
     banner "skipping cargo fmt / clippy (KAILASH_SKIP_LINT=1)"
 else
+    STAGE=lint
     banner "cargo fmt --all -- --check"
     cargo fmt --all -- --check ||
         fail "formatting differs from rustfmt: run 'cargo fmt --all' and commit the result"
@@ -148,6 +151,7 @@ else
         fail "clippy reported warnings or errors (see above)"
 fi
 
+STAGE="test"
 banner "cargo test --workspace $*"
 timeout -k 30s "${KAILASH_TEST_TIMEOUT:-70m}" cargo test --workspace "$@" || TEST_RC=$?
 if [ "$TEST_RC" -eq 124 ] || [ "$TEST_RC" -eq 137 ]; then

@@ -1,7 +1,7 @@
 //! The `kailash-gateway` binary: parses the command line, loads settings, and runs one of
 //! `serve` (the default), `token` (mint a bearer token) or `settings` (print the table).
 
-use std::{collections::HashMap, path::PathBuf, process::ExitCode};
+use std::{collections::HashMap, io::Write, path::PathBuf, process::ExitCode};
 
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use kailash_gateway::{
@@ -156,7 +156,9 @@ fn announce_admin_token(secret: &str, path: &std::path::Path, settings: &Setting
         lifetime: chrono::Duration::hours(24),
         token_type: TokenType::Access,
     });
-    println!(
+    // Written once, best effort: a closed stdout must not stop the gateway.
+    let _ = writeln!(
+        std::io::stdout(),
         "\nGenerated a signing secret in {} (mode 0600).\n\
          Admin bearer token (valid 24 h; mint more with `kailash-gateway token --sub NAME`):\n\n  \
          {token}\n\n  curl -H 'Authorization: Bearer {token}' http://{}/api/sessions\n",

@@ -16,8 +16,17 @@ import argparse
 import http.client
 import json
 import multiprocessing as mp
+import socket
 import sys
 import time
+
+
+class Connection(http.client.HTTPConnection):
+    """Keep-alive connection with TCP_NODELAY (no Nagle/delayed-ACK stalls)."""
+
+    def connect(self):
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def worker(job):
@@ -28,7 +37,7 @@ def worker(job):
     errors = 0
     sample_ok = None
     sample_bad = None
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    conn = Connection(host, port, timeout=timeout)
     for _ in range(count):
         try:
             conn.request("POST", "/api/sessions", body=b"{}", headers=headers)
@@ -41,7 +50,7 @@ def worker(job):
             conn.close()
             if errors > 20:
                 break  # server is gone; don't spin
-            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+            conn = Connection(host, port, timeout=timeout)
             continue
         if resp.status == 200:
             ok += 1
@@ -53,7 +62,7 @@ def worker(job):
                 sample_bad = "HTTP %d: %s" % (resp.status, body[:300].decode("utf-8", "replace"))
         if resp.will_close:
             conn.close()
-            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+            conn = Connection(host, port, timeout=timeout)
     conn.close()
     return ok, bad, errors, sample_ok, sample_bad
 

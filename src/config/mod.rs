@@ -210,7 +210,7 @@ impl Settings {
             (None, Some(_)) => return bad("tls_cert_file", "is required with tls_key_file".into()),
             _ => {}
         }
-        for path in self.public_paths.iter().filter(|p| !p.starts_with('/')) {
+        if let Some(path) = self.public_paths.iter().find(|p| !p.starts_with('/')) {
             return bad("public_paths", format!("'{path}' must start with '/'"));
         }
         if self.auth_mode == AuthMode::Gated

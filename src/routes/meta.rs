@@ -1,6 +1,7 @@
 //! `GET /` (what this gateway is), `/ready`, `/metrics` and `/api/stats`.
 
 use actix_web::{HttpResponse, web};
+use kailash_actors::GatewayError;
 use serde_json::json;
 
 use crate::{
@@ -39,7 +40,7 @@ pub async fn root(state: web::Data<AppState>) -> HttpResponse {
 /// stop sending before the listener closes.
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if state.lifecycle.is_draining() {
-        return Err(ApiError::new(ErrorCode::Draining));
+        return Err(GatewayError::Draining.into());
     }
     if !state.lifecycle.is_ready() {
         return Err(ApiError::new(ErrorCode::NotReady));

@@ -1,0 +1,164 @@
+//! `spawn_app()`: a real gateway on a random port inside the test's actix System, a
+//! reqwest client, and token minting with the app's secret.
+
+use std::time::Duration;
+
+use actix_web::{dev::ServerHandle, web};
+use kailash_gateway::{
+    Application,
+    app::AppState,
+    auth::token::{MintRequest, TokenKeys, TokenType},
+    config::{AuthMode, Secret, Settings},
+};
+use reqwest::{Client, Method, RequestBuilder, Response};
+use serde_json::Value;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: Client,
+    pub secret: String,
+    pub state: web::Data<AppState>,
+    pub server: ServerHandle,
+}
+
+/// Settings every test starts from: gated, one worker, a fresh data dir, quiet logs.
+pub fn test_settings() -> Settings {
+    Settings {
+        bind: "127.0.0.1:0".into(),
+        workers: 1,
+        data_dir: std::env::temp_dir().join(format!("kailash-test-{}", uuid::Uuid::new_v4())),
+        log_filter: "warn".into(),
+        ..Settings::default()
+    }
+}
+
+pub fn random_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawns a gateway with `customize` applied to [`test_settings`].
+pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let secret = random_secret();
+    let mut settings = test_settings();
+    settings.api_gateway_secret = Some(Secret::new(secret.clone()));
+    customize(&mut settings);
+    settings.validate().expect("test settings are valid");
+    let signing = (settings.auth_mode == AuthMode::Gated).then(|| Secret::new(secret.clone()));
+    let app = Application::build(settings, signing.as_ref()).expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let (state, server) = (app.state(), app.server_handle());
+    actix_rt::spawn(app.run_until_stopped());
+    let client = Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client builds");
+    TestApp {
+        address,
+        client,
+        secret,
+        state,
+        server,
+    }
+}
+
+impl TestApp {
+    /// An access token for `user` in the default tenant, as the gateway mints them.
+    pub fn token_for(&self, user: &str) -> String {
+        self.mint(MintRequest {
+            subject: user.into(),
+            tenant_id: None,
+            roles: vec!["user".into()],
+            permissions: vec![],
+            lifetime: chrono::Duration::minutes(10),
+            token_type: TokenType::Access,
+        })
+    }
+
+    pub fn mint(&self, request: MintRequest) -> String {
+        TokenKeys::hs256(self.secret.as_bytes()).mint(&request)
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.address))
+    }
+
+    /// A request authenticated as `user`.
+    pub fn as_user(&self, user: &str, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path).bearer_auth(self.token_for(user))
+    }
+
+    /// Creates a session for `user` and returns its id.
+    pub async fn create_session(&self, user: &str) -> String {
+        let response = self
+            .as_user(user, Method::POST, "/api/sessions")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        json(response).await["session_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+pub async fn json(response: Response) -> Value {
+    let text = response.text().await.expect("body reads");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+/// Asserts an error answer whole: status, the exact JSON body `{detail, code, request_id}`,
+/// and that the body's request id is the `X-Request-ID` header's.
+pub async fn assert_error(response: Response, status: u16, code: &str, detail: &str) -> Value {
+    assert_error_with(response, status, code, detail, None).await
+}
+
+/// [`assert_error`] for validation failures, whose body also carries `errors`.
+pub async fn assert_error_with(
+    response: Response,
+    status: u16,
+    code: &str,
+    detail: &str,
+    errors: Option<Value>,
+) -> Value {
+    assert_eq!(response.status(), status, "status of a `{code}` error");
+    let header_id = response
+        .headers()
+        .get("x-request-id")
+        .expect("x-request-id header")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        response.headers().get("content-type").unwrap(),
+        "application/json"
+    );
+    let body = json(response).await;
+    let mut expected = serde_json::json!({"detail": detail, "code": code, "request_id": header_id});
+    if let Some(errors) = errors {
+        expected["errors"] = errors;
+    }
+    assert_eq!(body, expected);
+    body
+}
+
+/// Polls `check` until it returns true or `within` passes.
+pub async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}

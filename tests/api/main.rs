@@ -1,0 +1,9 @@
+//! Integration tests: each starts the real gateway (in-process on a random port, or the
+//! real binary as a child process) and talks HTTP to it.
+
+mod auth;
+mod errors;
+mod helpers;
+mod observability;
+mod process;
+mod sessions;
