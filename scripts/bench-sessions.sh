@@ -91,7 +91,7 @@ fi
 [ -x "$BIN" ] || die "gateway binary not found at $BIN (build it, or drop --no-build)"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/kailash-bench.XXXXXX")"
-SECRET="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+SECRET="$("$SVC_PYTHON" -c 'import secrets; print(secrets.token_hex(32))')"
 LUA="$ROOT/scripts/bench/create_session.lua"
 SERVER_PID=""
 SERVER_PORT=""
@@ -157,7 +157,7 @@ start_server() {
             SERVER_PID=""
             die "server exited during startup (log: $SERVER_LOG)"
         fi
-        code="$(python3 - "$SERVER_PORT" <<'PY' 2>/dev/null || true
+        code="$("$SVC_PYTHON" - "$SERVER_PORT" <<'PY' 2>/dev/null || true
 import sys, urllib.request
 try:
     with urllib.request.urlopen("http://127.0.0.1:%s/ready" % sys.argv[1], timeout=2) as r:
@@ -224,7 +224,7 @@ for conns in $CONNECTIONS; do
         run_wrk "$conns" "$DURATION" "$f"
         files+=("$f")
     done
-    out="$(python3 "$ROOT/scripts/bench/wrk_stats.py" "sessions.create c=$conns" "${files[@]}")" ||
+    out="$("$SVC_PYTHON" "$ROOT/scripts/bench/wrk_stats.py" "sessions.create c=$conns" "${files[@]}")" ||
         die "could not parse wrk output (files in $WORK)"
     grep -v -e '^SUMMARY ' -e '^WARNING ' <<<"$out" || true
     line="$(sed -n 's/^SUMMARY //p' <<<"$out")"
@@ -244,7 +244,7 @@ step "sessions.idle_memory: fresh server, $WARMUP_SESSIONS warm-up sessions, the
 start_server
 TOKEN="$(mint_token bench-user)"
 create_sessions() { # COUNT
-    python3 "$ROOT/scripts/bench/create_sessions.py" --port "$SERVER_PORT" --token "$TOKEN" \
+    "$SVC_PYTHON" "$ROOT/scripts/bench/create_sessions.py" --port "$SERVER_PORT" --token "$TOKEN" \
         --count "$1" --workers 4
 }
 rss_start="$(rss_kib)"
@@ -257,7 +257,7 @@ sleep 2
 kill -0 "$SERVER_PID" 2>/dev/null || die "server died while creating sessions"
 rss_after="$(rss_kib)"
 echo "RSS: after $SESSIONS sessions + 2 s: $rss_after KiB"
-mem_line="$(python3 - "$rss_before" "$rss_after" "$SESSIONS" <<'PY'
+mem_line="$("$SVC_PYTHON" - "$rss_before" "$rss_after" "$SESSIONS" <<'PY'
 import sys
 before, after, n = (int(x) for x in sys.argv[1:])
 per = (after - before) * 1024 / n

@@ -9,7 +9,7 @@
 # then runs, failing fast:
 #   1. cargo fmt --all -- --check
 #   2. cargo clippy --workspace --all-targets -- -D warnings
-#   3. cargo test --workspace [args]
+#   3. cargo test --workspace --no-fail-fast [args]
 # and stops both servers on exit, whatever happened.
 #
 # Environment exported to the tests:
@@ -32,7 +32,8 @@
 #
 # Knobs (environment):
 #   KAILASH_SKIP_LINT=1        skip fmt and clippy (quick local runs)
-#   KAILASH_TEST_TIMEOUT       limit for `cargo test` (default 70m)
+#   KAILASH_TEST_TIMEOUT       limit for `cargo test` when stdin is not a
+#                              terminal, e.g. in CI (default 70m)
 #   CI=true                    also prints tool versions and service log tails
 set -euo pipefail
 
@@ -85,7 +86,7 @@ if [ "$CI" = true ]; then
     rustc --version
     cargo fmt --version
     cargo clippy --version
-    python3 --version
+    "$SVC_PYTHON" --version
     "$(_svc_find_pg_bin)/postgres" --version
     redis-server --version
 fi
@@ -152,8 +153,17 @@ else
 fi
 
 STAGE="test"
-banner "cargo test --workspace $*"
-timeout -k 30s "${KAILASH_TEST_TIMEOUT:-70m}" cargo test --workspace "$@" || TEST_RC=$?
+banner "cargo test --workspace --no-fail-fast $*"
+# --no-fail-fast: run every test binary and report all failures at once.
+# Not interactive (CI): a time limit that kills the whole process group (test
+# binaries included) so a hung test fails the run with a clear message while
+# the EXIT trap still stops the services. On a terminal: no limit, so that
+# Ctrl-C reaches cargo (timeout moves itself out of the foreground group).
+if [ -t 0 ]; then
+    cargo test --workspace --no-fail-fast "$@" || TEST_RC=$?
+else
+    timeout -k 30s "${KAILASH_TEST_TIMEOUT:-70m}" cargo test --workspace --no-fail-fast "$@" || TEST_RC=$?
+fi
 if [ "$TEST_RC" -eq 124 ] || [ "$TEST_RC" -eq 137 ]; then
     fail "cargo test did not finish within ${KAILASH_TEST_TIMEOUT:-70m} (killed)"
 elif [ "$TEST_RC" -ne 0 ]; then

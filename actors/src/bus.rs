@@ -9,15 +9,17 @@
 //! that observes a fact holds its address.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use actix::prelude::*;
-use uuid::Uuid;
 
-use crate::events::{Event, EventFilter, EventType, PublishedEvent};
+use crate::{
+    events::{Event, EventFilter, EventType, PublishedEvent},
+    sharded::ShardedMap,
+};
 
 /// How much the bus keeps.
 #[derive(Debug, Clone)]
@@ -32,7 +34,7 @@ pub struct BusConfig {
 
 pub struct EventBus {
     config: BusConfig,
-    streams: HashMap<Uuid, SessionStream>,
+    streams: ShardedMap<SessionStream>,
     /// `seq` for events that belong to no session (system events).
     system_seq: u64,
     recent: VecDeque<Arc<PublishedEvent>>,
@@ -51,7 +53,7 @@ impl EventBus {
         Self {
             recent: VecDeque::with_capacity(config.recent_capacity.min(4096)),
             config,
-            streams: HashMap::new(),
+            streams: ShardedMap::new(),
             system_seq: 0,
             published_total: 0,
         }
@@ -60,7 +62,7 @@ impl EventBus {
     fn next_seq(&mut self, event: &Event) -> u64 {
         let counter = match event.session_id {
             Some(id) => {
-                let stream = self.streams.entry(id).or_default();
+                let stream = self.streams.get_or_insert_with(id, SessionStream::default);
                 if matches!(
                     event.event_type,
                     EventType::SessionClosed | EventType::SessionExpired
@@ -76,9 +78,11 @@ impl EventBus {
     }
 
     fn drop_expired_streams(&mut self) {
-        let retention = self.config.retention;
+        let Some(cutoff) = Instant::now().checked_sub(self.config.retention) else {
+            return;
+        };
         self.streams
-            .retain(|_, stream| stream.ended_at.is_none_or(|at| at.elapsed() < retention));
+            .retain(|_, stream| stream.ended_at.is_none_or(|at| at > cutoff));
     }
 }
 
@@ -171,6 +175,8 @@ impl Handler<BusStats> for EventBus {
 
 #[cfg(test)]
 mod tests {
+    use uuid::Uuid;
+
     use super::*;
     use crate::Caller;
 

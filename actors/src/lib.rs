@@ -22,6 +22,7 @@ pub mod events;
 mod handle;
 mod registry;
 mod session;
+mod sharded;
 mod tenant;
 
 pub use caller::{Caller, TenantId, UserId};

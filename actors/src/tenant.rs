@@ -7,7 +7,6 @@
 //! [`CountNearTimeout`], and [`ChildStopped`] from its sessions.
 
 use std::{
-    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -25,6 +24,7 @@ use crate::{
     handle::GatewayConfig,
     registry::{RegistryActor, SessionEnded},
     session::{End, SessionActor, SessionSummary, Summarize},
+    sharded::ShardedMap,
 };
 
 pub(crate) struct TenantActor {
@@ -32,7 +32,7 @@ pub(crate) struct TenantActor {
     config: Arc<GatewayConfig>,
     registry: Addr<RegistryActor>,
     bus: Addr<EventBus>,
-    sessions: HashMap<Uuid, SessionEntry>,
+    sessions: ShardedMap<SessionEntry>,
 }
 
 struct SessionEntry {
@@ -64,7 +64,7 @@ impl TenantActor {
             config,
             registry,
             bus,
-            sessions: HashMap::new(),
+            sessions: ShardedMap::new(),
         }
     }
 
@@ -127,11 +127,14 @@ impl TenantActor {
     }
 
     fn expire_idle_sessions(&mut self, ctx: &mut Context<Self>) {
-        let timeout = self.config.session_timeout;
+        // One clock read per sweep, not per session: the sweep walks every session.
+        let Some(cutoff) = Instant::now().checked_sub(self.config.session_timeout) else {
+            return;
+        };
         let idle: Vec<Uuid> = self
             .sessions
             .iter()
-            .filter(|(_, entry)| entry.ending.is_none() && entry.last_activity.elapsed() >= timeout)
+            .filter(|(_, entry)| entry.ending.is_none() && entry.last_activity <= cutoff)
             .map(|(id, _)| *id)
             .collect();
         for session_id in idle {
@@ -283,10 +286,13 @@ impl Handler<CountNearTimeout> for TenantActor {
     type Result = usize;
 
     fn handle(&mut self, _: CountNearTimeout, _: &mut Self::Context) -> usize {
-        let near = self.config.session_timeout.mul_f64(0.8);
+        let Some(cutoff) = Instant::now().checked_sub(self.config.session_timeout.mul_f64(0.8))
+        else {
+            return 0;
+        };
         self.sessions
             .values()
-            .filter(|entry| entry.last_activity.elapsed() >= near)
+            .filter(|entry| entry.last_activity <= cutoff)
             .count()
     }
 }

@@ -9,7 +9,7 @@
 # Public functions (all prefixed svc_):
 #   svc_log MSG... / svc_die MSG...
 #   svc_apt_install PKG...       apt-get install (runs `apt-get update` once)
-#   svc_ensure_python3           installs python3 if missing
+#   svc_ensure_python3           installs python3 if missing; sets SVC_PYTHON
 #   svc_ensure_postgres          installs `postgresql` if no server binaries
 #   svc_ensure_redis             installs `redis-server` if missing
 #   svc_free_port                prints a free TCP port on 127.0.0.1
@@ -77,11 +77,21 @@ svc_apt_install() {
     hash -r
 }
 
+# Sets SVC_PYTHON to a working python3 (PATH first, then Debian's), installing
+# Debian's python3 if there is none.
+SVC_PYTHON="${SVC_PYTHON:-python3}"
 svc_ensure_python3() {
-    if ! python3 -c 'import socket' >/dev/null 2>&1; then
-        svc_apt_install python3
-        python3 -c 'import socket' >/dev/null 2>&1 || svc_die "python3 still not usable after install"
-    fi
+    local cand
+    for cand in python3 /usr/bin/python3; do
+        if "$cand" -c 'import socket, secrets, multiprocessing' >/dev/null 2>&1; then
+            SVC_PYTHON="$cand"
+            return 0
+        fi
+    done
+    svc_apt_install python3
+    /usr/bin/python3 -c 'import socket, secrets, multiprocessing' >/dev/null 2>&1 ||
+        svc_die "python3 still not usable after installing it"
+    SVC_PYTHON=/usr/bin/python3
 }
 
 # Prints the directory holding initdb/pg_ctl/postgres/pg_isready, newest
@@ -151,7 +161,7 @@ svc_free_port() {
 
 svc_pick_port() {
     local port
-    port="$(python3 - "$_SVC_USED_PORTS" <<'PY'
+    port="$("$SVC_PYTHON" - "$_SVC_USED_PORTS" <<'PY'
 import random, socket, sys
 used = {int(p) for p in sys.argv[1].split()}
 try:

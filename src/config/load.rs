@@ -284,7 +284,8 @@ pub fn settings_table() -> String {
             (Some(note), _) => note.to_owned(),
             (None, serde_json::Value::Null) => "unset".to_owned(),
             (None, serde_json::Value::String(s)) => format!("`{s}`"),
-            (None, serde_json::Value::Array(items)) if spec.list => format!(
+            (None, serde_json::Value::Array(items)) if items.is_empty() => "none".to_owned(),
+            (None, serde_json::Value::Array(items)) => format!(
                 "`{}`",
                 items
                     .iter()
@@ -334,6 +335,15 @@ mod tests {
         fields.sort();
         specs.sort();
         assert_eq!(fields, specs);
+    }
+
+    #[test]
+    fn the_readme_lists_every_setting_as_the_binary_prints_it() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        assert!(
+            readme.contains(&settings_table()),
+            "README.md's settings table is stale: paste `kailash-gateway settings` into it"
+        );
     }
 
     #[test]

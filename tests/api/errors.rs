@@ -8,18 +8,10 @@ use crate::helpers::*;
 #[actix_web::test]
 async fn unknown_routes_wrong_methods_and_bad_bodies() {
     let app = spawn_app_with(|s| s.max_body_bytes = 2048).await;
-    let response = app
-        .as_user("alice", Method::GET, "/api/nope")
-        .send()
-        .await
-        .unwrap();
+    let response = app.send_as("alice", Method::GET, "/api/nope").await;
     assert_error(response, 404, "not_found", "No route for /api/nope").await;
 
-    let response = app
-        .as_user("alice", Method::PUT, "/api/sessions")
-        .send()
-        .await
-        .unwrap();
+    let response = app.send_as("alice", Method::PUT, "/api/sessions").await;
     assert_error(
         response,
         405,
@@ -94,14 +86,12 @@ async fn unknown_routes_wrong_methods_and_bad_bodies() {
 async fn bad_query_values_are_400_naming_the_parameter() {
     let app = spawn_app().await;
     let response = app
-        .as_user(
+        .send_as(
             "alice",
             Method::GET,
             "/api/events/recent?event_types=session.created,bogus",
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     let body = json(response).await;
     assert_eq!(body["code"], "invalid_event_types");
     assert!(
@@ -125,10 +115,8 @@ async fn bad_query_values_are_400_naming_the_parameter() {
         ("session_id=xyz", "session_id", "must be a UUID"),
     ] {
         let response = app
-            .as_user("alice", Method::GET, &format!("/api/events/recent?{query}"))
-            .send()
-            .await
-            .unwrap();
+            .send_as("alice", Method::GET, &format!("/api/events/recent?{query}"))
+            .await;
         assert_error_with(
             response,
             400,

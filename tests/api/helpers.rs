@@ -32,6 +32,21 @@ pub fn test_settings() -> Settings {
     }
 }
 
+/// A unique path under the system temp directory, removed (with its contents) on drop.
+pub struct TempPath(pub std::path::PathBuf);
+
+impl TempPath {
+    pub fn new(name: &str) -> Self {
+        Self(std::env::temp_dir().join(format!("kailash-test-{}-{name}", uuid::Uuid::new_v4())))
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0).or_else(|_| std::fs::remove_file(&self.0));
+    }
+}
+
 pub fn random_secret() -> String {
     format!(
         "{}{}",
@@ -94,6 +109,19 @@ impl TestApp {
     /// A request authenticated as `user`.
     pub fn as_user(&self, user: &str, method: Method, path: &str) -> RequestBuilder {
         self.request(method, path).bearer_auth(self.token_for(user))
+    }
+
+    /// Sends a request as `user`.
+    pub async fn send_as(&self, user: &str, method: Method, path: &str) -> Response {
+        self.as_user(user, method, path)
+            .send()
+            .await
+            .expect("request completes")
+    }
+
+    /// Sends a request as `user` and reads the JSON answer.
+    pub async fn json_as(&self, user: &str, method: Method, path: &str) -> Value {
+        json(self.send_as(user, method, path).await).await
     }
 
     /// Creates a session for `user` and returns its id.

@@ -7,3 +7,4 @@ mod helpers;
 mod observability;
 mod process;
 mod sessions;
+mod tls;

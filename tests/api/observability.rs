@@ -11,7 +11,7 @@ async fn root_health_and_stats_have_the_kailash_shapes() {
     let app = spawn_app().await;
     let session = app.create_session("alice").await;
 
-    let root = json(app.as_user("alice", Method::GET, "/").send().await.unwrap()).await;
+    let root = app.json_as("alice", Method::GET, "/").await;
     assert_eq!(root["status"], "healthy");
     assert_eq!(root["auth"], "gated");
     assert_eq!(root["endpoints"]["sessions"], "/api/sessions");
@@ -60,19 +60,11 @@ async fn root_health_and_stats_have_the_kailash_shapes() {
     assert_eq!(detailed["system_info"]["platform"]["os"], "linux");
 
     let closed = app
-        .as_user("alice", Method::DELETE, &format!("/api/sessions/{session}"))
-        .send()
-        .await
-        .unwrap();
+        .send_as("alice", Method::DELETE, &format!("/api/sessions/{session}"))
+        .await;
     assert_eq!(closed.status(), 200);
     app.create_session("bob").await;
-    let stats = json(
-        app.as_user("alice", Method::GET, "/api/stats")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let stats = app.json_as("alice", Method::GET, "/api/stats").await;
     assert_eq!(stats["agent_ui"]["active_sessions"], 1);
     assert_eq!(stats["agent_ui"]["total_sessions_created"], 2);
     assert_eq!(stats["agent_ui"]["sessions_closed"], 1);
@@ -85,18 +77,14 @@ async fn root_health_and_stats_have_the_kailash_shapes() {
 async fn metrics_count_requests_by_route_pattern_and_mirror_sessions() {
     let app = spawn_app().await;
     let id = app.create_session("alice").await;
-    app.as_user("alice", Method::GET, &format!("/api/sessions/{id}"))
-        .send()
-        .await
-        .unwrap();
-    app.as_user(
+    app.send_as("alice", Method::GET, &format!("/api/sessions/{id}"))
+        .await;
+    app.send_as(
         "alice",
         Method::GET,
         &format!("/api/sessions/{}", uuid::Uuid::new_v4()),
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     let text = app
         .request(Method::GET, "/metrics")
         .send()
@@ -163,11 +151,7 @@ async fn draining_turns_readiness_off_refuses_new_sessions_then_stops() {
 async fn after_the_tree_drains_new_sessions_are_refused() {
     let app = spawn_app().await;
     app.state.gateway.drain().await.unwrap();
-    let response = app
-        .as_user("alice", Method::POST, "/api/sessions")
-        .send()
-        .await
-        .unwrap();
+    let response = app.send_as("alice", Method::POST, "/api/sessions").await;
     assert_eq!(response.headers()["retry-after"], "5");
     assert_error(response, 503, "draining", "The gateway is shutting down").await;
 }

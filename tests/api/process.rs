@@ -4,12 +4,12 @@
 use std::{
     io::{BufRead, BufReader},
     net::TcpListener,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use crate::helpers::random_secret;
+use crate::helpers::{TempPath, random_secret};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_kailash-gateway");
 
@@ -19,10 +19,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn temp_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("kailash-proc-{}", uuid::Uuid::new_v4()))
 }
 
 /// A command with a clean environment: nothing of the developer's leaks in.
@@ -87,7 +83,8 @@ impl Drop for Running {
 
 #[test]
 fn a_bad_setting_stops_the_start_with_one_line_naming_it() {
-    let dir = temp_dir();
+    let data = TempPath::new("data");
+    let dir = &data.0;
     for (env, value, named) in [
         ("KAILASH_MAX_SESSIONS", "many", "max_sessions"),
         ("KAILASH_AUTH_MODE", "maybe", "auth_mode"),
@@ -98,13 +95,13 @@ fn a_bad_setting_stops_the_start_with_one_line_naming_it() {
         ),
         ("KAILASH_BIND", "localhost", "bind"),
     ] {
-        let output = gateway(&dir).env(env, value).output().unwrap();
+        let output = gateway(dir).env(env, value).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{env}={value}");
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
         assert!(stderr.contains(named), "{stderr} should name {named}");
     }
-    let output = gateway(&dir)
+    let output = gateway(dir)
         .args(["--config", "/nonexistent/gateway.toml"])
         .output()
         .unwrap();
@@ -114,7 +111,8 @@ fn a_bad_setting_stops_the_start_with_one_line_naming_it() {
 
 #[test]
 fn a_backend_without_a_secret_refuses_to_start_in_gated_mode() {
-    let dir = temp_dir();
+    let data = TempPath::new("data");
+    let dir = &data.0;
     for (env, url) in [
         (
             "DATABASE_URL",
@@ -122,7 +120,7 @@ fn a_backend_without_a_secret_refuses_to_start_in_gated_mode() {
         ),
         ("REDIS_URL", "redis://127.0.0.1:6379/"),
     ] {
-        let output = gateway(&dir).env(env, url).output().unwrap();
+        let output = gateway(dir).env(env, url).output().unwrap();
         assert_eq!(output.status.code(), Some(2));
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert!(stderr.contains("KAILASH_API_GATEWAY_SECRET"), "{stderr}");
@@ -135,9 +133,10 @@ fn a_backend_without_a_secret_refuses_to_start_in_gated_mode() {
 
 #[test]
 fn the_embedded_default_generates_keeps_and_announces_its_secret() {
-    let dir = temp_dir();
+    let data = TempPath::new("data");
+    let dir = &data.0;
     let port = free_port();
-    let mut child = gateway(&dir)
+    let mut child = gateway(dir)
         .env("KAILASH_BIND", format!("127.0.0.1:{port}"))
         .stdout(Stdio::piped())
         .spawn()
@@ -171,7 +170,7 @@ fn the_embedded_default_generates_keeps_and_announces_its_secret() {
 
     // A second start reuses the secret (the old token still works) and prints no token.
     let port = free_port();
-    let child = gateway(&dir)
+    let child = gateway(dir)
         .env("KAILASH_BIND", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .spawn()
@@ -181,7 +180,7 @@ fn the_embedded_default_generates_keeps_and_announces_its_secret() {
     let (status, _) = blocking_get(port, "/api/sessions", Some(&token)).unwrap();
     assert_eq!(status, 200);
     // And `kailash-gateway token` mints with the same secret.
-    let minted = gateway(&dir)
+    let minted = gateway(dir)
         .args(["token", "--sub", "carol"])
         .output()
         .unwrap();
@@ -192,12 +191,13 @@ fn the_embedded_default_generates_keeps_and_announces_its_secret() {
 
 #[test]
 fn configured_backends_are_reported_redacted_and_sigterm_stops_cleanly() {
-    let dir = temp_dir();
+    let data = TempPath::new("data");
+    let dir = &data.0;
     let port = free_port();
     let database_url = std::env::var("KAILASH_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let with_password = database_url.replacen("postgres@", "postgres:s3cret@", 1);
-    let child = gateway(&dir)
+    let child = gateway(dir)
         .env("KAILASH_BIND", format!("127.0.0.1:{port}"))
         .env("KAILASH_API_GATEWAY_SECRET", random_secret())
         .env("DATABASE_URL", &with_password)

@@ -11,11 +11,7 @@ use crate::helpers::*;
 async fn session_lifecycle() {
     let app = spawn_app().await;
     // An empty body, `{}`, and metadata are all fine.
-    let empty = app
-        .as_user("alice", Method::POST, "/api/sessions")
-        .send()
-        .await
-        .unwrap();
+    let empty = app.send_as("alice", Method::POST, "/api/sessions").await;
     assert_eq!(empty.status(), 200);
     let created = json(
         app.as_user("alice", Method::POST, "/api/sessions")
@@ -31,13 +27,9 @@ async fn session_lifecycle() {
     let id = created["session_id"].as_str().unwrap().to_owned();
     assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
 
-    let detail = json(
-        app.as_user("alice", Method::GET, &format!("/api/sessions/{id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let detail = app
+        .json_as("alice", Method::GET, &format!("/api/sessions/{id}"))
+        .await;
     assert_eq!(
         detail,
         json!({
@@ -47,46 +39,32 @@ async fn session_lifecycle() {
         })
     );
 
-    let listed = json(
-        app.as_user("alice", Method::GET, "/api/sessions")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let listed = app.json_as("alice", Method::GET, "/api/sessions").await;
     assert_eq!(listed["total"], 2);
     assert_eq!(listed["sessions"][1]["session_id"], id.as_str());
     assert_eq!(listed["sessions"][1]["workflow_count"], 0);
     assert_eq!(listed["sessions"][1]["execution_count"], 0);
 
     let closed = app
-        .as_user("alice", Method::DELETE, &format!("/api/sessions/{id}"))
-        .send()
-        .await
-        .unwrap();
+        .send_as("alice", Method::DELETE, &format!("/api/sessions/{id}"))
+        .await;
     assert_eq!(closed.status(), 200);
     assert_eq!(json(closed).await, json!({"message": "Session closed"}));
     for method in [Method::GET, Method::DELETE] {
         let again = app
-            .as_user("alice", method, &format!("/api/sessions/{id}"))
-            .send()
-            .await
-            .unwrap();
+            .send_as("alice", method, &format!("/api/sessions/{id}"))
+            .await;
         assert_error(again, 404, "session_not_found", "Session not found").await;
     }
 
     // The session's events, numbered per session.
-    let recent = json(
-        app.as_user(
+    let recent = app
+        .json_as(
             "alice",
             Method::GET,
             &format!("/api/events/recent?session_id={id}"),
         )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+        .await;
     let events: Vec<_> = recent["events"]
         .as_array()
         .unwrap()
@@ -120,37 +98,25 @@ async fn another_users_session_is_indistinguishable_from_an_unknown_one() {
         "/api/sessions/not-a-uuid".to_owned(),
     ] {
         for method in [Method::GET, Method::DELETE] {
-            let response = app.as_user("bob", method, &path).send().await.unwrap();
+            let response = app.send_as("bob", method, &path).await;
             assert_error(response, 404, "session_not_found", "Session not found").await;
         }
     }
-    let bobs_list = json(
-        app.as_user("bob", Method::GET, "/api/sessions")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let bobs_list = app.json_as("bob", Method::GET, "/api/sessions").await;
     assert_eq!(bobs_list, json!({"sessions": [], "total": 0}));
     // Bob cannot see Alice's events either.
-    let bobs_events = json(
-        app.as_user(
+    let bobs_events = app
+        .json_as(
             "bob",
             Method::GET,
             &format!("/api/events/recent?session_id={alices}"),
         )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+        .await;
     assert_eq!(bobs_events["total"], 0);
     // And Alice's session survived Bob's attempts.
     let still = app
-        .as_user("alice", Method::GET, &format!("/api/sessions/{alices}"))
-        .send()
-        .await
-        .unwrap();
+        .send_as("alice", Method::GET, &format!("/api/sessions/{alices}"))
+        .await;
     assert_eq!(still.status(), 200);
 }
 
@@ -205,13 +171,7 @@ async fn the_principal_comes_from_the_token_not_the_body() {
     )
     .await;
     assert_eq!(created["user_id"], "alice");
-    let mallorys = json(
-        app.as_user("mallory", Method::GET, "/api/sessions")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let mallorys = app.json_as("mallory", Method::GET, "/api/sessions").await;
     assert_eq!(mallorys["total"], 0);
 }
 
@@ -258,11 +218,7 @@ async fn max_sessions_is_enforced_and_frees_up_on_close() {
     for user in ["a", "b", "c"] {
         ids.push(app.create_session(user).await);
     }
-    let refused = app
-        .as_user("d", Method::POST, "/api/sessions")
-        .send()
-        .await
-        .unwrap();
+    let refused = app.send_as("d", Method::POST, "/api/sessions").await;
     let retry_after: u64 = refused.headers()["retry-after"]
         .to_str()
         .unwrap()
@@ -278,17 +234,13 @@ async fn max_sessions_is_enforced_and_frees_up_on_close() {
     .await;
 
     let closed = app
-        .as_user("a", Method::DELETE, &format!("/api/sessions/{}", ids[0]))
-        .send()
-        .await
-        .unwrap();
+        .send_as("a", Method::DELETE, &format!("/api/sessions/{}", ids[0]))
+        .await;
     assert_eq!(closed.status(), 200);
     assert!(
         eventually(Duration::from_secs(5), async || {
-            app.as_user("d", Method::POST, "/api/sessions")
-                .send()
+            app.send_as("d", Method::POST, "/api/sessions")
                 .await
-                .unwrap()
                 .status()
                 == 200
         })
@@ -306,40 +258,26 @@ async fn idle_sessions_expire_and_used_ones_do_not() {
     let started = std::time::Instant::now();
     while started.elapsed() < Duration::from_millis(1500) {
         let touch = app
-            .as_user("alice", Method::GET, &format!("/api/sessions/{used}"))
-            .send()
-            .await
-            .unwrap();
+            .send_as("alice", Method::GET, &format!("/api/sessions/{used}"))
+            .await;
         assert_eq!(touch.status(), 200, "a session in use does not expire");
         actix_rt::time::sleep(Duration::from_millis(150)).await;
     }
     let gone = app
-        .as_user("alice", Method::GET, &format!("/api/sessions/{idle}"))
-        .send()
-        .await
-        .unwrap();
+        .send_as("alice", Method::GET, &format!("/api/sessions/{idle}"))
+        .await;
     assert_error(gone, 404, "session_not_found", "Session not found").await;
 
-    let expired = json(
-        app.as_user(
+    let expired = app
+        .json_as(
             "alice",
             Method::GET,
             "/api/events/recent?event_types=session.expired",
         )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+        .await;
     assert_eq!(expired["total"], 1);
     assert_eq!(expired["events"][0]["session_id"], idle.as_str());
-    let stats = json(
-        app.as_user("alice", Method::GET, "/api/stats")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let stats = app.json_as("alice", Method::GET, "/api/stats").await;
     assert_eq!(stats["agent_ui"]["sessions_expired"], 1);
     assert_eq!(stats["agent_ui"]["active_sessions"], 1);
 }
@@ -367,13 +305,7 @@ async fn five_hundred_concurrent_creates_all_succeed_and_are_listed() {
         );
     }
     assert_eq!(ids.len(), 500, "every create got its own session");
-    let listed = json(
-        app.as_user("alice", Method::GET, "/api/sessions")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let listed = app.json_as("alice", Method::GET, "/api/sessions").await;
     assert_eq!(listed["total"], 500);
     let listed_ids: std::collections::HashSet<_> = listed["sessions"]
         .as_array()
