@@ -96,6 +96,21 @@ banner "starting private PostgreSQL and Redis (state: ${STATE#"$ROOT"/})"
 
 TEST_RC=0
 STAGE=services
+TEST_LOG="$STATE/cargo-test.log"
+rm -f "$TEST_LOG"
+
+# Sums cargo's "test result: ok. N passed; N failed; N ignored; ..." lines.
+summarize_tests() {
+    awk '/^test result:/ {
+            for (i = 1; i < NF; i++) {
+                if ($(i + 1) ~ /^passed/) passed += $i
+                if ($(i + 1) ~ /^failed/) failed += $i
+                if ($(i + 1) ~ /^ignored/) skipped += $i
+            }
+        }
+        END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, skipped }' "$1"
+}
+
 on_exit() {
     local rc=$?
     set +e
@@ -111,6 +126,8 @@ on_exit() {
     else
         printf '\nscripts/test.sh: exit code %d\n' "$rc" >&2
     fi
+    # Last line: the totals over every test binary, in the plain form CI reads.
+    [ -f "$TEST_LOG" ] && summarize_tests "$TEST_LOG"
     exit "$rc"
 }
 trap on_exit EXIT
@@ -160,9 +177,10 @@ banner "cargo test --workspace --no-fail-fast $*"
 # the EXIT trap still stops the services. On a terminal: no limit, so that
 # Ctrl-C reaches cargo (timeout moves itself out of the foreground group).
 if [ -t 0 ]; then
-    cargo test --workspace --no-fail-fast "$@" || TEST_RC=$?
+    cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$TEST_LOG" || TEST_RC=$?
 else
-    timeout -k 30s "${KAILASH_TEST_TIMEOUT:-70m}" cargo test --workspace --no-fail-fast "$@" || TEST_RC=$?
+    timeout -k 30s "${KAILASH_TEST_TIMEOUT:-70m}" cargo test --workspace --no-fail-fast "$@" 2>&1 |
+        tee "$TEST_LOG" || TEST_RC=$?
 fi
 if [ "$TEST_RC" -eq 124 ] || [ "$TEST_RC" -eq 137 ]; then
     fail "cargo test did not finish within ${KAILASH_TEST_TIMEOUT:-70m} (killed)"
