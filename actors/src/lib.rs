@@ -17,6 +17,7 @@
 
 pub mod bus;
 pub mod caller;
+pub mod engine;
 pub mod error;
 pub mod events;
 mod handle;
