@@ -12,6 +12,18 @@ pub enum GatewayError {
     /// (the idle-expiry sweep is what frees slots without a client's help).
     #[error("the maximum number of sessions ({limit}) is reached")]
     MaxSessionsReached { limit: usize, retry_after: Duration },
+    /// No workflow with that id in the session, nor a shared one.
+    #[error("workflow not found")]
+    WorkflowNotFound,
+    /// Unknown execution, or not in this session.
+    #[error("execution not found")]
+    ExecutionNotFound,
+    /// The execution already finished (cancel of a finished run).
+    #[error("the execution is not running")]
+    ExecutionNotRunning,
+    /// Too many executions run at once, in the session or on the node (`scope`).
+    #[error("at most {limit} executions may run at once per {scope}")]
+    TooManyExecutions { limit: usize, scope: &'static str },
     /// The gateway is shutting down and takes no new work.
     #[error("the gateway is draining")]
     Draining,

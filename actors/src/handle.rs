@@ -2,26 +2,43 @@
 //! tree. Callers see async methods and [`GatewayError`]s, never actix types, and every ask
 //! is bounded by a timeout so a stuck actor answers `Unavailable` instead of hanging.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use actix::{dev::ToEnvelope, prelude::*};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::time::timeout;
 use uuid::Uuid;
 
 use crate::{
     bus::{BusConfig, BusStats, EventBus, RecentEvents},
     caller::Caller,
+    engine::{
+        node::NodeRegistry,
+        workflow::{Problem, Workflow, WorkflowLimits},
+    },
     error::GatewayError,
     events::{EventFilter, PublishedEvent},
-    registry::{CreateSession, Drain, RegistryActor, Stats},
-    session::{Describe, SessionDetail, SessionSummary},
+    execution::{ExecutionSnapshot, RunLimits},
+    registry::{CreateSession, Drain, ExecutionEnded, RegistryActor, ReserveExecution, Stats},
+    session::{
+        AddWorkflow, CancelExecution, Describe, ExecutionSummary, FindWorkflow, GetExecution,
+        ListExecutions, ListWorkflows, SessionActor, SessionDetail, SessionSummary, StartExecution,
+        WorkflowSummary,
+    },
     tenant::{EndSession, ForSession, ListSessions},
 };
 
 /// What the actor tree needs to know; the gateway crate builds it from its settings.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
+    /// Every node type workflows may use.
+    pub node_registry: Arc<NodeRegistry>,
+    /// Workflows every session may run, by id (loaded from the workflows directory).
+    pub shared_workflows: BTreeMap<String, Arc<Workflow>>,
+    pub run_limits: RunLimits,
+    pub max_nodes_per_workflow: usize,
+    pub max_executions_per_session: usize,
+    pub max_concurrent_executions: usize,
     /// Node-wide limit on live sessions.
     pub max_sessions: usize,
     /// A session unused for this long expires.
@@ -33,12 +50,24 @@ pub struct GatewayConfig {
     pub bus: BusConfig,
 }
 
+/// What sessions and executions share: read-only engine configuration and the addresses
+/// executions report to.
+pub(crate) struct EngineContext {
+    pub node_registry: Arc<NodeRegistry>,
+    pub shared_workflows: Arc<BTreeMap<String, Arc<Workflow>>>,
+    pub run_limits: RunLimits,
+    pub max_executions_per_session: usize,
+    pub bus: Addr<EventBus>,
+    pub gateway: Addr<RegistryActor>,
+}
+
 /// A cheap, cloneable handle on a running actor tree.
 #[derive(Clone)]
 pub struct Gateway {
     registry: Addr<RegistryActor>,
     bus: Addr<EventBus>,
     config: Arc<GatewayConfig>,
+    shared_workflows: Arc<BTreeMap<String, Arc<Workflow>>>,
 }
 
 /// Counters across the tree.
@@ -51,6 +80,9 @@ pub struct GatewayStats {
     pub sessions_created: u64,
     pub sessions_closed: u64,
     pub sessions_expired: u64,
+    pub active_executions: usize,
+    pub executions_finished: u64,
+    pub shared_workflows: usize,
     pub events_emitted: u64,
     pub retained_event_streams: usize,
     pub draining: bool,
@@ -61,16 +93,33 @@ impl Gateway {
     pub fn start(config: GatewayConfig) -> Self {
         let config = Arc::new(config);
         let bus = EventBus::new(config.bus.clone()).start();
-        let registry = RegistryActor::new(config.clone(), bus.clone()).start();
+        let shared_workflows = Arc::new(config.shared_workflows.clone());
+        let registry = RegistryActor::create(|ctx| {
+            let engine = Arc::new(EngineContext {
+                node_registry: config.node_registry.clone(),
+                shared_workflows: shared_workflows.clone(),
+                run_limits: config.run_limits,
+                max_executions_per_session: config.max_executions_per_session,
+                bus: bus.clone(),
+                gateway: ctx.address(),
+            });
+            RegistryActor::new(config.clone(), engine, bus.clone())
+        });
         Self {
             registry,
             bus,
             config,
+            shared_workflows,
         }
     }
 
     pub fn config(&self) -> &GatewayConfig {
         &self.config
+    }
+
+    /// Every node type workflows may use.
+    pub fn node_registry(&self) -> &NodeRegistry {
+        &self.config.node_registry
     }
 
     async fn ask<A, M>(&self, addr: &Addr<A>, msg: M) -> Result<M::Result, GatewayError>
@@ -100,15 +149,7 @@ impl Gateway {
         caller: Caller,
         session_id: Uuid,
     ) -> Result<SessionDetail, GatewayError> {
-        self.ask(
-            &self.registry,
-            ForSession {
-                caller,
-                session_id,
-                msg: Describe,
-            },
-        )
-        .await?
+        self.for_session(caller, session_id, Describe).await
     }
 
     pub async fn list_sessions(&self, caller: Caller) -> Result<Vec<SessionSummary>, GatewayError> {
@@ -145,10 +186,150 @@ impl Gateway {
             sessions_created: registry.sessions_created,
             sessions_closed: registry.sessions_closed,
             sessions_expired: registry.sessions_expired,
+            active_executions: registry.active_executions,
+            executions_finished: registry.executions_finished,
+            shared_workflows: self.shared_workflows.len(),
             events_emitted: bus.events_emitted,
             retained_event_streams: bus.retained_streams,
             draining: registry.draining,
         })
+    }
+
+    /// Parses and validates a workflow config against the node registry (no actor
+    /// involved: validation is pure and runs on the caller's thread).
+    pub fn parse_workflow(&self, config: &Value) -> Result<Workflow, Vec<Problem>> {
+        Workflow::parse(
+            config,
+            &self.config.node_registry,
+            WorkflowLimits {
+                max_nodes: self.config.max_nodes_per_workflow,
+            },
+        )
+    }
+
+    async fn for_session<M>(
+        &self,
+        caller: Caller,
+        session_id: Uuid,
+        msg: M,
+    ) -> Result<M::Result, GatewayError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send + 'static,
+        SessionActor: Handler<M>,
+    {
+        self.ask(
+            &self.registry,
+            ForSession {
+                caller,
+                session_id,
+                msg,
+            },
+        )
+        .await?
+    }
+
+    /// Adds a validated workflow to a session (a new version when the id exists there).
+    pub async fn add_workflow(
+        &self,
+        caller: Caller,
+        session_id: Uuid,
+        workflow: Workflow,
+    ) -> Result<Arc<Workflow>, GatewayError> {
+        self.for_session(caller, session_id, AddWorkflow { workflow })
+            .await
+    }
+
+    /// The session's workflows and the shared ones; without a session, the shared ones.
+    pub async fn list_workflows(
+        &self,
+        caller: Caller,
+        session_id: Option<Uuid>,
+    ) -> Result<Vec<WorkflowSummary>, GatewayError> {
+        match session_id {
+            Some(session_id) => self.for_session(caller, session_id, ListWorkflows).await,
+            None => Ok(self
+                .shared_workflows
+                .values()
+                .map(|w| WorkflowSummary::of(w, true))
+                .collect()),
+        }
+    }
+
+    /// A workflow the caller can run, and whether it is shared.
+    pub async fn find_workflow(
+        &self,
+        caller: Caller,
+        session_id: Option<Uuid>,
+        workflow_id: String,
+    ) -> Result<(Arc<Workflow>, bool), GatewayError> {
+        let found = match session_id {
+            Some(session_id) => {
+                self.for_session(caller, session_id, FindWorkflow { workflow_id })
+                    .await?
+            }
+            None => self
+                .shared_workflows
+                .get(&workflow_id)
+                .map(|w| (w.clone(), true)),
+        };
+        found.ok_or(GatewayError::WorkflowNotFound)
+    }
+
+    /// Starts a run; the snapshot is the run as it was created.
+    pub async fn start_execution(
+        &self,
+        caller: Caller,
+        session_id: Uuid,
+        workflow_id: String,
+        inputs: Map<String, Value>,
+        config_overrides: Map<String, Value>,
+    ) -> Result<ExecutionSnapshot, GatewayError> {
+        self.ask(&self.registry, ReserveExecution).await??;
+        let started = self
+            .for_session(
+                caller,
+                session_id,
+                StartExecution {
+                    workflow_id,
+                    inputs,
+                    config_overrides,
+                },
+            )
+            .await
+            .and_then(|result| result);
+        if started.is_err() {
+            self.registry.do_send(ExecutionEnded { ran: false });
+        }
+        started
+    }
+
+    pub async fn list_executions(
+        &self,
+        caller: Caller,
+        session_id: Uuid,
+    ) -> Result<Vec<ExecutionSummary>, GatewayError> {
+        self.for_session(caller, session_id, ListExecutions).await
+    }
+
+    pub async fn execution(
+        &self,
+        caller: Caller,
+        session_id: Uuid,
+        execution_id: Uuid,
+    ) -> Result<ExecutionSnapshot, GatewayError> {
+        self.for_session(caller, session_id, GetExecution { execution_id })
+            .await?
+    }
+
+    pub async fn cancel_execution(
+        &self,
+        caller: Caller,
+        session_id: Uuid,
+        execution_id: Uuid,
+    ) -> Result<(), GatewayError> {
+        self.for_session(caller, session_id, CancelExecution { execution_id })
+            .await?
     }
 
     /// Stops taking new work. Existing sessions stay (they outlive a node once persisted).

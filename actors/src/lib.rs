@@ -8,7 +8,8 @@
 //! ```text
 //! RegistryActor (one per process)      tenants' addresses, the global session count, drain
 //!  └─ TenantActor (one per tenant)     its session directory: owners, idle expiry, listing
-//!      └─ SessionActor (one each)      the session's own record (metadata, workflows)
+//!      └─ SessionActor (one each)      the session's record, workflows and executions
+//!          └─ ExecutionActor (one/run) schedules nodes, emits events, time limits, cancel
 //! EventBus (one per process)           per-session `seq`, bounded history, recent ring, fan-out
 //! ```
 //!
@@ -20,13 +21,17 @@ pub mod caller;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod execution;
 mod handle;
 mod registry;
 mod session;
 mod sharded;
 mod tenant;
 
+#[cfg(test)]
+mod execution_tests;
+
 pub use caller::{Caller, TenantId, UserId};
 pub use error::GatewayError;
 pub use handle::{Gateway, GatewayConfig, GatewayStats};
-pub use session::{SessionDetail, SessionSummary};
+pub use session::{ExecutionSummary, SessionDetail, SessionSummary, WorkflowSummary};

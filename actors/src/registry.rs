@@ -16,17 +16,21 @@ use crate::{
     bus::EventBus,
     caller::{Caller, TenantId},
     error::GatewayError,
-    handle::GatewayConfig,
+    handle::{EngineContext, GatewayConfig},
     session::SessionSummary,
     tenant::{CountNearTimeout, EndSession, ForSession, ListSessions, StartSession, TenantActor},
 };
 
 pub(crate) struct RegistryActor {
     config: Arc<GatewayConfig>,
+    engine: Arc<EngineContext>,
     bus: Addr<EventBus>,
     tenants: HashMap<TenantId, Addr<TenantActor>>,
     /// Sessions alive (or being created) on this node; the count `max_sessions` bounds.
     active_sessions: usize,
+    /// Executions running (or starting) on this node; bounded by
+    /// `max_concurrent_executions`.
+    active_executions: usize,
     totals: SessionTotals,
     draining: bool,
 }
@@ -36,15 +40,22 @@ struct SessionTotals {
     created: u64,
     closed: u64,
     expired: u64,
+    executions: u64,
 }
 
 impl RegistryActor {
-    pub(crate) fn new(config: Arc<GatewayConfig>, bus: Addr<EventBus>) -> Self {
+    pub(crate) fn new(
+        config: Arc<GatewayConfig>,
+        engine: Arc<EngineContext>,
+        bus: Addr<EventBus>,
+    ) -> Self {
         Self {
             config,
+            engine,
             bus,
             tenants: HashMap::new(),
             active_sessions: 0,
+            active_executions: 0,
             totals: SessionTotals::default(),
             draining: false,
         }
@@ -57,6 +68,7 @@ impl RegistryActor {
                 TenantActor::new(
                     tenant_id.clone(),
                     self.config.clone(),
+                    self.engine.clone(),
                     registry,
                     self.bus.clone(),
                 )
@@ -221,6 +233,8 @@ pub(crate) struct RegistrySnapshot {
     pub sessions_created: u64,
     pub sessions_closed: u64,
     pub sessions_expired: u64,
+    pub active_executions: usize,
+    pub executions_finished: u64,
     pub draining: bool,
 }
 
@@ -245,13 +259,55 @@ impl Handler<Stats> for RegistryActor {
                 sessions_created: registry.totals.created,
                 sessions_closed: registry.totals.closed,
                 sessions_expired: registry.totals.expired,
+                active_executions: registry.active_executions,
+                executions_finished: registry.totals.executions,
                 draining: registry.draining,
             }),
         )
     }
 }
 
-/// Stop taking new sessions (shutdown). Later work also stops executions here.
+/// Reserve a node-wide execution slot before a session starts a run.
+#[derive(Message)]
+#[rtype(result = "Result<(), GatewayError>")]
+pub(crate) struct ReserveExecution;
+
+impl Handler<ReserveExecution> for RegistryActor {
+    type Result = Result<(), GatewayError>;
+
+    fn handle(&mut self, _: ReserveExecution, _: &mut Self::Context) -> Self::Result {
+        if self.draining {
+            return Err(GatewayError::Draining);
+        }
+        let limit = self.config.max_concurrent_executions;
+        if self.active_executions >= limit {
+            return Err(GatewayError::TooManyExecutions {
+                limit,
+                scope: "gateway node",
+            });
+        }
+        self.active_executions += 1;
+        Ok(())
+    }
+}
+
+/// An execution ended (`ran`), or a reserved slot went unused: the slot is free again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ExecutionEnded {
+    pub ran: bool,
+}
+
+impl Handler<ExecutionEnded> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ExecutionEnded, _: &mut Self::Context) {
+        self.active_executions = self.active_executions.saturating_sub(1);
+        self.totals.executions += u64::from(msg.ran);
+    }
+}
+
+/// Stop taking new sessions and executions (shutdown).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Drain;

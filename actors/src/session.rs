@@ -1,44 +1,74 @@
 //! `SessionActor`: one per live session; owns the session's record (owner, creation time,
-//! metadata; later its workflows and executions).
+//! metadata), its workflows, and its executions — the running ones as child
+//! [`ExecutionActor`]s, the finished ones as their final snapshots.
 //!
-//! Owned by its [`TenantActor`], which routes every request to it after checking that the
+//! Owned by its [`TenantActor`], which routes every request here after checking that the
 //! caller may see the session, and which tracks idle time. Messages: [`Describe`],
-//! [`Summarize`], [`End`]. On stop it tells its parent ([`ChildStopped`]).
+//! [`Summarize`], [`End`] (cancels running executions first), [`AddWorkflow`],
+//! [`ListWorkflows`], [`FindWorkflow`], [`StartExecution`], [`ListExecutions`],
+//! [`GetExecution`], [`CancelExecution`], and [`ExecutionFinished`] from its executions.
+//! On stop it tells its parent ([`ChildStopped`]).
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::{
-    caller::UserId,
+    caller::{TenantId, UserId},
+    engine::{plan::RunInputs, workflow::Workflow},
+    error::GatewayError,
+    execution::{
+        Cancel, ExecutionActor, ExecutionSnapshot, ExecutionSpec, ExecutionStatus, Snapshot,
+    },
+    handle::EngineContext,
     tenant::{ChildStopped, TenantActor},
 };
 
 pub(crate) struct SessionActor {
     session_id: Uuid,
+    tenant_id: TenantId,
     owner: UserId,
     created_at: DateTime<Utc>,
     metadata: Arc<Value>,
     parent: Addr<TenantActor>,
+    engine: Arc<EngineContext>,
+    workflows: HashMap<String, Arc<Workflow>>,
+    executions: HashMap<Uuid, ExecutionSlot>,
+}
+
+enum ExecutionSlot {
+    Running {
+        addr: Addr<ExecutionActor>,
+        workflow_id: String,
+        created_at: DateTime<Utc>,
+    },
+    Finished(Box<ExecutionSnapshot>),
 }
 
 impl SessionActor {
     pub(crate) fn new(
         session_id: Uuid,
+        tenant_id: TenantId,
         owner: UserId,
         metadata: Value,
         parent: Addr<TenantActor>,
+        engine: Arc<EngineContext>,
     ) -> Self {
         Self {
             session_id,
+            tenant_id,
             owner,
             created_at: Utc::now(),
             metadata: Arc::new(metadata),
             parent,
+            engine,
+            workflows: HashMap::new(),
+            executions: HashMap::new(),
         }
     }
 
@@ -47,9 +77,29 @@ impl SessionActor {
             session_id: self.session_id,
             user_id: self.owner.clone(),
             created_at: self.created_at,
-            workflow_count: 0,
-            execution_count: 0,
+            workflow_count: self.workflows.len(),
+            execution_count: self.executions.len(),
         }
+    }
+
+    fn running(&self) -> impl Iterator<Item = &Addr<ExecutionActor>> {
+        self.executions.values().filter_map(|slot| match slot {
+            ExecutionSlot::Running { addr, .. } => Some(addr),
+            ExecutionSlot::Finished(_) => None,
+        })
+    }
+
+    /// The session's own workflow with this id, else the shared one.
+    fn workflow(&self, workflow_id: &str) -> Option<(Arc<Workflow>, bool)> {
+        self.workflows
+            .get(workflow_id)
+            .map(|w| (w.clone(), false))
+            .or_else(|| {
+                self.engine
+                    .shared_workflows
+                    .get(workflow_id)
+                    .map(|w| (w.clone(), true))
+            })
     }
 }
 
@@ -105,27 +155,328 @@ impl Handler<Describe> for SessionActor {
     type Result = SessionDetail;
 
     fn handle(&mut self, _: Describe, _: &mut Self::Context) -> SessionDetail {
+        let mut workflows: Vec<String> = self.workflows.keys().cloned().collect();
+        workflows.sort();
         SessionDetail {
             session_id: self.session_id,
             user_id: self.owner.clone(),
             created_at: self.created_at,
             active: true,
-            workflows: Vec::new(),
-            active_executions: 0,
+            workflows,
+            active_executions: self.running().count(),
             metadata: self.metadata.clone(),
         }
     }
 }
 
-/// Finish the session's work and stop. Replies once the session holds nothing running.
+/// Cancel the running executions, then stop. Replies once nothing runs.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct End;
 
 impl Handler<End> for SessionActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: End, _: &mut Self::Context) -> Self::Result {
+        let running: Vec<_> = self.running().cloned().collect();
+        Box::pin(
+            async move {
+                join_all(running.iter().map(|execution| execution.send(Cancel))).await;
+            }
+            .into_actor(self)
+            .map(|(), _, ctx| ctx.stop()),
+        )
+    }
+}
+
+/// Add (or replace, as a new version) a validated workflow.
+#[derive(Message)]
+#[rtype(result = "Arc<Workflow>")]
+pub(crate) struct AddWorkflow {
+    pub workflow: Workflow,
+}
+
+impl Handler<AddWorkflow> for SessionActor {
+    type Result = MessageResult<AddWorkflow>;
+
+    fn handle(&mut self, msg: AddWorkflow, _: &mut Self::Context) -> Self::Result {
+        let mut workflow = msg.workflow;
+        if let Some(previous) = self.workflows.get(&workflow.workflow_id) {
+            workflow.version = previous.version + 1;
+        }
+        let workflow = Arc::new(workflow);
+        self.workflows
+            .insert(workflow.workflow_id.clone(), workflow.clone());
+        MessageResult(workflow)
+    }
+}
+
+/// A workflow as `GET /api/workflows` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkflowSummary {
+    pub workflow_id: String,
+    pub name: String,
+    pub description: String,
+    pub is_shared: bool,
+    pub node_count: usize,
+}
+
+impl WorkflowSummary {
+    pub fn of(workflow: &Workflow, is_shared: bool) -> Self {
+        Self {
+            workflow_id: workflow.workflow_id.clone(),
+            name: workflow.name.clone(),
+            description: workflow.description.clone(),
+            is_shared,
+            node_count: workflow.nodes.len(),
+        }
+    }
+}
+
+/// The session's workflows, then the shared ones it does not shadow.
+#[derive(Message)]
+#[rtype(result = "Vec<WorkflowSummary>")]
+pub(crate) struct ListWorkflows;
+
+impl Handler<ListWorkflows> for SessionActor {
+    type Result = MessageResult<ListWorkflows>;
+
+    fn handle(&mut self, _: ListWorkflows, _: &mut Self::Context) -> Self::Result {
+        let mut own: Vec<_> = self
+            .workflows
+            .values()
+            .map(|w| WorkflowSummary::of(w, false))
+            .collect();
+        own.sort_by(|a, b| a.workflow_id.cmp(&b.workflow_id));
+        let shared = self
+            .engine
+            .shared_workflows
+            .values()
+            .filter(|w| !self.workflows.contains_key(&w.workflow_id))
+            .map(|w| WorkflowSummary::of(w, true));
+        MessageResult(own.into_iter().chain(shared).collect())
+    }
+}
+
+/// A workflow this session can run, and whether it is shared.
+#[derive(Message)]
+#[rtype(result = "Option<(Arc<Workflow>, bool)>")]
+pub(crate) struct FindWorkflow {
+    pub workflow_id: String,
+}
+
+impl Handler<FindWorkflow> for SessionActor {
+    type Result = MessageResult<FindWorkflow>;
+
+    fn handle(&mut self, msg: FindWorkflow, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.workflow(&msg.workflow_id))
+    }
+}
+
+/// Start a run of a workflow. The registry has already reserved its node-wide slot.
+#[derive(Message)]
+#[rtype(result = "Result<ExecutionSnapshot, GatewayError>")]
+pub(crate) struct StartExecution {
+    pub workflow_id: String,
+    pub inputs: Map<String, Value>,
+    pub config_overrides: Map<String, Value>,
+}
+
+impl Handler<StartExecution> for SessionActor {
+    type Result = Result<ExecutionSnapshot, GatewayError>;
+
+    fn handle(&mut self, msg: StartExecution, ctx: &mut Self::Context) -> Self::Result {
+        let (workflow, _) = self
+            .workflow(&msg.workflow_id)
+            .ok_or(GatewayError::WorkflowNotFound)?;
+        let limit = self.engine.max_executions_per_session;
+        if self.running().count() >= limit {
+            return Err(GatewayError::TooManyExecutions {
+                limit,
+                scope: "session",
+            });
+        }
+        let execution_id = Uuid::new_v4();
+        let inputs = RunInputs::new(&workflow, &msg.inputs, &msg.config_overrides);
+        let execution = ExecutionActor::new(ExecutionSpec {
+            execution_id,
+            workflow: workflow.clone(),
+            inputs,
+            session_id: self.session_id,
+            tenant_id: self.tenant_id.clone(),
+            user_id: self.owner.clone(),
+            registry: self.engine.node_registry.clone(),
+            limits: self.engine.run_limits,
+            bus: self.engine.bus.clone(),
+            session: ctx.address(),
+            gateway: self.engine.gateway.clone(),
+        });
+        let snapshot = execution.snapshot();
+        let created_at = execution.created_at();
+        let addr = execution.start();
+        self.executions.insert(
+            execution_id,
+            ExecutionSlot::Running {
+                addr,
+                workflow_id: workflow.workflow_id.clone(),
+                created_at,
+            },
+        );
+        Ok(snapshot)
+    }
+}
+
+/// An execution as `GET /api/executions` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecutionSummary {
+    pub execution_id: Uuid,
+    pub workflow_id: String,
+    pub status: ExecutionStatus,
+    pub progress: f64,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&ExecutionSnapshot> for ExecutionSummary {
+    fn from(snapshot: &ExecutionSnapshot) -> Self {
+        Self {
+            execution_id: snapshot.execution_id,
+            workflow_id: snapshot.workflow_id.clone(),
+            status: snapshot.status,
+            progress: snapshot.progress,
+            created_at: snapshot.created_at,
+        }
+    }
+}
+
+/// Every execution of the session, oldest first.
+#[derive(Message)]
+#[rtype(result = "Vec<ExecutionSummary>")]
+pub(crate) struct ListExecutions;
+
+impl Handler<ListExecutions> for SessionActor {
+    type Result = ResponseFuture<Vec<ExecutionSummary>>;
+
+    fn handle(&mut self, _: ListExecutions, _: &mut Self::Context) -> Self::Result {
+        let mut finished = Vec::new();
+        let mut running = Vec::new();
+        for (id, slot) in &self.executions {
+            match slot {
+                ExecutionSlot::Finished(snapshot) => {
+                    finished.push(ExecutionSummary::from(snapshot.as_ref()))
+                }
+                ExecutionSlot::Running {
+                    addr,
+                    workflow_id,
+                    created_at,
+                } => {
+                    running.push((addr.clone(), *id, workflow_id.clone(), *created_at));
+                }
+            }
+        }
+        Box::pin(async move {
+            let asked = join_all(running.into_iter().map(
+                |(addr, id, workflow_id, created_at)| async move {
+                    match addr.send(Snapshot).await {
+                        Ok(snapshot) => ExecutionSummary::from(&snapshot),
+                        // It finished while we asked; its final snapshot is on its way.
+                        Err(_) => ExecutionSummary {
+                            execution_id: id,
+                            workflow_id,
+                            status: ExecutionStatus::Running,
+                            progress: 100.0,
+                            created_at,
+                        },
+                    }
+                },
+            ))
+            .await;
+            let mut all: Vec<_> = finished.into_iter().chain(asked).collect();
+            all.sort_by_key(|e| (e.created_at, e.execution_id));
+            all
+        })
+    }
+}
+
+/// One execution of the session.
+#[derive(Message)]
+#[rtype(result = "Result<ExecutionSnapshot, GatewayError>")]
+pub(crate) struct GetExecution {
+    pub execution_id: Uuid,
+}
+
+impl Handler<GetExecution> for SessionActor {
+    type Result = ResponseActFuture<Self, Result<ExecutionSnapshot, GatewayError>>;
+
+    fn handle(&mut self, msg: GetExecution, _: &mut Self::Context) -> Self::Result {
+        let id = msg.execution_id;
+        match self.executions.get(&id) {
+            None => Box::pin(fut::ready(Err(GatewayError::ExecutionNotFound))),
+            Some(ExecutionSlot::Finished(snapshot)) => {
+                Box::pin(fut::ready(Ok(snapshot.as_ref().clone())))
+            }
+            Some(ExecutionSlot::Running { addr, .. }) => {
+                let addr = addr.clone();
+                Box::pin(
+                    async move { addr.send(Snapshot).await }
+                        .into_actor(self)
+                        .map(move |asked, session, _| {
+                            // An execution that stopped while we asked has sent its final snapshot.
+                            asked.or_else(|_| match session.executions.get(&id) {
+                                Some(ExecutionSlot::Finished(snapshot)) => {
+                                    Ok(snapshot.as_ref().clone())
+                                }
+                                _ => Err(GatewayError::Unavailable),
+                            })
+                        }),
+                )
+            }
+        }
+    }
+}
+
+/// Cancel one execution of the session.
+#[derive(Message)]
+#[rtype(result = "Result<(), GatewayError>")]
+pub(crate) struct CancelExecution {
+    pub execution_id: Uuid,
+}
+
+impl Handler<CancelExecution> for SessionActor {
+    type Result = ResponseFuture<Result<(), GatewayError>>;
+
+    fn handle(&mut self, msg: CancelExecution, _: &mut Self::Context) -> Self::Result {
+        match self.executions.get(&msg.execution_id) {
+            None => Box::pin(async { Err(GatewayError::ExecutionNotFound) }),
+            Some(ExecutionSlot::Finished(_)) => {
+                Box::pin(async { Err(GatewayError::ExecutionNotRunning) })
+            }
+            Some(ExecutionSlot::Running { addr, .. }) => {
+                let addr = addr.clone();
+                Box::pin(async move {
+                    match addr.send(Cancel).await {
+                        Ok(true) => Ok(()),
+                        // It finished first.
+                        Ok(false) | Err(_) => Err(GatewayError::ExecutionNotRunning),
+                    }
+                })
+            }
+        }
+    }
+}
+
+/// An execution ended; keep its final snapshot.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ExecutionFinished {
+    pub snapshot: ExecutionSnapshot,
+}
+
+impl Handler<ExecutionFinished> for SessionActor {
     type Result = ();
 
-    fn handle(&mut self, _: End, ctx: &mut Self::Context) {
-        ctx.stop();
+    fn handle(&mut self, msg: ExecutionFinished, _: &mut Self::Context) {
+        let id = msg.snapshot.execution_id;
+        self.executions
+            .insert(id, ExecutionSlot::Finished(Box::new(msg.snapshot)));
     }
 }

@@ -21,7 +21,7 @@ use crate::{
     caller::{Caller, TenantId, UserId},
     error::GatewayError,
     events::{Event, EventType},
-    handle::GatewayConfig,
+    handle::{EngineContext, GatewayConfig},
     registry::{RegistryActor, SessionEnded},
     session::{End, SessionActor, SessionSummary, Summarize},
     sharded::ShardedMap,
@@ -30,6 +30,7 @@ use crate::{
 pub(crate) struct TenantActor {
     tenant_id: TenantId,
     config: Arc<GatewayConfig>,
+    engine: Arc<EngineContext>,
     registry: Addr<RegistryActor>,
     bus: Addr<EventBus>,
     sessions: ShardedMap<SessionEntry>,
@@ -56,12 +57,14 @@ impl TenantActor {
     pub(crate) fn new(
         tenant_id: TenantId,
         config: Arc<GatewayConfig>,
+        engine: Arc<EngineContext>,
         registry: Addr<RegistryActor>,
         bus: Addr<EventBus>,
     ) -> Self {
         Self {
             tenant_id,
             config,
+            engine,
             registry,
             bus,
             sessions: ShardedMap::new(),
@@ -172,7 +175,14 @@ impl Handler<StartSession> for TenantActor {
     fn handle(&mut self, msg: StartSession, ctx: &mut Self::Context) -> Self::Result {
         let session_id = Uuid::new_v4();
         let owner = msg.caller.user_id;
-        let session = SessionActor::new(session_id, owner.clone(), msg.metadata, ctx.address());
+        let session = SessionActor::new(
+            session_id,
+            self.tenant_id.clone(),
+            owner.clone(),
+            msg.metadata,
+            ctx.address(),
+            self.engine.clone(),
+        );
         let summary = session.summary();
         let addr = session.start();
         self.sessions.insert(

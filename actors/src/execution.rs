@@ -1,0 +1,464 @@
+//! `ExecutionActor`: one per run of a workflow. Owns the run's [`RunPlan`], starts each node
+//! as soon as its inputs are ready (independent branches run concurrently), enforces the
+//! per-node and per-execution time limits, obeys cancel, emits every workflow and node event,
+//! and reports its final snapshot to its session before stopping.
+//!
+//! Owned by its [`SessionActor`]. Messages: [`Snapshot`], [`Cancel`]. Node code runs in its
+//! own tokio task, so a panic there becomes a `node.failed` event and cancel is an abort.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tokio::task::{AbortHandle, JoinError};
+use uuid::Uuid;
+
+use crate::{
+    bus::{EventBus, Publish},
+    caller::{TenantId, UserId},
+    engine::{
+        node::{NodeCall, NodeError, NodeOutput, NodeRegistry},
+        plan::{Next, NodeState, RunInputs, RunPlan},
+        workflow::Workflow,
+    },
+    events::{Event, EventType},
+    registry::{ExecutionEnded, RegistryActor},
+    session::{ExecutionFinished, SessionActor},
+};
+
+/// Where a run is. A terminal status never changes again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionStatus {
+    Started,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    Timeout,
+}
+
+impl ExecutionStatus {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, ExecutionStatus::Started | ExecutionStatus::Running)
+    }
+}
+
+/// A run as `GET /api/executions/{id}` shows it.
+#[derive(Debug, Clone, Serialize, MessageResponse)]
+pub struct ExecutionSnapshot {
+    pub execution_id: Uuid,
+    pub workflow_id: String,
+    pub workflow_name: String,
+    pub status: ExecutionStatus,
+    pub progress: f64,
+    pub current_node: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub outputs: Map<String, Value>,
+    pub error: Option<String>,
+    pub node_states: Map<String, Value>,
+}
+
+/// Time limits of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    /// Default per-node limit; a node's own `timeout` parameter (seconds) replaces it.
+    pub node_timeout: Duration,
+    pub execution_timeout: Duration,
+}
+
+/// Everything an execution needs to start.
+pub(crate) struct ExecutionSpec {
+    pub execution_id: Uuid,
+    pub workflow: Arc<Workflow>,
+    pub inputs: RunInputs,
+    pub session_id: Uuid,
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub registry: Arc<NodeRegistry>,
+    pub limits: RunLimits,
+    pub bus: Addr<EventBus>,
+    pub session: Addr<SessionActor>,
+    pub gateway: Addr<RegistryActor>,
+}
+
+pub(crate) struct ExecutionActor {
+    spec: ExecutionSpec,
+    plan: RunPlan,
+    status: ExecutionStatus,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    error: Option<String>,
+    /// A node hit its time limit: the run ends as `timeout`, not `failed`.
+    node_timed_out: bool,
+    /// Running nodes: how to abort their task (cancel, timeouts) and when they started.
+    running: HashMap<usize, (AbortHandle, Instant)>,
+}
+
+type NodeResult = Result<NodeOutput, NodeFailure>;
+
+/// How a node run ended without output.
+#[derive(Debug)]
+enum NodeFailure {
+    Error(NodeError),
+    TimedOut(Duration),
+}
+
+impl ExecutionActor {
+    pub(crate) fn new(spec: ExecutionSpec) -> Self {
+        let plan = RunPlan::new(&spec.workflow);
+        Self {
+            spec,
+            plan,
+            status: ExecutionStatus::Started,
+            created_at: Utc::now(),
+            started_at: None,
+            completed_at: None,
+            error: None,
+            node_timed_out: false,
+            running: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+
+    fn node_id(&self, node: usize) -> &str {
+        &self.spec.workflow.nodes[node].id
+    }
+
+    fn current_node(&self) -> Option<String> {
+        self.plan
+            .running()
+            .next()
+            .map(|n| self.node_id(n).to_owned())
+    }
+
+    pub(crate) fn snapshot(&self) -> ExecutionSnapshot {
+        let workflow = &self.spec.workflow;
+        let outputs = (0..workflow.nodes.len())
+            .filter_map(|n| {
+                Some((
+                    self.node_id(n).to_owned(),
+                    Value::Object(self.plan.output(n)?.clone()),
+                ))
+            })
+            .collect();
+        let node_states = self
+            .plan
+            .states()
+            .iter()
+            .enumerate()
+            .map(|(n, state)| (self.node_id(n).to_owned(), json!(state)))
+            .collect();
+        ExecutionSnapshot {
+            execution_id: self.spec.execution_id,
+            workflow_id: workflow.workflow_id.clone(),
+            workflow_name: workflow.name.clone(),
+            status: self.status,
+            progress: self.plan.progress(),
+            current_node: self.current_node(),
+            created_at: self.created_at,
+            started_at: self.started_at,
+            completed_at: self.completed_at,
+            outputs,
+            error: self.error.clone(),
+            node_states,
+        }
+    }
+
+    fn event(&self, event_type: EventType) -> Event {
+        let mut event = Event::new(event_type, "execution", self.spec.tenant_id.clone())
+            .in_session(self.spec.session_id, self.spec.user_id.clone());
+        let workflow = &self.spec.workflow;
+        event
+            .fields
+            .insert("workflow_id".into(), json!(workflow.workflow_id));
+        event
+            .fields
+            .insert("workflow_name".into(), json!(workflow.name));
+        event
+            .fields
+            .insert("execution_id".into(), json!(self.spec.execution_id));
+        event
+    }
+
+    fn publish_workflow_event(&self, event_type: EventType, data: Value) {
+        let mut event = self.event(event_type);
+        event
+            .fields
+            .insert("progress_percent".into(), json!(self.plan.progress()));
+        event
+            .fields
+            .insert("current_node".into(), json!(self.current_node()));
+        event.fields.insert("data".into(), data);
+        event.fields.insert("error".into(), json!(self.error));
+        self.spec.bus.do_send(Publish(event));
+    }
+
+    fn publish_node_event(&self, event_type: EventType, node: usize, details: Map<String, Value>) {
+        let mut event = self.event(event_type);
+        let spec = &self.spec.workflow.nodes[node];
+        event.fields.insert("node_id".into(), json!(spec.id));
+        event
+            .fields
+            .insert("node_type".into(), json!(spec.node_type));
+        event.fields.insert(
+            "node_name".into(),
+            json!(
+                spec.config
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or(&spec.id)
+            ),
+        );
+        for key in ["inputs", "outputs", "execution_time_ms", "error"] {
+            event
+                .fields
+                .insert(key.into(), details.get(key).cloned().unwrap_or(Value::Null));
+        }
+        self.spec.bus.do_send(Publish(event));
+    }
+
+    /// Starts every node that is ready; finishes the run when nothing is left.
+    fn advance(&mut self, ctx: &mut Context<Self>) {
+        if self.status.is_terminal() {
+            return;
+        }
+        let workflow = self.spec.workflow.clone();
+        let ready = self
+            .plan
+            .take_ready(&workflow, &self.spec.registry, &self.spec.inputs);
+        for next in ready {
+            match next {
+                Next::Run {
+                    node,
+                    params,
+                    inputs,
+                } => self.start_node(node, params, inputs, ctx),
+                Next::Skip { node } => {
+                    self.publish_node_event(EventType::NodeSkipped, node, Map::new());
+                    self.publish_progress();
+                }
+                Next::Fail { node, error } => self.node_failed(node, error, None, ctx),
+            }
+        }
+        if self.plan.is_done() && !self.status.is_terminal() {
+            let failed = self.plan.states().iter().any(|s| *s == NodeState::Failed);
+            let status = match (self.node_timed_out, failed) {
+                (true, _) => ExecutionStatus::Timeout,
+                (false, true) => ExecutionStatus::Failed,
+                (false, false) => ExecutionStatus::Completed,
+            };
+            self.finish(status, ctx);
+        }
+    }
+
+    fn start_node(
+        &mut self,
+        node: usize,
+        params: Map<String, Value>,
+        inputs: Map<String, Value>,
+        ctx: &mut Context<Self>,
+    ) {
+        let spec = &self.spec.workflow.nodes[node];
+        let Some(node_type) = self.spec.registry.get(spec.node_type).cloned() else {
+            // take_ready only returns Run for registered types.
+            return;
+        };
+        let limit = params
+            .get("timeout")
+            .and_then(Value::as_f64)
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map_or(self.spec.limits.node_timeout, Duration::from_secs_f64);
+        let call = NodeCall {
+            node_id: spec.id.clone(),
+            params,
+        };
+        let task = tokio::spawn(async move {
+            match tokio::time::timeout(limit, node_type.run(call)).await {
+                Ok(result) => result.map_err(NodeFailure::Error),
+                Err(_) => Err(NodeFailure::TimedOut(limit)),
+            }
+        });
+        let mut details = Map::new();
+        details.insert("inputs".into(), Value::Object(inputs));
+        self.publish_node_event(EventType::NodeStarted, node, details);
+        self.running
+            .insert(node, (task.abort_handle(), Instant::now()));
+        ctx.spawn(
+            task.into_actor(self)
+                .map(move |result, actor, ctx| actor.node_settled(node, result, ctx)),
+        );
+    }
+
+    /// A node's task ended: record its result. After the run ended (a task aborted by
+    /// cancel or a timeout), there is nothing left to record.
+    fn node_settled(
+        &mut self,
+        node: usize,
+        result: Result<NodeResult, JoinError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some((_, started)) = self.running.remove(&node) else {
+            return;
+        };
+        if self.status.is_terminal() {
+            return;
+        }
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match result {
+            Ok(Ok(output)) => {
+                self.plan.complete(node, output.clone());
+                let mut details = Map::new();
+                details.insert("outputs".into(), Value::Object(output));
+                details.insert("execution_time_ms".into(), json!(elapsed_ms));
+                self.publish_node_event(EventType::NodeCompleted, node, details);
+                self.publish_progress();
+                self.advance(ctx);
+            }
+            Ok(Err(NodeFailure::Error(error))) => {
+                self.node_failed(node, error.message, Some(elapsed_ms), ctx)
+            }
+            Ok(Err(NodeFailure::TimedOut(limit))) => {
+                // The run ends now, as `timeout`, whatever else is still running.
+                self.node_timed_out = true;
+                let message = format!("timed out after {} s", limit.as_secs_f64());
+                self.node_failed(node, message, Some(elapsed_ms), ctx);
+                self.finish(ExecutionStatus::Timeout, ctx);
+            }
+            Err(join_error) => {
+                let message = if join_error.is_panic() {
+                    "the node panicked".to_owned()
+                } else {
+                    "the node was stopped".to_owned()
+                };
+                self.node_failed(node, message, Some(elapsed_ms), ctx);
+            }
+        }
+    }
+
+    fn node_failed(
+        &mut self,
+        node: usize,
+        message: String,
+        elapsed_ms: Option<f64>,
+        ctx: &mut Context<Self>,
+    ) {
+        let node_id = self.node_id(node).to_owned();
+        if self.plan.state(node) != NodeState::Failed {
+            let skipped = self.plan.fail(node);
+            let mut details = Map::new();
+            details.insert("error".into(), json!(message));
+            details.insert("execution_time_ms".into(), json!(elapsed_ms));
+            self.publish_node_event(EventType::NodeFailed, node, details);
+            for dependent in skipped {
+                self.publish_node_event(EventType::NodeSkipped, dependent, Map::new());
+            }
+        }
+        self.error
+            .get_or_insert_with(|| format!("node '{node_id}' failed: {message}"));
+        self.publish_progress();
+        self.advance(ctx);
+    }
+
+    fn publish_progress(&self) {
+        self.publish_workflow_event(EventType::WorkflowProgress, Value::Null);
+    }
+
+    /// Ends the run with `status` (once): stops running nodes, emits the terminal event,
+    /// hands the final snapshot to the session and stops.
+    fn finish(&mut self, status: ExecutionStatus, ctx: &mut Context<Self>) {
+        if self.status.is_terminal() {
+            return;
+        }
+        for (_, (task, _)) in self.running.drain() {
+            task.abort();
+        }
+        if status != ExecutionStatus::Completed {
+            self.plan.cancel_unfinished();
+        }
+        self.status = status;
+        self.completed_at = Some(Utc::now());
+        let (event_type, data) = match status {
+            ExecutionStatus::Completed => (
+                EventType::WorkflowCompleted,
+                json!({"outputs": self.snapshot().outputs}),
+            ),
+            ExecutionStatus::Failed => (EventType::WorkflowFailed, Value::Null),
+            ExecutionStatus::Cancelled => (EventType::WorkflowCancelled, Value::Null),
+            ExecutionStatus::Timeout => (EventType::WorkflowTimeout, Value::Null),
+            ExecutionStatus::Started | ExecutionStatus::Running => {
+                unreachable!("finish takes a terminal status")
+            }
+        };
+        self.publish_workflow_event(event_type, data);
+        self.spec.session.do_send(ExecutionFinished {
+            snapshot: self.snapshot(),
+        });
+        self.spec.gateway.do_send(ExecutionEnded { ran: true });
+        ctx.stop();
+    }
+}
+
+impl Actor for ExecutionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.status = ExecutionStatus::Running;
+        self.started_at = Some(Utc::now());
+        self.publish_workflow_event(EventType::WorkflowStarted, Value::Null);
+        let limit = self.spec.limits.execution_timeout;
+        ctx.run_later(limit, move |actor, ctx| {
+            actor.error.get_or_insert_with(|| {
+                format!(
+                    "the execution exceeded its limit of {} s",
+                    limit.as_secs_f64()
+                )
+            });
+            actor.finish(ExecutionStatus::Timeout, ctx);
+        });
+        self.advance(ctx);
+    }
+}
+
+/// The run as it is now.
+#[derive(Message)]
+#[rtype(result = "ExecutionSnapshot")]
+pub(crate) struct Snapshot;
+
+impl Handler<Snapshot> for ExecutionActor {
+    type Result = ExecutionSnapshot;
+
+    fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> ExecutionSnapshot {
+        self.snapshot()
+    }
+}
+
+/// Stop the run now; replies whether it was still running.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct Cancel;
+
+impl Handler<Cancel> for ExecutionActor {
+    type Result = bool;
+
+    fn handle(&mut self, _: Cancel, ctx: &mut Self::Context) -> bool {
+        if self.status.is_terminal() {
+            return false;
+        }
+        self.error.get_or_insert_with(|| "cancelled".to_owned());
+        self.finish(ExecutionStatus::Cancelled, ctx);
+        true
+    }
+}
