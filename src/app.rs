@@ -20,13 +20,16 @@ use actix_web::{
     web,
 };
 use chrono::{DateTime, Utc};
-use kailash_actors::{Gateway, GatewayConfig, bus::BusConfig};
+use kailash_actors::{
+    Gateway, GatewayConfig, bus::BusConfig, engine::workflow::WorkflowLimits, execution::RunLimits,
+};
 
 use crate::{
     auth::{self, Authenticator, token::TokenKeys},
     config::{AuthMode, Secret, Settings},
     metrics::Metrics,
-    routes, tls,
+    nodes::{self, NodeEnvironment},
+    routes, shared_workflows, tls,
 };
 
 /// Everything a request handler may need; shared by all workers.
@@ -76,6 +79,8 @@ impl Lifecycle {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    #[error(transparent)]
+    SharedWorkflows(#[from] shared_workflows::LoadError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -98,7 +103,7 @@ impl Application {
     pub fn build(settings: Settings, signing_secret: Option<&Secret>) -> Result<Self, BuildError> {
         let settings = Arc::new(settings);
         let keys = signing_secret.map(|secret| TokenKeys::hs256(secret.expose().as_bytes()));
-        let gateway = Gateway::start(gateway_config(&settings));
+        let gateway = Gateway::start(gateway_config(&settings)?);
         let state = web::Data::new(AppState {
             gateway,
             auth: Authenticator::new(&settings, keys),
@@ -186,8 +191,28 @@ impl Application {
     }
 }
 
-fn gateway_config(settings: &Settings) -> GatewayConfig {
-    GatewayConfig {
+fn gateway_config(settings: &Settings) -> Result<GatewayConfig, BuildError> {
+    let node_registry = nodes::native_registry(&NodeEnvironment {
+        data_dirs: settings.node_data_dirs.clone(),
+        egress_allow: settings.egress_allow.clone(),
+    });
+    let limits = WorkflowLimits {
+        max_nodes: settings.max_nodes_per_workflow,
+    };
+    let shared_workflows = match &settings.workflows_dir {
+        Some(dir) => shared_workflows::load(dir, &node_registry, limits)?,
+        None => Default::default(),
+    };
+    Ok(GatewayConfig {
+        node_registry: Arc::new(node_registry),
+        shared_workflows,
+        run_limits: RunLimits {
+            node_timeout: settings.node_timeout(),
+            execution_timeout: settings.execution_timeout(),
+        },
+        max_nodes_per_workflow: settings.max_nodes_per_workflow,
+        max_executions_per_session: settings.max_executions_per_session,
+        max_concurrent_executions: settings.max_concurrent_executions,
         max_sessions: settings.max_sessions,
         session_timeout: settings.session_timeout(),
         ask_timeout: Duration::from_millis(settings.actor_ask_timeout_ms),
@@ -197,7 +222,7 @@ fn gateway_config(settings: &Settings) -> GatewayConfig {
             retention: settings.event_retention(),
             recent_capacity: settings.recent_events_capacity,
         },
-    }
+    })
 }
 
 fn cors(settings: &Settings) -> Cors {

@@ -11,7 +11,9 @@ pub mod host;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod nodes;
 pub mod routes;
+pub mod shared_workflows;
 pub mod shutdown;
 pub mod tls;
 

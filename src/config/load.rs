@@ -180,6 +180,51 @@ pub const SETTINGS: &[SettingSpec] = &[
         "KAILASH_TITLE",
         "Gateway title reported by /api/stats",
     ),
+    setting(
+        "enable_dynamic_workflows",
+        "KAILASH_ENABLE_DYNAMIC_WORKFLOWS",
+        "Let sessions create workflows; false: only shared workflows run (403 dynamic_workflows_disabled)",
+    ),
+    setting(
+        "workflows_dir",
+        "KAILASH_WORKFLOWS_DIR",
+        "Directory of shared workflow JSON files loaded at start",
+    ),
+    setting(
+        "max_nodes_per_workflow",
+        "KAILASH_MAX_NODES_PER_WORKFLOW",
+        "Largest workflow accepted",
+    ),
+    setting(
+        "node_timeout_seconds",
+        "KAILASH_NODE_TIMEOUT_SECONDS",
+        "Default per-node time limit (a node's `timeout` parameter overrides it)",
+    ),
+    setting(
+        "execution_timeout_seconds",
+        "KAILASH_EXECUTION_TIMEOUT_SECONDS",
+        "Time limit of a whole execution",
+    ),
+    setting(
+        "max_executions_per_session",
+        "KAILASH_MAX_EXECUTIONS_PER_SESSION",
+        "Executions running at once in one session; more answer 429 too_many_executions",
+    ),
+    setting(
+        "max_concurrent_executions",
+        "KAILASH_MAX_CONCURRENT_EXECUTIONS",
+        "Executions running at once on this node; more answer 429 too_many_executions",
+    ),
+    list(
+        "node_data_dirs",
+        "KAILASH_NODE_DATA_DIRS",
+        "Directories file nodes may read and write; relative file paths resolve in the first",
+    ),
+    list(
+        "egress_allow",
+        "KAILASH_EGRESS_ALLOW",
+        "Host names, IPs and CIDR ranges HTTP/SQL nodes may reach although loopback, private or link-local",
+    ),
 ];
 
 /// Why the settings could not be loaded; its text is the one line printed before exiting.

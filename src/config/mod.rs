@@ -85,6 +85,15 @@ pub struct Settings {
     pub event_retention_minutes: f64,
     pub recent_events_capacity: usize,
     pub title: String,
+    pub enable_dynamic_workflows: bool,
+    pub workflows_dir: Option<PathBuf>,
+    pub max_nodes_per_workflow: usize,
+    pub node_timeout_seconds: f64,
+    pub execution_timeout_seconds: f64,
+    pub max_executions_per_session: usize,
+    pub max_concurrent_executions: usize,
+    pub node_data_dirs: Vec<PathBuf>,
+    pub egress_allow: Vec<String>,
 }
 
 impl Default for Settings {
@@ -122,6 +131,15 @@ impl Default for Settings {
             event_retention_minutes: 60.0,
             recent_events_capacity: 1000,
             title: "Kailash Gateway".into(),
+            enable_dynamic_workflows: true,
+            workflows_dir: None,
+            max_nodes_per_workflow: 1000,
+            node_timeout_seconds: 300.0,
+            execution_timeout_seconds: 3600.0,
+            max_executions_per_session: 20,
+            max_concurrent_executions: 1000,
+            node_data_dirs: vec![PathBuf::from("kailash-data/files")],
+            egress_allow: Vec::new(),
         }
     }
 }
@@ -150,6 +168,17 @@ impl Settings {
                 return bad(
                     key,
                     "must be a number of minutes above 0 and at most a year".into(),
+                );
+            }
+        }
+        for (key, seconds) in [
+            ("node_timeout_seconds", self.node_timeout_seconds),
+            ("execution_timeout_seconds", self.execution_timeout_seconds),
+        ] {
+            if !(seconds.is_finite() && seconds > 0.0 && seconds <= 604_800.0) {
+                return bad(
+                    key,
+                    "must be a number of seconds above 0 and at most a week".into(),
                 );
             }
         }
@@ -243,6 +272,14 @@ impl Settings {
 
     pub fn event_retention(&self) -> Duration {
         Duration::from_secs_f64(self.event_retention_minutes * 60.0)
+    }
+
+    pub fn node_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.node_timeout_seconds)
+    }
+
+    pub fn execution_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.execution_timeout_seconds)
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -45,14 +45,21 @@ error_codes! {
     InvalidJson => BAD_REQUEST, "invalid_json", "The request body is not valid JSON";
     InvalidRequest => BAD_REQUEST, "invalid_request", "The request is invalid";
     InvalidEventTypes => BAD_REQUEST, "invalid_event_types", "Unknown event type";
+    InvalidWorkflow => BAD_REQUEST, "invalid_workflow", "The workflow is invalid";
+    DynamicWorkflowsDisabled => FORBIDDEN, "dynamic_workflows_disabled", "Dynamic workflow creation is disabled on this gateway";
     MissingCredentials => UNAUTHORIZED, "missing_credentials", "Not authenticated";
     InvalidToken => UNAUTHORIZED, "invalid_token", "Invalid authentication credentials";
     TokenExpired => UNAUTHORIZED, "token_expired", "The token has expired";
     NotFound => NOT_FOUND, "not_found", "Not Found";
     SessionNotFound => NOT_FOUND, "session_not_found", "Session not found";
+    WorkflowNotFound => NOT_FOUND, "workflow_not_found", "Workflow not found";
+    ExecutionNotFound => NOT_FOUND, "execution_not_found", "Execution not found";
+    NodeTypeNotFound => NOT_FOUND, "node_type_not_found", "Unknown node type";
     MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed", "Method Not Allowed";
+    ExecutionNotRunning => CONFLICT, "execution_not_running", "The execution is not running";
     PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large", "The request body is too large";
     MaxSessionsReached => TOO_MANY_REQUESTS, "max_sessions_reached", "Maximum number of sessions reached";
+    TooManyExecutions => TOO_MANY_REQUESTS, "too_many_executions", "Too many executions are running";
     NotReady => SERVICE_UNAVAILABLE, "not_ready", "The gateway is not ready";
     Draining => SERVICE_UNAVAILABLE, "draining", "The gateway is shutting down";
     Unavailable => SERVICE_UNAVAILABLE, "unavailable", "A gateway component did not answer in time";
@@ -174,6 +181,16 @@ impl From<GatewayError> for ApiError {
                 ApiError::new(ErrorCode::Draining).with_retry_after(Duration::from_secs(5))
             }
             GatewayError::Unavailable => ApiError::new(ErrorCode::Unavailable),
+            GatewayError::WorkflowNotFound => ApiError::new(ErrorCode::WorkflowNotFound),
+            GatewayError::ExecutionNotFound => ApiError::new(ErrorCode::ExecutionNotFound),
+            GatewayError::ExecutionNotRunning => ApiError::new(ErrorCode::ExecutionNotRunning),
+            GatewayError::TooManyExecutions { limit, scope } => {
+                ApiError::new(ErrorCode::TooManyExecutions)
+                    .with_detail(format!(
+                        "At most {limit} executions may run at once per {scope}"
+                    ))
+                    .with_retry_after(Duration::from_secs(1))
+            }
         }
     }
 }

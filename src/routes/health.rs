@@ -88,7 +88,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "components": {
             "agent_ui": agent_ui,
             "realtime": realtime,
-            "schema_registry": {"status": Status::Healthy, "node_types": 0},
+            "schema_registry": {"status": Status::Healthy, "node_types": state.gateway.node_registry().len()},
             "store": store,
             "broker": broker,
         },

@@ -17,12 +17,12 @@ pub async fn root(state: web::Data<AppState>) -> HttpResponse {
         "status": "healthy",
         "uptime_seconds": state.lifecycle.uptime().as_secs_f64(),
         "auth": match state.auth.mode() { AuthMode::Gated => "gated", AuthMode::Open => "open" },
-        // Features are reported as they are built: workflows, real-time delivery and
-        // webhooks arrive with later work.
+        // Features are reported as they are built: real-time delivery and webhooks arrive
+        // with later work.
         "features": {
             "sessions": true,
             "real_time": false,
-            "dynamic_workflows": false,
+            "dynamic_workflows": state.settings.enable_dynamic_workflows,
             "webhooks": false,
         },
         "endpoints": {
@@ -71,17 +71,17 @@ pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
             "sessions_closed": stats.sessions_closed,
             "sessions_expired": stats.sessions_expired,
             "max_sessions": stats.max_sessions,
-            "workflows_executed": 0,
+            "workflows_executed": stats.executions_finished,
             "events_emitted": stats.events_emitted,
-            "active_executions": 0,
-            "shared_workflows": 0,
+            "active_executions": stats.active_executions,
+            "shared_workflows": stats.shared_workflows,
         },
         "realtime": {
             "events_emitted": stats.events_emitted,
             "retained_event_streams": stats.retained_event_streams,
         },
         "schema_registry": {
-            "node_types": 0,
+            "node_types": state.gateway.node_registry().len(),
         },
     })))
 }

@@ -2,13 +2,17 @@
 //! unknown paths with 404, both in the gateway's JSON error shape.
 
 mod events;
+mod executions;
 mod health;
 mod meta;
 mod sessions;
+mod workflows;
 
 use actix_web::{HttpRequest, HttpResponse, Resource, web};
+use serde::Deserialize;
+use uuid::Uuid;
 
-use crate::http::{ApiError, ErrorCode};
+use crate::http::{ApiError, ErrorCode, FieldError};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::QueryConfig::default().error_handler(|error, _| {
@@ -33,6 +37,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .delete(sessions::close),
     )
     .service(resource("/api/events/recent").get(events::recent))
+    .service(
+        resource("/api/workflows")
+            .get(workflows::list)
+            .post(workflows::create),
+    )
+    .service(resource("/api/workflows/{workflow_id}").get(workflows::get))
+    .service(resource("/api/schemas/nodes").get(workflows::node_schemas))
+    .service(resource("/api/schemas/nodes/{node_type}").get(workflows::node_schema))
+    .service(resource("/api/schemas/workflows/{workflow_id}").get(workflows::workflow_schema))
+    .service(
+        resource("/api/executions")
+            .get(executions::list)
+            .post(executions::start),
+    )
+    .service(
+        resource("/api/executions/{execution_id}")
+            .get(executions::get)
+            .delete(executions::cancel),
+    )
     .default_service(web::to(not_found));
 }
 
@@ -53,4 +76,34 @@ async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> 
 /// A caller-supplied path, shortened and stripped of control characters before it is echoed.
 fn sanitize(path: &str) -> String {
     path.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
+/// The `?session_id=` (and, in open mode, `?user_id=`) of session-scoped routes.
+#[derive(Debug, Deserialize)]
+pub struct SessionQuery {
+    session_id: Option<String>,
+    user_id: Option<String>,
+}
+
+/// `session_id` when given: a malformed one names no session of the caller (404).
+fn optional_session(query: &SessionQuery) -> Result<Option<Uuid>, ApiError> {
+    query
+        .session_id
+        .as_deref()
+        .map(|raw| {
+            raw.parse()
+                .map_err(|_| ApiError::new(ErrorCode::SessionNotFound))
+        })
+        .transpose()
+}
+
+fn required_session(query: &SessionQuery) -> Result<Uuid, ApiError> {
+    optional_session(query)?.ok_or_else(|| {
+        ApiError::new(ErrorCode::InvalidRequest)
+            .with_detail("The session_id query parameter is required")
+            .with_errors(vec![FieldError {
+                path: "session_id".into(),
+                message: "is required".into(),
+            }])
+    })
 }

@@ -23,10 +23,12 @@ pub struct TestApp {
 
 /// Settings every test starts from: gated, one worker, a fresh data dir, quiet logs.
 pub fn test_settings() -> Settings {
+    let data_dir = std::env::temp_dir().join(format!("kailash-test-{}", uuid::Uuid::new_v4()));
     Settings {
         bind: "127.0.0.1:0".into(),
         workers: 1,
-        data_dir: std::env::temp_dir().join(format!("kailash-test-{}", uuid::Uuid::new_v4())),
+        node_data_dirs: vec![data_dir.join("files")],
+        data_dir,
         log_filter: "warn".into(),
         ..Settings::default()
     }
@@ -122,6 +124,15 @@ impl TestApp {
     /// Sends a request as `user` and reads the JSON answer.
     pub async fn json_as(&self, user: &str, method: Method, path: &str) -> Value {
         json(self.send_as(user, method, path).await).await
+    }
+
+    /// Sends a JSON body as `user`.
+    pub async fn post_json(&self, user: &str, path: &str, body: &Value) -> Response {
+        self.as_user(user, Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .expect("request completes")
     }
 
     /// Creates a session for `user` and returns its id.

@@ -3,8 +3,10 @@
 
 mod auth;
 mod errors;
+mod executions;
 mod helpers;
 mod observability;
 mod process;
 mod sessions;
 mod tls;
+mod workflows;

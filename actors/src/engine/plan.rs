@@ -108,6 +108,11 @@ pub struct RunPlan {
     /// Nodes fed by each node.
     successors: Vec<Vec<usize>>,
     unfinished_predecessors: Vec<usize>,
+    /// Pending nodes whose predecessors have all finished, in the order they got there.
+    ready: Vec<usize>,
+    /// Nodes completed, failed or skipped.
+    finished: usize,
+    cancelled: bool,
 }
 
 impl RunPlan {
@@ -121,7 +126,7 @@ impl RunPlan {
                 successors[c.from].push(c.to);
             }
         }
-        let unfinished_predecessors = (0..count)
+        let unfinished_predecessors: Vec<usize> = (0..count)
             .map(|node| {
                 let mut from: Vec<usize> = incoming[node]
                     .iter()
@@ -132,12 +137,18 @@ impl RunPlan {
                 from.len()
             })
             .collect();
+        let ready = (0..count)
+            .filter(|&n| unfinished_predecessors[n] == 0)
+            .collect();
         Self {
             states: vec![NodeState::Pending; count],
             outputs: vec![None; count],
             incoming,
             successors,
             unfinished_predecessors,
+            ready,
+            finished: 0,
+            cancelled: false,
         }
     }
 
@@ -159,8 +170,7 @@ impl RunPlan {
         if self.states.is_empty() {
             return 100.0;
         }
-        let finished = self.states.iter().filter(|s| s.is_finished()).count();
-        (finished as f64 * 1000.0 / self.states.len() as f64).round() / 10.0
+        (self.finished as f64 * 1000.0 / self.states.len() as f64).round() / 10.0
     }
 
     pub fn running(&self) -> impl Iterator<Item = usize> + '_ {
@@ -184,17 +194,14 @@ impl RunPlan {
         inputs: &RunInputs,
     ) -> Vec<Next> {
         let mut decided = Vec::new();
-        // Skips decide more nodes (their dependents); loop until nothing changes.
-        loop {
-            let ready: Vec<usize> = (0..self.states.len())
-                .filter(|&n| {
-                    self.states[n] == NodeState::Pending && self.unfinished_predecessors[n] == 0
-                })
-                .collect();
-            if ready.is_empty() {
-                return decided;
-            }
+        // Skips and failures decided here make more nodes ready; drain until none is left.
+        while !self.ready.is_empty() {
+            let mut ready = std::mem::take(&mut self.ready);
+            ready.sort_unstable();
             for node in ready {
+                if self.states[node] != NodeState::Pending {
+                    continue;
+                }
                 let next = self.decide(node, workflow, registry, inputs);
                 match &next {
                     Next::Run { .. } => self.states[node] = NodeState::Running,
@@ -204,6 +211,7 @@ impl RunPlan {
                 decided.push(next);
             }
         }
+        decided
     }
 
     /// Records a node's result.
@@ -219,6 +227,7 @@ impl RunPlan {
         while let Some(next) = stack.pop() {
             if self.states[next] == NodeState::Pending {
                 self.states[next] = NodeState::Skipped;
+                self.finished += 1;
                 skipped.push(next);
                 stack.extend(self.successors[next].iter().copied());
             }
@@ -229,6 +238,7 @@ impl RunPlan {
 
     /// Marks every pending and running node cancelled (cancel, or an execution timeout).
     pub fn cancel_unfinished(&mut self) {
+        self.cancelled = true;
         for state in &mut self.states {
             if matches!(state, NodeState::Pending | NodeState::Running) {
                 *state = NodeState::Cancelled;
@@ -239,8 +249,12 @@ impl RunPlan {
     fn finish(&mut self, node: usize, state: NodeState, output: Option<Map<String, Value>>) {
         self.states[node] = state;
         self.outputs[node] = output;
+        self.finished += 1;
         for &next in &self.successors[node] {
             self.unfinished_predecessors[next] -= 1;
+            if self.unfinished_predecessors[next] == 0 {
+                self.ready.push(next);
+            }
         }
     }
 
