@@ -137,11 +137,12 @@ impl ExecutionActor {
         &self.spec.workflow.nodes[node].id
     }
 
+    /// A node that is running now (the earliest declared, so the answer is stable).
     fn current_node(&self) -> Option<String> {
-        self.plan
-            .running()
-            .next()
-            .map(|n| self.node_id(n).to_owned())
+        self.running
+            .keys()
+            .min()
+            .map(|&n| self.node_id(n).to_owned())
     }
 
     pub(crate) fn snapshot(&self) -> ExecutionSnapshot {
@@ -254,7 +255,7 @@ impl ExecutionActor {
             }
         }
         if self.plan.is_done() && !self.status.is_terminal() {
-            let failed = self.plan.states().iter().any(|s| *s == NodeState::Failed);
+            let failed = self.plan.states().contains(&NodeState::Failed);
             let status = match (self.node_timed_out, failed) {
                 (true, _) => ExecutionStatus::Timeout,
                 (false, true) => ExecutionStatus::Failed,

@@ -173,10 +173,6 @@ impl RunPlan {
         (self.finished as f64 * 1000.0 / self.states.len() as f64).round() / 10.0
     }
 
-    pub fn running(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.states.len()).filter(|&n| self.states[n] == NodeState::Running)
-    }
-
     /// No node is pending or running.
     pub fn is_done(&self) -> bool {
         self.states

@@ -150,6 +150,8 @@ pub(super) enum Decoder {
     Date,
     Time,
     Bytea,
+    /// `void` (what `SELECT pg_sleep(1)` returns) reads as null.
+    Void,
     Array(Box<Decoder>),
 }
 
@@ -172,6 +174,7 @@ impl Decoder {
             Type::DATE => Self::Date,
             Type::TIME => Self::Time,
             Type::BYTEA => Self::Bytea,
+            Type::VOID => Self::Void,
             _ => match ty.kind() {
                 Kind::Array(element) => Self::Array(Box::new(Self::for_type(element)?)),
                 Kind::Domain(base) => Self::for_type(base)?,
@@ -211,6 +214,7 @@ impl Decoder {
                 .into(),
             Self::Date => NaiveDate::from_sql(&Type::DATE, raw)?.to_string().into(),
             Self::Time => NaiveTime::from_sql(&Type::TIME, raw)?.to_string().into(),
+            Self::Void => Value::Null,
             Self::Bytea => raw
                 .iter()
                 .fold(String::from("\\x"), |mut hex, byte| {
