@@ -26,8 +26,10 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-# shellcheck source=scripts/lib/services.sh
-source "$ROOT/scripts/lib/services.sh"
+BENCH_NAME=bench-sessions
+BENCH_SCRIPT="${BASH_SOURCE[0]}"
+# shellcheck source=scripts/bench/common.sh
+source "$ROOT/scripts/bench/common.sh"
 
 DURATION=10
 RUNS=3
@@ -36,16 +38,6 @@ WARMUP_SESSIONS=1000
 CONNECTIONS="32 256"
 BUILD=1
 BIN=""
-
-usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-}
-need_value() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value"; }
-die() {
-    printf 'bench-sessions: ERROR: %s\n' "$*" >&2
-    exit 1
-}
-is_uint() { [[ "$1" =~ ^[0-9]+$ ]] && [ "$1" -gt 0 ]; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -70,143 +62,18 @@ is_uint "$SESSIONS" || die "--sessions must be a positive integer"
 for c in $CONNECTIONS; do is_uint "$c" || die "--connections must list positive integers"; done
 [ -n "${CONNECTIONS// /}" ] || die "--connections is empty"
 
-step() { printf '\n==> %s\n' "$*"; }
-
 # ------------------------------------------------------------ prerequisites
-svc_ensure_python3
-command -v wrk >/dev/null 2>&1 || svc_apt_install wrk
-command -v wrk >/dev/null 2>&1 || die "wrk not found after install"
-
-if [ -z "$BIN" ]; then
-    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/kailash-gateway"
-fi
-if [ "$BUILD" -eq 1 ]; then
-    if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
-        # shellcheck disable=SC1091
-        . "$HOME/.cargo/env"
-    fi
-    step "cargo build --release --bin kailash-gateway"
-    cargo build --release --bin kailash-gateway || die "release build failed"
-fi
-[ -x "$BIN" ] || die "gateway binary not found at $BIN (build it, or drop --no-build)"
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/kailash-bench.XXXXXX")"
-SECRET="$("$SVC_PYTHON" -c 'import secrets; print(secrets.token_hex(32))')"
-LUA="$ROOT/scripts/bench/create_session.lua"
-SERVER_PID=""
-SERVER_PORT=""
-SERVER_LOG=""
-SERVER_N=0
-FAILED=0
+bench_prepare
+SERVER_ENV=(KAILASH_MAX_SESSIONS=10000000)
+WRK_LUA="$ROOT/scripts/bench/create_session.lua"
+WRK_PATH=/api/sessions
 SUMMARY=()
-
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    local i
-    if kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for ((i = 0; i < 100; i++)); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$SERVER_PID" 2>/dev/null; then
-            echo "server (pid $SERVER_PID) ignored SIGTERM for 10 s; killing it" >&2
-            kill -KILL "$SERVER_PID" 2>/dev/null || true
-        fi
-    fi
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-}
-
-on_exit() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
-    stop_server
-    if [ "$rc" -eq 0 ] && [ "$FAILED" -eq 0 ]; then
-        rm -rf "$WORK"
-    else
-        echo "bench-sessions: logs kept in $WORK" >&2
-    fi
-    exit "$rc"
-}
-trap on_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Server env: a fresh data dir per start; caller's other KAILASH_* settings
-# pass through.
-start_server() {
-    SERVER_N=$((SERVER_N + 1))
-    local data="$WORK/data-$SERVER_N" i code
-    mkdir -p "$data"
-    svc_pick_port SERVER_PORT
-    SERVER_LOG="$WORK/server-$SERVER_N.log"
-    env KAILASH_BIND="127.0.0.1:$SERVER_PORT" \
-        KAILASH_MAX_SESSIONS=10000000 \
-        KAILASH_DATA_DIR="$data" \
-        KAILASH_API_GATEWAY_SECRET="$SECRET" \
-        KAILASH_LOG_FORMAT=json \
-        KAILASH_SESSION_TIMEOUT_MINUTES=60 \
-        RUST_LOG=warn \
-        "$BIN" serve >"$SERVER_LOG" 2>&1 </dev/null &
-    SERVER_PID=$!
-    for ((i = 0; i < 600; i++)); do
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            tail -n 30 "$SERVER_LOG" >&2
-            SERVER_PID=""
-            die "server exited during startup (log: $SERVER_LOG)"
-        fi
-        code="$("$SVC_PYTHON" - "$SERVER_PORT" <<'PY' 2>/dev/null || true
-import sys, urllib.request
-try:
-    with urllib.request.urlopen("http://127.0.0.1:%s/ready" % sys.argv[1], timeout=2) as r:
-        print(r.status)
-except Exception as e:
-    print(getattr(e, "code", 0))
-PY
-        )"
-        if [ "$code" = 200 ]; then
-            echo "server pid $SERVER_PID ready on 127.0.0.1:$SERVER_PORT (data dir $data)"
-            return 0
-        fi
-        sleep 0.1
-    done
-    tail -n 30 "$SERVER_LOG" >&2
-    die "server did not answer 200 on GET /ready within 60 s (log: $SERVER_LOG)"
-}
-
-mint_token() {
-    local tok
-    tok="$(KAILASH_API_GATEWAY_SECRET="$SECRET" KAILASH_DATA_DIR="$WORK" RUST_LOG=warn \
-        "$BIN" token --sub "${1:-bench-user}" </dev/null 2>"$WORK/token.err")" ||
-        { cat "$WORK/token.err" >&2; die "'kailash-gateway token' failed"; }
-    tok="$(printf '%s' "$tok" | tr -d '[:space:]')"
-    [[ "$tok" =~ ^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$ ]] ||
-        die "'kailash-gateway token' did not print a JWT (got: ${tok:0:80})"
-    printf '%s' "$tok"
-}
 
 rss_kib() {
     local v
     v="$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status" 2>/dev/null)"
     [ -n "$v" ] || die "could not read VmRSS of pid $SERVER_PID"
     printf '%s' "$v"
-}
-
-run_wrk() { # CONNECTIONS SECONDS OUTFILE
-    local conns="$1" secs="$2" out="$3"
-    local threads=2
-    [ "$conns" -ge "$threads" ] || threads="$conns"
-    if ! KAILASH_BENCH_TOKEN="$TOKEN" wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 10s --latency \
-        -s "$LUA" "http://127.0.0.1:$SERVER_PORT/api/sessions" >"$out" 2>&1; then
-        cat "$out" >&2
-        die "wrk failed"
-    fi
-    kill -0 "$SERVER_PID" 2>/dev/null || {
-        tail -n 30 "$SERVER_LOG" >&2
-        die "server died during the wrk run"
-    }
 }
 
 echo "kailash-gateway session benchmark: $(nproc) cores, binary $BIN"

@@ -1,5 +1,6 @@
 //! The `kailash-gateway` binary: parses the command line, loads settings, and runs one of
-//! `serve` (the default), `token` (mint a bearer token) or `settings` (print the table).
+//! `serve` (the default), `token` (mint a bearer token), `settings` (print the settings
+//! table) or `nodes` (print the node reference).
 
 use std::{collections::HashMap, io::Write, path::PathBuf, process::ExitCode};
 
@@ -11,7 +12,7 @@ use kailash_gateway::{
         token::{MintRequest, TokenKeys, TokenType},
     },
     config::{self, AuthMode, Settings},
-    logging, shutdown,
+    logging, nodes, shutdown,
 };
 
 fn cli() -> Command {
@@ -50,15 +51,26 @@ fn cli() -> Command {
                         .default_value("60"),
                 ),
         )
-        .subcommand(Command::new("settings").about("Print every setting as a Markdown table"));
+        .subcommand(Command::new("settings").about("Print every setting as a Markdown table"))
+        .subcommand(
+            Command::new("nodes").about("Print the node reference (docs/nodes.md) as Markdown"),
+        );
     config::add_setting_flags(command)
 }
 
 fn main() -> ExitCode {
     let matches = cli().get_matches();
-    if matches.subcommand_name() == Some("settings") {
-        print!("{}", config::settings_table());
-        return ExitCode::SUCCESS;
+    match matches.subcommand_name() {
+        Some("settings") => {
+            print!("{}", config::settings_table());
+            return ExitCode::SUCCESS;
+        }
+        Some("nodes") => {
+            let registry = nodes::native_registry(&nodes::NodeEnvironment::default());
+            print!("{}", nodes::reference_markdown(&registry));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     let dotenv: HashMap<String, String> = match dotenvy::from_filename_iter(".env") {
         Ok(pairs) => match pairs.collect() {

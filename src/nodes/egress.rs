@@ -22,7 +22,7 @@ use kailash_actors::engine::node::{NodeCall, NodeError};
 use super::files::wrong_type;
 
 /// What `egress_allow` lets through on top of the public internet.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct EgressPolicy {
     /// Lower-case host names without a trailing dot, matched exactly.
     names: Vec<String>,
@@ -98,7 +98,7 @@ impl EgressPolicy {
             format!("{host} ({ip})")
         };
         Err(NodeError::new(format!(
-            "egress to {target} refused: {kind} address; the operator can permit it with egress_allow"
+            "egress to {target} refused: {kind} address (the operator may allow it: egress_allow)"
         )))
     }
 }
@@ -113,29 +113,34 @@ fn restricted_kind(ip: IpAddr) -> Option<&'static str> {
 
 fn restricted_v4(ip: Ipv4Addr) -> Option<&'static str> {
     let [a, b, ..] = ip.octets();
-    Some(match () {
+    first_kind([
         // 0.0.0.0/8 is "this network"; Linux routes 0.0.0.0 to the local host.
-        _ if a == 0 => "unspecified",
-        _ if ip.is_loopback() => "loopback",
-        _ if ip.is_private() => "private",
-        _ if a == 100 && (64..128).contains(&b) => "shared (CGNAT)",
-        _ if ip.is_link_local() => "link-local",
-        _ if ip.is_broadcast() => "broadcast",
-        _ if ip.is_multicast() => "multicast",
-        _ => return None,
-    })
+        (a == 0, "unspecified"),
+        (ip.is_loopback(), "loopback"),
+        (ip.is_private(), "private"),
+        (a == 100 && (64..128).contains(&b), "shared (CGNAT)"),
+        (ip.is_link_local(), "link-local"),
+        (ip.is_broadcast(), "broadcast"),
+        (ip.is_multicast(), "multicast"),
+    ])
 }
 
 fn restricted_v6(ip: Ipv6Addr) -> Option<&'static str> {
     let first = ip.segments()[0];
-    Some(match () {
-        _ if ip.is_unspecified() => "unspecified",
-        _ if ip.is_loopback() => "loopback",
-        _ if first & 0xfe00 == 0xfc00 => "private (unique local)",
-        _ if first & 0xffc0 == 0xfe80 => "link-local",
-        _ if ip.is_multicast() => "multicast",
-        _ => return None,
-    })
+    first_kind([
+        (ip.is_unspecified(), "unspecified"),
+        (ip.is_loopback(), "loopback"),
+        (first & 0xfe00 == 0xfc00, "private (unique local)"),
+        (first & 0xffc0 == 0xfe80, "link-local"),
+        (ip.is_multicast(), "multicast"),
+    ])
+}
+
+fn first_kind<const N: usize>(checks: [(bool, &'static str); N]) -> Option<&'static str> {
+    checks
+        .into_iter()
+        .find(|(hit, _)| *hit)
+        .map(|(_, kind)| kind)
 }
 
 /// An address range such as `10.0.0.0/8` or `fd00::/8`; a bare address is a full-length range.

@@ -25,7 +25,7 @@ use kailash_actors::engine::node::{
     Widget,
 };
 use reqwest::{
-    Client, Request, Response, Url,
+    Client, Method, Request, Response, Url,
     dns::{Addrs, Name, Resolve, Resolving},
     redirect::Policy,
 };
@@ -40,7 +40,7 @@ use super::{
 const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 const MAX_REDIRECTS: usize = 5;
 /// More retries would only prolong an outage; the cap also bounds a run's total time.
-const MAX_RETRIES: u64 = 10;
+const MAX_RETRIES: u32 = 10;
 const DEFAULT_TIMEOUT_SECS: u64 = 30;
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
@@ -61,89 +61,67 @@ pub fn register(registry: &mut NodeRegistry, env: &NodeEnvironment) {
 }
 
 fn http_schema() -> NodeSchema {
+    use ParamType::{Any, Boolean, Integer, Number, Object, String as Text};
     let params = vec![
-        ParamSpec::required(
-            "url",
-            ParamType::String,
-            "The http:// or https:// URL to request",
-        ),
-        ParamSpec::optional(
-            "method",
-            ParamType::String,
-            Some(json!("GET")),
-            "The HTTP method",
-        )
-        .options(METHODS.map(Value::from)),
-        ParamSpec::optional(
-            "headers",
-            ParamType::Object,
-            None,
-            "Request headers, name → value",
-        ),
+        ParamSpec::required("url", Text, "The http:// or https:// URL to request"),
+        ParamSpec::optional("method", Text, Some(json!("GET")), "The HTTP method")
+            .options(METHODS.map(Value::from)),
+        ParamSpec::optional("headers", Object, None, "Request headers, name → value"),
         ParamSpec::optional(
             "params",
-            ParamType::Object,
+            Object,
             None,
-            "Query-string parameters; a list repeats the name",
+            "Query parameters; a list repeats the name",
         ),
-        ParamSpec::optional(
-            "json_data",
-            ParamType::Any,
-            None,
-            "A value sent as the JSON body",
-        ),
+        ParamSpec::optional("json_data", Any, None, "A value sent as the JSON body"),
         ParamSpec::optional(
             "data",
-            ParamType::Any,
+            Any,
             None,
-            "A string sent as the body, or an object sent as a form",
+            "A string body, or an object sent as a form",
         ),
         ParamSpec::optional(
             "timeout",
-            ParamType::Number,
+            Number,
             Some(json!(DEFAULT_TIMEOUT_SECS)),
-            "Seconds per attempt",
+            "Seconds per try",
         )
         .validation(json!({"exclusive_minimum": 0})),
         ParamSpec::optional(
             "retry_count",
-            ParamType::Integer,
+            Integer,
             Some(json!(0)),
-            "Retries on connection errors and 5xx",
+            "Retries on connect errors, 5xx",
         )
         .validation(json!({"minimum": 0, "maximum": MAX_RETRIES})),
-        ParamSpec::optional(
-            "auth_type",
-            ParamType::String,
-            None,
-            "How auth_token is sent",
-        )
-        .options(["bearer", "basic", "api_key"].map(Value::from)),
+        ParamSpec::optional("auth_type", Text, None, "How auth_token is sent")
+            .options(["bearer", "basic", "api_key"].map(Value::from)),
         ParamSpec::optional(
             "auth_token",
-            ParamType::String,
+            Text,
             None,
-            "Bearer token, \"user:pass\" for basic, or API key",
+            "Token, \"user:pass\" for basic, or API key",
         )
         .widget(Widget::Password),
     ];
     let outputs = vec![
         PortSpec::output(
             "response",
-            ParamType::Object,
-            "status_code, headers, content_type, content, response_time_ms, url",
+            Object,
+            "status_code, headers, content_type, content, …",
         ),
-        PortSpec::output("status_code", ParamType::Integer, "The final HTTP status"),
+        PortSpec::output("status_code", Integer, "The final HTTP status"),
         PortSpec::output(
             "success",
-            ParamType::Boolean,
+            Boolean,
             "Always true: a non-2xx answer fails the node",
         ),
     ];
+    let description = "Sends an HTTP request and returns the response";
     schema(
         "HTTPRequestNode",
         "api",
-        "Sends an HTTP request and returns the response",
+        description,
         params,
         vec![],
         outputs,
@@ -195,12 +173,9 @@ fn check_url(policy: &EgressPolicy, url: &Url) -> Result<(), NodeError> {
     let host = url
         .host_str()
         .ok_or_else(|| NodeError::new(format!("URL {} has no host", shown(url))))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
     // The URL parser has already turned every numeric IPv4 spelling into dotted form.
-    match host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-    {
+    match host.parse::<IpAddr>() {
         Ok(ip) => policy.check_ip(host, ip),
         Err(_) => Ok(()),
     }
@@ -215,22 +190,20 @@ struct Plan {
 
 /// The request the parameters describe, once its URL has passed `check_url`.
 fn plan(client: &Client, policy: &EgressPolicy, call: &NodeCall) -> Result<Plan, NodeError> {
-    // The message leaves the URL out: it may carry credentials, and unparsed they can't be masked.
+    // The message leaves the URL out: it may hold credentials, which unparsed can't be masked.
     let url = Url::parse(required_str(call, "url")?)
         .map_err(|e| NodeError::new(format!("invalid url: {e}")))?;
     check_url(policy, &url)?;
-    let method = optional_str(call, "method")?
-        .unwrap_or("GET")
-        .to_ascii_uppercase();
-    if !METHODS.contains(&method.as_str()) {
-        return Err(NodeError::new(format!(
-            "method must be one of {}, got '{method}'",
-            METHODS.join(", ")
-        )));
-    }
-    let method = method
-        .parse()
-        .map_err(|_| NodeError::new("invalid method"))?;
+    let name = optional_str(call, "method")?.unwrap_or("GET");
+    let method = match Method::from_bytes(name.to_ascii_uppercase().as_bytes()) {
+        Ok(method) if METHODS.contains(&method.as_str()) => method,
+        _ => {
+            let methods = METHODS.join(", ");
+            return Err(NodeError::new(format!(
+                "method must be one of {methods}, got '{name}'"
+            )));
+        }
+    };
     let timeout = timeout_param(call, Duration::from_secs(DEFAULT_TIMEOUT_SECS))?;
     let mut builder = client.request(method, url).timeout(timeout);
     for (name, value) in object_param(call, "headers")?.into_iter().flatten() {
@@ -285,8 +258,8 @@ fn retry_count(call: &NodeCall) -> Result<u32, NodeError> {
     };
     value
         .as_u64()
-        .filter(|count| *count <= MAX_RETRIES)
         .and_then(|count| u32::try_from(count).ok())
+        .filter(|count| *count <= MAX_RETRIES)
         .ok_or_else(|| {
             wrong_type(
                 "retry_count",
@@ -482,268 +455,4 @@ fn shown(url: &Url) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use tokio::{
-        io::{AsyncReadExt, AsyncWriteExt},
-        net::{TcpListener, TcpStream},
-    };
-
-    use super::{
-        super::{egress::testing, files::testing::run},
-        *,
-    };
-
-    fn node(allow: &[&str]) -> NodeRegistry {
-        testing::registry(register, allow)
-    }
-
-    async fn fetch(registry: &NodeRegistry, params: Value) -> Result<NodeOutput, String> {
-        testing::call(registry, "HTTPRequestNode", params).await
-    }
-
-    /// A tiny HTTP/1.1 server on 127.0.0.1 answering by path; returns its base URL.
-    async fn serve() -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let flaky_hits = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(answer(stream, Arc::clone(&flaky_hits)));
-            }
-        });
-        base
-    }
-
-    async fn answer(mut stream: TcpStream, flaky_hits: Arc<AtomicUsize>) {
-        let mut received = Vec::new();
-        let (head, body) = loop {
-            let mut chunk = [0; 4096];
-            let Ok(n @ 1..) = stream.read(&mut chunk).await else {
-                return;
-            };
-            received.extend_from_slice(&chunk[..n]);
-            let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") else {
-                continue;
-            };
-            let head = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .map_or(0, |n| n.parse().unwrap());
-            if received.len() >= end + 4 + length {
-                break (
-                    head,
-                    String::from_utf8_lossy(&received[end + 4..end + 4 + length]).into_owned(),
-                );
-            }
-        };
-        let target = head.split(' ').nth(1).unwrap_or("/").to_owned();
-        let (status, extra, content) = match target.split('?').next().unwrap() {
-            "/json" => (
-                "200 OK",
-                "content-type: application/json\r\n",
-                r#"{"hello":"world"}"#.to_owned(),
-            ),
-            "/text" => (
-                "200 OK",
-                "content-type: text/plain\r\n",
-                "plain text".to_owned(),
-            ),
-            "/echo" => (
-                "200 OK",
-                "content-type: application/json\r\n",
-                json!({"head": head, "body": body}).to_string(),
-            ),
-            "/to-private" => (
-                "302 Found",
-                "location: http://10.1.2.3/secret\r\n",
-                String::new(),
-            ),
-            "/to-json" => ("302 Found", "location: /json\r\n", String::new()),
-            "/loop" => ("302 Found", "location: /loop\r\n", String::new()),
-            "/flaky" if flaky_hits.fetch_add(1, Ordering::SeqCst) == 0 => {
-                ("503 Service Unavailable", "", String::new())
-            }
-            "/flaky" => ("200 OK", "", "recovered".to_owned()),
-            "/slow" => {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                ("200 OK", "", String::new())
-            }
-            "/huge" => {
-                // No content-length: the size is only discovered while reading.
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n")
-                    .await;
-                let _ = stream.write_all(&vec![b'a'; MAX_BODY_BYTES + 1]).await;
-                return;
-            }
-            _ => ("404 Not Found", "", String::new()),
-        };
-        let length = content.len();
-        let reply = format!(
-            "HTTP/1.1 {status}\r\n{extra}content-length: {length}\r\nconnection: close\r\n\r\n{content}"
-        );
-        let _ = stream.write_all(reply.as_bytes()).await;
-    }
-
-    #[test]
-    fn private_targets_and_other_schemes_are_refused() {
-        run(async {
-            let node = node(&[]);
-            for url in [
-                "http://127.0.0.1/",
-                "http://localhost:9/",
-                "http://10.1.2.3/",
-                "http://[::1]/",
-                "http://169.254.169.254/latest/meta-data",
-                "http://2130706433/",
-                "https://[::ffff:192.168.0.1]/",
-            ] {
-                let error = fetch(&node, json!({"url": url})).await.unwrap_err();
-                assert!(error.contains("refused"), "{url}: {error}");
-            }
-            for url in ["ftp://example.com/x", "file:///etc/passwd"] {
-                let error = fetch(&node, json!({"url": url})).await.unwrap_err();
-                assert!(error.contains("only http and https"), "{url}: {error}");
-            }
-        });
-    }
-
-    #[test]
-    fn responses_are_reported() {
-        run(async {
-            let (node, base) = (node(&["127.0.0.1"]), serve().await);
-            let out = fetch(&node, json!({"url": format!("{base}/json")}))
-                .await
-                .unwrap();
-            assert_eq!(
-                (&out["status_code"], &out["success"]),
-                (&json!(200), &json!(true))
-            );
-            let response = &out["response"];
-            assert_eq!(response["content"], json!({"hello": "world"}));
-            assert_eq!(response["content_type"], "application/json");
-            assert_eq!(response["headers"]["content-type"], "application/json");
-            assert_eq!(response["url"], format!("{base}/json"));
-            assert!(response["response_time_ms"].as_f64().unwrap() >= 0.0);
-            let out = fetch(&node, json!({"url": format!("{base}/text")}))
-                .await
-                .unwrap();
-            assert_eq!(out["response"]["content"], "plain text");
-            let error = fetch(&node, json!({"url": format!("{base}/missing")}))
-                .await
-                .unwrap_err();
-            assert_eq!(error, format!("HTTP 404 Not Found from {base}/missing"));
-            let error = fetch(
-                &node,
-                json!({"url": format!("{base}/slow"), "timeout": 0.3}),
-            )
-            .await
-            .unwrap_err();
-            assert!(error.contains("timed out after 0.3s"), "{error}");
-            let error = fetch(&node, json!({"url": format!("{base}/huge")}))
-                .await
-                .unwrap_err();
-            assert!(error.contains("larger than"), "{error}");
-            let out = fetch(
-                &node,
-                json!({"url": format!("{base}/flaky"), "retry_count": 1}),
-            )
-            .await
-            .unwrap();
-            assert_eq!(out["response"]["content"], "recovered");
-        });
-    }
-
-    #[test]
-    fn redirects_are_checked_and_limited() {
-        run(async {
-            let (node, base) = (node(&["127.0.0.1"]), serve().await);
-            let error = fetch(&node, json!({"url": format!("{base}/to-private")}))
-                .await
-                .unwrap_err();
-            assert!(
-                error.contains("10.1.2.3") && error.contains("refused"),
-                "{error}"
-            );
-            let out = fetch(&node, json!({"url": format!("{base}/to-json")}))
-                .await
-                .unwrap();
-            assert_eq!(out["response"]["url"], format!("{base}/json"));
-            let error = fetch(&node, json!({"url": format!("{base}/loop")}))
-                .await
-                .unwrap_err();
-            assert!(error.contains("more than 5 redirects"), "{error}");
-        });
-    }
-
-    #[test]
-    fn query_body_headers_and_auth_are_sent() {
-        run(async {
-            let (node, base) = (node(&["127.0.0.1"]), serve().await);
-            let params = json!({
-                "url": format!("{base}/echo"), "method": "post", "headers": {"X-Test": "yes"},
-                "params": {"q": "a b", "n": 2, "tag": ["x", "y"]}, "json_data": {"k": 1},
-                "auth_type": "bearer", "auth_token": "tok",
-            });
-            let echo = &fetch(&node, params).await.unwrap()["response"]["content"];
-            let head = echo["head"].as_str().unwrap();
-            assert!(
-                head.starts_with("post /echo?n=2&q=a+b&tag=x&tag=y "),
-                "{head}"
-            );
-            for line in [
-                "x-test: yes",
-                "authorization: bearer tok",
-                "content-type: application/json",
-            ] {
-                assert!(head.contains(line), "{line} in {head}");
-            }
-            assert_eq!(echo["body"], r#"{"k":1}"#);
-            let params = json!({"url": format!("{base}/echo"), "method": "PUT", "data": {"a": "1"},
-                "auth_type": "api_key", "auth_token": "key"});
-            let echo = &fetch(&node, params).await.unwrap()["response"]["content"];
-            assert!(echo["head"].as_str().unwrap().contains("x-api-key: key"));
-            assert_eq!(echo["body"], "a=1");
-        });
-    }
-
-    #[test]
-    fn bad_parameters_fail() {
-        run(async {
-            let node = node(&[]);
-            for (params, expected) in [
-                (json!({"url": "not a url"}), "invalid url"),
-                (
-                    json!({"url": "http://example.com", "method": "TRACE"}),
-                    "method must be one of",
-                ),
-                (
-                    json!({"url": "http://example.com", "json_data": 1, "data": "x"}),
-                    "not both",
-                ),
-                (
-                    json!({"url": "http://example.com", "auth_type": "basic", "auth_token": "x"}),
-                    "user:pass",
-                ),
-                (
-                    json!({"url": "http://example.com", "auth_type": "bearer"}),
-                    "needs auth_token",
-                ),
-                (
-                    json!({"url": "http://example.com", "timeout": 0}),
-                    "positive number",
-                ),
-                (
-                    json!({"url": "http://example.com", "retry_count": 11}),
-                    "retry_count",
-                ),
-            ] {
-                let error = fetch(&node, params).await.unwrap_err();
-                assert!(error.contains(expected), "{expected}: {error}");
-            }
-        });
-    }
-}
+mod tests;

@@ -147,7 +147,10 @@ mod tests {
         );
         assert_eq!(written.unwrap(), output([("file_path", json!("d/x.json"))]));
         let text = fs::read_to_string(dir.0.join("d/x.json")).unwrap();
-        assert!(text.starts_with("{\n  \"n\": 1.5,\n  \"name\""), "{text}");
+        assert!(
+            text.starts_with("{\n  \"name\": \"Ann\",\n  \"tags\""),
+            "insertion order is kept: {text}"
+        );
         let read = run_node(
             &registry,
             "JSONReaderNode",

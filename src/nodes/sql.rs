@@ -199,7 +199,10 @@ async fn statement(
         .map(|column| {
             let decoder = Decoder::for_type(column.type_()).ok_or_else(|| {
                 let (name, ty) = (column.name(), column.type_());
-                NodeError::new(format!("column \"{name}\" has type {ty}, which cannot be returned; cast it, e.g. {name}::text"))
+                NodeError::new(format!(
+                    "column \"{name}\" has type {ty}, which cannot be returned; \
+                     cast it, e.g. {name}::text"
+                ))
             })?;
             Ok((column.name().to_owned(), decoder))
         })
@@ -268,7 +271,7 @@ impl Pools {
             });
             let Some(idle) = idle.map(|(key, _)| key.clone()) else {
                 return Err(NodeError::new(format!(
-                    "too many distinct database connections in use (at most {MAX_POOLS}); reuse connection strings"
+                    "too many distinct database connections in use (at most {MAX_POOLS})"
                 )));
             };
             pools.remove(&idle);
@@ -346,10 +349,9 @@ impl Running {
             client: Some(client),
         };
         // LOCAL: the limit ends with the transaction instead of staying on the connection.
-        let begin = format!(
-            "BEGIN; SET LOCAL statement_timeout = {}",
-            timeout.as_millis().max(1)
-        );
+        // The server takes at most i32::MAX milliseconds (about 24 days).
+        let millis = timeout.as_millis().clamp(1, i32::MAX as u128);
+        let begin = format!("BEGIN; SET LOCAL statement_timeout = {millis}");
         running
             .client()
             .batch_execute(&begin)
@@ -384,6 +386,8 @@ impl Drop for Running {
         let Some(client) = self.client.take() else {
             return;
         };
+        // Closing alone would leave the statement running until the server next writes to
+        // the socket; the cancel request (its own connection) stops it now.
         drop(Object::take(client));
         let cancel = self.cancel.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -407,166 +411,4 @@ fn sql_error(error: tokio_postgres::Error) -> NodeError {
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::Value;
-    use uuid::Uuid;
-
-    use super::{
-        super::{egress::testing, files::testing::run},
-        *,
-    };
-
-    const LOCAL: [&str; 3] = ["127.0.0.1", "::1", "localhost"];
-
-    fn database_url() -> String {
-        std::env::var("KAILASH_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-    }
-
-    /// Runs `query` with `parameters` on the test database through `SQLDatabaseNode`.
-    async fn sql(
-        registry: &NodeRegistry,
-        query: &str,
-        parameters: Value,
-    ) -> Result<NodeOutput, String> {
-        let params =
-            json!({"connection_string": database_url(), "query": query, "parameters": parameters});
-        testing::call(registry, "SQLDatabaseNode", params).await
-    }
-
-    #[test]
-    fn refusals_need_no_database() {
-        run(async {
-            let registry = testing::registry(register, &[]);
-            let error = sql(&registry, "SELECT 1", json!([])).await.unwrap_err();
-            assert!(error.contains("refused"), "{error}");
-            let registry = testing::registry(register, &LOCAL);
-            for (connection_string, expected) in [
-                (
-                    "postgres://postgres@%2Fvar%2Frun%2Fpostgresql/postgres",
-                    "unix socket",
-                ),
-                ("host=127.0.0.1 user=postgres", "must be a postgres://"),
-                ("postgres://u@127.0.0.1/db?hostaddr=10.0.0.1", "hostaddr"),
-                (
-                    "postgres://u@127.0.0.1/db?port=x",
-                    "invalid value for option `port`",
-                ),
-            ] {
-                let params = json!({"connection_string": connection_string, "query": "SELECT 1"});
-                let error = testing::call(&registry, "SQLDatabaseNode", params)
-                    .await
-                    .unwrap_err();
-                assert!(error.contains(expected), "{connection_string}: {error}");
-            }
-            let error = sql(&registry, "SELECT $1", json!({"a": 1}))
-                .await
-                .unwrap_err();
-            assert_eq!(
-                error,
-                "named parameters are not supported; use $1.. with a list"
-            );
-        });
-    }
-
-    #[test]
-    fn parameters_are_bound_and_types_mapped() {
-        run(async {
-            let registry = testing::registry(register, &LOCAL);
-            let table = format!("kailash_sql_{}", Uuid::new_v4().simple());
-            let create = format!(
-                "CREATE TEMP TABLE {table} (id int4, score float8, name text, active bool, \
-                 doc jsonb, ref uuid, at timestamptz, note text)"
-            );
-            sql(&registry, &create, json!([])).await.unwrap();
-            let hostile = format!("'; DROP TABLE {table}; --");
-            let insert = format!("INSERT INTO {table} VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
-            let uuid = "5f0c6a52-3f0e-4b8e-9d55-1a2b3c4d5e6f";
-            let values =
-                json!([7, 2.5, hostile, true, {"a": [1, 2]}, uuid, "2024-05-06T07:08:09Z", null]);
-            let out = sql(&registry, &insert, values).await.unwrap();
-            assert_eq!(
-                (&out["row_count"], &out["data"], &out["columns"]),
-                (&json!(1), &json!([]), &json!([]))
-            );
-            assert!(out["execution_time"].as_f64().unwrap() >= 0.0);
-            let out = sql(&registry, &format!("SELECT * FROM {table}"), json!([]))
-                .await
-                .unwrap();
-            let columns = json!(["id", "score", "name", "active", "doc", "ref", "at", "note"]);
-            assert_eq!((&out["row_count"], &out["columns"]), (&json!(1), &columns));
-            let expected = json!({"id": 7, "score": 2.5, "name": hostile, "active": true,
-                "doc": {"a": [1, 2]}, "ref": uuid, "at": "2024-05-06T07:08:09Z", "note": null});
-            assert_eq!(out["data"], json!([expected]));
-            let update = format!("UPDATE {table} SET note = $1 WHERE id = $2");
-            let out = sql(&registry, &update, json!(["seen", "7"])).await.unwrap();
-            assert_eq!(out["row_count"], 1);
-        });
-    }
-
-    #[test]
-    fn other_types_arrays_and_async_nesting() {
-        run(async {
-            let registry = testing::registry(register, &LOCAL);
-            let query = "SELECT $1::numeric AS n, -0.001::numeric AS small, 10000.5::numeric AS big, \
-                ARRAY[[1, 2], [3, NULL]] AS grid, $2::int4[] AS ids, $3::text[] AS words, \
-                '\\x01ff'::bytea AS bytes, 'infinity'::timestamptz AS forever, DATE '2024-01-02' AS day, \
-                0.1::float4 AS f4, 'NaN'::float8 AS nan, '2024-01-02 03:04:05.5'::timestamp AS local";
-            let values = json!(["123.4500", [1, 2, null], ["a\"b", "c,d"]]);
-            let row = &sql(&registry, query, values).await.unwrap()["data"][0];
-            let expected = json!({"n": "123.4500", "small": "-0.001", "big": "10000.5",
-                "grid": [[1, 2], [3, null]], "ids": [1, 2, null], "words": ["a\"b", "c,d"],
-                "bytes": "\\x01ff", "forever": "infinity", "day": "2024-01-02", "f4": 0.1,
-                "nan": "NaN", "local": "2024-01-02T03:04:05.500"});
-            assert_eq!(row, &expected);
-            let params = json!({"connection_string": database_url(), "query": "SELECT 1 AS one"});
-            let out = testing::call(&registry, "AsyncSQLDatabaseNode", params)
-                .await
-                .unwrap();
-            assert_eq!(out["result"]["data"], json!([{"one": 1}]));
-            assert_eq!(out["result"]["row_count"], 1);
-        });
-    }
-
-    #[test]
-    fn failures_are_node_errors() {
-        run(async {
-            let registry = testing::registry(register, &LOCAL);
-            for (query, values, expected) in [
-                ("SELEC 1", json!([]), "syntax error"),
-                (
-                    "SELECT $1::int4",
-                    json!([1.5]),
-                    "parameter $1: cannot bind a number to type int4",
-                ),
-                ("SELECT $1::bool", json!([{"a": 1}]), "parameter $1"),
-                (
-                    "SELECT $1::int4",
-                    json!([]),
-                    "takes 1 parameter(s) but 0 were given",
-                ),
-                ("SELECT '10.0.0.1'::inet AS addr", json!([]), "addr::text"),
-                (
-                    "SELECT $1::int4",
-                    json!(["abc"]),
-                    "invalid input syntax for type integer",
-                ),
-            ] {
-                let error = sql(&registry, query, values).await.unwrap_err();
-                assert!(error.contains(expected), "{query}: {error}");
-            }
-            // A statement timeout ends the run; the pool serves the next run normally.
-            let started = Instant::now();
-            let params = json!({"connection_string": database_url(), "query": "SELECT pg_sleep(5)", "timeout": 0.5});
-            let error = testing::call(&registry, "SQLDatabaseNode", params)
-                .await
-                .unwrap_err();
-            assert!(error.contains("time"), "{error}");
-            assert!(started.elapsed() < Duration::from_secs(3));
-            assert_eq!(
-                sql(&registry, "SELECT 2 AS two", json!([])).await.unwrap()["data"],
-                json!([{"two": 2}])
-            );
-        });
-    }
-}
+mod tests;

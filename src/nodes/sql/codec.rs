@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::super::files::kind_of;
 
-pub(super) type BoxError = Box<dyn StdError + Sync + Send>;
+type BoxError = Box<dyn StdError + Sync + Send>;
 
 /// A parameter in PostgreSQL's text format, parsed by the server as the parameter's type;
 /// `None` is NULL.

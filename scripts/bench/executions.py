@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""HTTP helpers of scripts/bench-executions.sh (stdlib only).
+
+    executions.py setup --port P --token T --sessions N
+        Creates N sessions (POST /api/sessions) and in each the benchmark
+        workflow (POST /api/workflows?session_id=ID); prints
+        "sid1:wid1,sid2:wid2,..." (the KAILASH_BENCH_TARGETS value).
+    executions.py executed --port P
+        Prints agent_ui.workflows_executed and agent_ui.active_executions.
+    executions.py wait-idle --port P [--timeout 60] [--interval 0.05]
+        Polls GET /api/stats until agent_ui.active_executions == 0; prints
+        the wall-clock time (time.time()) at which that was seen and
+        agent_ui.workflows_executed then. Exit 1 on timeout.
+    executions.py run-line --label L --run R --start T0 --end T1
+                           --before B --after A --wrk FILE
+        Prints the per-run result line, then a "DATA " line (JSON) for
+        `summary`.
+    executions.py summary --label L FILE
+        FILE holds the DATA lines of the counted runs; prints the median line.
+
+Exit code 1 on any HTTP or parse error (message on stderr).
+"""
+import argparse
+import http.client
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from wrk_stats import fmt_ms, parse  # noqa: E402
+
+WORKFLOW = {
+    "name": "route_and_merge",
+    "nodes": [
+        {"id": "route", "type": "SwitchNode",
+         "config": {"condition_field": "tier", "operator": "==", "value": "gold"}},
+        {"id": "merge", "type": "MergeNode", "config": {"merge_type": "concat"}},
+    ],
+    "connections": [
+        {"from_node": "route", "from_output": "true_output",
+         "to_node": "merge", "to_input": "data1"},
+    ],
+}
+
+
+class Client:
+    def __init__(self, port, token=None):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        self.headers = {"Content-Type": "application/json"}
+        if token:
+            self.headers["Authorization"] = "Bearer " + token
+
+    def call(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        try:
+            self.conn.request(method, path, body=data, headers=self.headers)
+            resp = self.conn.getresponse()
+            raw = resp.read()
+        except (OSError, http.client.HTTPException):
+            # one reconnect (keep-alive connection closed by the server)
+            self.conn.close()
+            self.conn.request(method, path, body=data, headers=self.headers)
+            resp = self.conn.getresponse()
+            raw = resp.read()
+        if resp.status != 200:
+            raise RuntimeError("%s %s -> %d: %s" % (method, path, resp.status, raw[:300].decode(errors="replace")))
+        return json.loads(raw)
+
+
+def agent_ui(client):
+    ui = client.call("GET", "/api/stats")["agent_ui"]
+    return int(ui["workflows_executed"]), int(ui["active_executions"])
+
+
+def cmd_setup(a):
+    c = Client(a.port, a.token)
+    targets = []
+    for _ in range(a.sessions):
+        sid = c.call("POST", "/api/sessions", {})["session_id"]
+        wid = c.call("POST", "/api/workflows?session_id=%s" % sid, WORKFLOW)["workflow_id"]
+        if ":" in sid + wid or "," in sid + wid:
+            raise RuntimeError("unexpected id %r / %r" % (sid, wid))
+        targets.append("%s:%s" % (sid, wid))
+    print(",".join(targets))
+
+
+def cmd_executed(a):
+    executed, active = agent_ui(Client(a.port))
+    print(executed, active)
+
+
+def cmd_wait_idle(a):
+    c = Client(a.port)
+    deadline = time.monotonic() + a.timeout
+    while True:
+        executed, active = agent_ui(c)
+        now = time.time()
+        if active == 0:
+            print("%.6f %d" % (now, executed))
+            return 0
+        if time.monotonic() >= deadline:
+            print("still %d active executions after %.0f s" % (active, a.timeout), file=sys.stderr)
+            return 1
+        time.sleep(a.interval)
+
+
+def cmd_run_line(a):
+    with open(a.wrk, encoding="utf-8", errors="replace") as fh:
+        w = parse(fh.read())
+    completed = a.after - a.before
+    secs = a.end - a.start
+    rate = completed / secs if secs > 0 else 0.0
+    started = w["requests"] - w["non2xx"]
+    print("%s run %d: %.0f completed/s (%d started by wrk, %d completed, wrk non-2xx %d, "
+          "start latency p50 %s ms / p99 %s ms from wrk; %.2f s start->idle, wrk socket errors %d)"
+          % (a.label, a.run, rate, started, completed, w["non2xx"], fmt_ms(w["p50"]), fmt_ms(w["p99"]),
+             secs, w["sockerr"]))
+    print("DATA " + json.dumps({"rate": rate, "started": started, "completed": completed,
+                                "non2xx": w["non2xx"], "sockerr": w["sockerr"],
+                                "p50": w["p50"], "p99": w["p99"], "wrk_rps": w["rps"]}))
+
+
+def cmd_summary(a):
+    runs = []
+    with open(a.file, encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("DATA "):
+                runs.append(json.loads(line[5:]))
+    if not runs:
+        print("no runs recorded", file=sys.stderr)
+        return 1
+    med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
+    print("%s: %.0f completed/s (median of %d runs; min %.0f, max %.0f), wrk start rate %.0f req/s, "
+          "start latency p50 %s ms / p99 %s ms; totals %d started, %d completed, wrk non-2xx %d, "
+          "socket errors %d"
+          % (a.label, med("rate"), len(runs), min(r["rate"] for r in runs), max(r["rate"] for r in runs),
+             med("wrk_rps"), fmt_ms(med("p50")), fmt_ms(med("p99")),
+             sum(r["started"] for r in runs), sum(r["completed"] for r in runs),
+             sum(r["non2xx"] for r in runs), sum(r["sockerr"] for r in runs)))
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("setup")
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--token", required=True)
+    s.add_argument("--sessions", type=int, required=True)
+    s = sub.add_parser("executed")
+    s.add_argument("--port", type=int, required=True)
+    s = sub.add_parser("wait-idle")
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--timeout", type=float, default=60.0)
+    s.add_argument("--interval", type=float, default=0.05)
+    s = sub.add_parser("run-line")
+    s.add_argument("--label", required=True)
+    s.add_argument("--run", type=int, required=True)
+    s.add_argument("--start", type=float, required=True)
+    s.add_argument("--end", type=float, required=True)
+    s.add_argument("--before", type=int, required=True)
+    s.add_argument("--after", type=int, required=True)
+    s.add_argument("--wrk", required=True)
+    s = sub.add_parser("summary")
+    s.add_argument("--label", required=True)
+    s.add_argument("file")
+    a = p.parse_args()
+    try:
+        return {"setup": cmd_setup, "executed": cmd_executed, "wait-idle": cmd_wait_idle,
+                "run-line": cmd_run_line, "summary": cmd_summary}[a.cmd](a) or 0
+    except (OSError, http.client.HTTPException, RuntimeError, ValueError, KeyError) as exc:
+        print("ERROR: %s: %s" % (a.cmd, exc), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
