@@ -15,6 +15,14 @@ use crate::{
 };
 
 fn gateway(limits: RunLimits, per_session: usize) -> Gateway {
+    gateway_expiring_after(limits, per_session, Duration::from_secs(600))
+}
+
+fn gateway_expiring_after(
+    limits: RunLimits,
+    per_session: usize,
+    session_timeout: Duration,
+) -> Gateway {
     Gateway::start(GatewayConfig {
         node_registry: Arc::new(testing::registry()),
         shared_workflows: BTreeMap::new(),
@@ -23,7 +31,7 @@ fn gateway(limits: RunLimits, per_session: usize) -> Gateway {
         max_executions_per_session: per_session,
         max_concurrent_executions: 100,
         max_sessions: 10,
-        session_timeout: Duration::from_secs(600),
+        session_timeout,
         ask_timeout: Duration::from_secs(5),
         mailbox_capacity: 64,
         bus: BusConfig {
@@ -369,4 +377,31 @@ async fn session_limits_and_closing_a_session_cancel_runs() {
     );
     let stats = gateway.stats().await.unwrap();
     assert_eq!(stats.active_executions, 0, "every slot was released");
+}
+
+#[actix_rt::test]
+async fn a_session_with_a_running_execution_does_not_expire_while_it_runs() {
+    let gateway = gateway_expiring_after(LIMITS, 5, Duration::from_millis(200));
+    let (session, workflow) = session_with(
+        &gateway,
+        json!({"name": "long", "nodes": [{"id": "s", "type": "Sleep", "config": {"ms": 700}}]}),
+    )
+    .await;
+    let execution = run(&gateway, session, &workflow, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = gateway.stats().await.unwrap();
+    assert_eq!(
+        stats.sessions_expired, 0,
+        "the session outlived its idle timeout while running"
+    );
+    assert_eq!(
+        finished(&gateway, session, execution).await.status,
+        ExecutionStatus::Completed
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        gateway.stats().await.unwrap().sessions_expired,
+        1,
+        "idle again, it expires"
+    );
 }

@@ -169,22 +169,32 @@ impl Handler<Describe> for SessionActor {
     }
 }
 
-/// Cancel the running executions, then stop. Replies once nothing runs.
+/// Cancel the running executions, then stop; replies whether the session ended. An idle
+/// expiry (`only_if_idle`) does not end a session whose executions are still running: a
+/// client watching a long run is using its session.
 #[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct End;
+#[rtype(result = "bool")]
+pub(crate) struct End {
+    pub only_if_idle: bool,
+}
 
 impl Handler<End> for SessionActor {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ResponseActFuture<Self, bool>;
 
-    fn handle(&mut self, _: End, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: End, _: &mut Self::Context) -> Self::Result {
         let running: Vec<_> = self.running().cloned().collect();
+        if msg.only_if_idle && !running.is_empty() {
+            return Box::pin(fut::ready(false));
+        }
         Box::pin(
             async move {
                 join_all(running.iter().map(|execution| execution.send(Cancel))).await;
             }
             .into_actor(self)
-            .map(|(), _, ctx| ctx.stop()),
+            .map(|(), _, ctx| {
+                ctx.stop();
+                true
+            }),
         )
     }
 }

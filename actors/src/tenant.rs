@@ -101,14 +101,23 @@ impl TenantActor {
         };
         entry.ending = Some(reason);
         let addr = entry.addr.clone();
+        let end = End {
+            only_if_idle: reason == EndReason::Expired,
+        };
         Box::pin(
             async move {
                 // A session that already stopped has nothing left to finish.
-                let _ = addr.send(End).await;
+                addr.send(end).await.unwrap_or(true)
             }
             .into_actor(self)
-            .map(move |(), tenant, _| {
-                tenant.forget(session_id);
+            .map(move |ended, tenant, _| {
+                if ended {
+                    tenant.forget(session_id);
+                } else if let Some(entry) = tenant.sessions.get_mut(&session_id) {
+                    // Still running executions: not idle after all.
+                    entry.ending = None;
+                    entry.last_activity = Instant::now();
+                }
                 Ok(())
             }),
         )

@@ -5,9 +5,9 @@
         Creates N sessions (POST /api/sessions) and in each the benchmark
         workflow (POST /api/workflows?session_id=ID); prints
         "sid1:wid1,sid2:wid2,..." (the KAILASH_BENCH_TARGETS value).
-    executions.py executed --port P
+    executions.py executed --port P --token T
         Prints agent_ui.workflows_executed and agent_ui.active_executions.
-    executions.py wait-idle --port P [--timeout 60] [--interval 0.05]
+    executions.py wait-idle --port P --token T [--timeout 60] [--interval 0.05]
         Polls GET /api/stats until agent_ui.active_executions == 0; prints
         the wall-clock time (time.time()) at which that was seen and
         agent_ui.workflows_executed then. Exit 1 on timeout.
@@ -87,12 +87,12 @@ def cmd_setup(a):
 
 
 def cmd_executed(a):
-    executed, active = agent_ui(Client(a.port))
+    executed, active = agent_ui(Client(a.port, a.token))
     print(executed, active)
 
 
 def cmd_wait_idle(a):
-    c = Client(a.port)
+    c = Client(a.port, a.token)
     deadline = time.monotonic() + a.timeout
     while True:
         executed, active = agent_ui(c)
@@ -151,8 +151,10 @@ def main():
     s.add_argument("--sessions", type=int, required=True)
     s = sub.add_parser("executed")
     s.add_argument("--port", type=int, required=True)
+    s.add_argument("--token", required=True)
     s = sub.add_parser("wait-idle")
     s.add_argument("--port", type=int, required=True)
+    s.add_argument("--token", required=True)
     s.add_argument("--timeout", type=float, default=60.0)
     s.add_argument("--interval", type=float, default=0.05)
     s = sub.add_parser("run-line")

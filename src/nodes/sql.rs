@@ -10,11 +10,12 @@
 //!   an idle one making room for a new string, and when every pool is busy the run is
 //!   refused. Errors never repeat the connection string (it carries the password).
 //! - **Runs.** Each run is its own transaction (committed on success, rolled back on error),
-//!   so a connection always returns to the pool clean; statements that cannot run in a
-//!   transaction block (`VACUUM`, `CREATE DATABASE`) are refused by the server. `timeout`
-//!   bounds the run on both sides: `SET LOCAL statement_timeout` on the server and a timer
-//!   here. A run that is cancelled or times out cancels its statement on the server and
-//!   closes its connection. `query` is a single statement.
+//!   so no connection goes back to the pool inside a transaction (session state such as temp
+//!   tables does stay with it); statements that cannot run in a transaction block (`VACUUM`,
+//!   `CREATE DATABASE`) are refused by the server. `timeout` bounds the run on both sides:
+//!   `SET LOCAL statement_timeout` on the server and a timer here. A run that is cancelled or
+//!   times out cancels its statement on the server and closes its connection. `query` is a
+//!   single statement.
 //! - **Parameters** (`$1..$n`) are bound, never spliced into the SQL: each is sent in
 //!   PostgreSQL's text format and parsed by the server as the parameter's own type, so
 //!   numeric, date, interval and the like bind from strings. JSON values are checked against
@@ -25,8 +26,9 @@
 //!   NaN/±Infinity as the strings PostgreSQL prints); text, enums and uuid are strings;
 //!   `json`/`jsonb` are JSON; `numeric` is an exact decimal string; timestamps with time
 //!   zone are RFC 3339 in UTC, other dates and times ISO 8601 strings; `bytea` is `\x` hex;
-//!   arrays are (nested) lists; NULL is null. Any other type fails the run with a message
-//!   naming the column and suggesting a cast to text. At most 100 000 rows are returned.
+//!   arrays are (nested) lists; NULL and `void` are null. Any other type fails the run with a
+//!   message naming the column and suggesting a cast to text. At most 100 000 rows are
+//!   returned.
 
 mod codec;
 

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# scripts/bench-executions.sh — end-to-end execution benchmark for
+# kailash-gateway (prints numbers; not a test, nothing fails on slow results).
+#
+#   bash scripts/bench-executions.sh [--duration S] [--runs R]
+#                                    [--connections N] [--no-build]
+#                                    [--bin PATH]
+#
+# executions.e2e: executions per second of a 2-node native workflow
+# (SwitchNode -> MergeNode, "route_and_merge") started AND completed over
+# HTTP at N concurrent clients (default 32; target >= 5,000/s).
+#
+# One server (KAILASH_MAX_EXECUTIONS_PER_SESSION and
+# KAILASH_MAX_CONCURRENT_EXECUTIONS = 100000000, KAILASH_MAX_SESSIONS=1000)
+# holds N sessions, each with the workflow. wrk (-t2 --latency,
+# scripts/bench/start_execution.lua) POSTs /api/executions?session_id=...
+# round-robin over the sessions. Each run: read agent_ui.workflows_executed
+# from GET /api/stats, note the wall-clock start, run wrk for S seconds, poll
+# /api/stats every 50 ms until agent_ui.active_executions == 0 (60 s timeout),
+# note the end; completed/s = (workflows_executed after - before) /
+# (end - start). A 2 s warm-up run first (not counted), then R runs of S
+# seconds (default 3 x 10 s); prints every run and the median across runs.
+#
+# Completions are counted by the server's own counter; wrk only reports the
+# start requests (its latency is that of POST /api/executions). Everything
+# runs on 127.0.0.1 with a temporary data dir (removed at exit unless the run
+# failed); wrk, the stats poller and the server share this machine's cores.
+#
+# Exit code: 0 if all runs finished and every start request was answered 2xx;
+# 1 otherwise (the summary is still printed when there is one).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+BENCH_NAME=bench-executions
+BENCH_SCRIPT="${BASH_SOURCE[0]}"
+# shellcheck source=scripts/bench/common.sh
+source "$ROOT/scripts/bench/common.sh"
+
+DURATION=10
+RUNS=3
+CONNECTIONS=32
+BUILD=1
+BIN=""
+WARMUP_SECONDS=2
+IDLE_TIMEOUT=60
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --duration) need_value "$@"; DURATION="$2"; shift 2 ;;
+    --duration=*) DURATION="${1#*=}"; shift ;;
+    --runs) need_value "$@"; RUNS="$2"; shift 2 ;;
+    --runs=*) RUNS="${1#*=}"; shift ;;
+    --connections) need_value "$@"; CONNECTIONS="$2"; shift 2 ;;
+    --connections=*) CONNECTIONS="${1#*=}"; shift ;;
+    --bin) need_value "$@"; BIN="$2"; BUILD=0; shift 2 ;;
+    --bin=*) BIN="${1#*=}"; BUILD=0; shift ;;
+    --no-build) BUILD=0; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+    esac
+done
+is_uint "$DURATION" || die "--duration must be a positive integer (seconds)"
+is_uint "$RUNS" || die "--runs must be a positive integer"
+is_uint "$CONNECTIONS" || die "--connections must be a positive integer"
+[ "$CONNECTIONS" -le 1000 ] || die "--connections must be at most 1000 (one session each; KAILASH_MAX_SESSIONS=1000)"
+
+# ------------------------------------------------------------ prerequisites
+bench_prepare
+SERVER_ENV=(
+    KAILASH_MAX_EXECUTIONS_PER_SESSION=100000000
+    KAILASH_MAX_CONCURRENT_EXECUTIONS=100000000
+    KAILASH_MAX_SESSIONS=1000
+)
+WRK_LUA="$ROOT/scripts/bench/start_execution.lua"
+WRK_PATH=/api/executions
+LABEL="executions.e2e c=$CONNECTIONS"
+RESULTS="$WORK/results.txt"
+: >"$RESULTS"
+
+helper() { "$SVC_PYTHON" "$ROOT/scripts/bench/executions.py" "$@"; }
+
+# Prints "EPOCH_SECONDS WORKFLOWS_EXECUTED" once no execution is active.
+wait_idle() {
+    helper wait-idle --port "$SERVER_PORT" --token "$TOKEN" --timeout "$IDLE_TIMEOUT" --interval 0.05 ||
+        die "executions still active ${IDLE_TIMEOUT} s after wrk stopped (log: $SERVER_LOG)"
+}
+
+# One wrk run of SECONDS; with a run number, prints the result line and
+# appends its data to $RESULTS. Sets NON2XX.
+measure() { # SECONDS OUTFILE [RUN]
+    local secs="$1" out="$2" run="${3:-}" before t0 idle t1 after line
+    idle="$(wait_idle)"
+    before="${idle#* }"
+    t0="$(date +%s.%N)"
+    run_wrk "$CONNECTIONS" "$secs" "$out"
+    idle="$(wait_idle)"
+    t1="${idle% *}"
+    after="${idle#* }"
+    NON2XX="$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' "$out")"
+    NON2XX="${NON2XX:-0}"
+    if [ -z "$run" ]; then
+        echo "warm-up: $((after - before)) executions completed in ${secs}s (wrk non-2xx $NON2XX)"
+        return 0
+    fi
+    line="$(helper run-line --label "$LABEL" --run "$run" --start "$t0" --end "$t1" \
+        --before "$before" --after "$after" --wrk "$out")" ||
+        die "could not parse wrk output ($out)"
+    grep -v '^DATA ' <<<"$line"
+    grep '^DATA ' <<<"$line" >>"$RESULTS"
+}
+
+print_summary() {
+    local line
+    printf '\n================== execution benchmark summary ==================\n'
+    if line="$(helper summary --label "$LABEL" "$RESULTS" 2>/dev/null)"; then
+        echo "$line"
+    else
+        echo "$LABEL: no completed runs"
+    fi
+    printf 'workflow route_and_merge (SwitchNode -> MergeNode), %s sessions, 1 per wrk connection;\n' "$CONNECTIONS"
+    printf 'completed/s = server agent_ui.workflows_executed delta / (wrk start -> no active executions);\n'
+    printf 'completions counted by the server'"'"'s own counter, starts and latency by wrk (-t2 --latency);\n'
+    printf '%ss runs after a %ss warm-up; client and server share %s cores.\n' "$DURATION" "$WARMUP_SECONDS" "$(nproc)"
+    printf '=================================================================\n'
+}
+
+echo "kailash-gateway execution benchmark: $(nproc) cores, binary $BIN"
+echo "settings: duration ${DURATION}s, runs $RUNS, connections $CONNECTIONS"
+
+step "$LABEL: fresh server, $CONNECTIONS sessions with workflow route_and_merge"
+start_server
+TOKEN="$(mint_token bench-user)"
+TARGETS="$(helper setup --port "$SERVER_PORT" --token "$TOKEN" --sessions "$CONNECTIONS")" ||
+    die "creating the sessions and workflows failed (log: $SERVER_LOG)"
+WRK_ENV=(KAILASH_BENCH_TARGETS="$TARGETS")
+echo "created $CONNECTIONS sessions, each with one workflow"
+
+step "$LABEL: ${WARMUP_SECONDS}s warm-up (not counted), then $RUNS x ${DURATION}s"
+NON2XX=0
+measure "$WARMUP_SECONDS" "$WORK/wrk-warmup.txt"
+if [ "$NON2XX" -ne 0 ]; then
+    echo "WARNING: wrk saw $NON2XX non-2xx responses in the warm-up (see $WORK/wrk-warmup.txt)" >&2
+    FAILED=1
+fi
+for ((r = 1; r <= RUNS; r++)); do
+    measure "$DURATION" "$WORK/wrk-run$r.txt" "$r"
+    if [ "$NON2XX" -ne 0 ]; then
+        echo "WARNING: wrk saw $NON2XX non-2xx responses in run $r (see $WORK/wrk-run$r.txt)" >&2
+        FAILED=1
+    fi
+done
+stop_server
+
+print_summary
+if [ "$FAILED" -ne 0 ]; then
+    echo "bench-executions: some start requests were not answered 2xx; the numbers above are not valid" >&2
+    exit 1
+fi
