@@ -4,12 +4,13 @@
 
 use std::{error::Error as StdError, fmt::Write as _};
 
+use bytes::BytesMut;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
 use kailash_actors::engine::node::NodeError;
 use serde_json::{Map, Number, Value};
 use tokio_postgres::{
     Row,
-    types::{Format, FromSql, IsNull, Kind, ToSql, Type, private::BytesMut, to_sql_checked},
+    types::{Format, FromSql, IsNull, Kind, ToSql, Type, to_sql_checked},
 };
 use uuid::Uuid;
 
@@ -23,8 +24,6 @@ type BoxError = Box<dyn StdError + Sync + Send>;
 pub(super) struct TextParam(Option<String>);
 
 impl ToSql for TextParam {
-    // `BytesMut` is named through postgres-types (whose `to_sql_checked!` uses the same path)
-    // because the `bytes` crate is not a direct dependency.
     fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
         let Some(text) = &self.0 else {
             return Ok(IsNull::Yes);
