@@ -5,7 +5,7 @@
 //! [`EventBus`](crate::bus::EventBus) once, and serialized exactly once there into a
 //! [`PublishedEvent`], which is what history and fan-out share.
 
-use std::{collections::HashSet, fmt, str::FromStr};
+use std::{collections::HashSet, fmt, str::FromStr, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
@@ -113,7 +113,49 @@ pub struct Event {
     pub metadata: Map<String, Value>,
     /// The type-specific fields (`workflow_id`, `node_id`, ...), flattened into the object.
     #[serde(flatten)]
-    pub fields: Map<String, Value>,
+    pub detail: Option<EventDetail>,
+}
+
+/// The type-specific part of an event. Typed rather than a map: events are built on the
+/// engine's hot path, and a struct serializes without building anything first.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum EventDetail {
+    Workflow(WorkflowDetail),
+    Node(NodeDetail),
+}
+
+/// Which run an event belongs to.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRef {
+    pub workflow_id: Arc<str>,
+    pub workflow_name: Arc<str>,
+    pub execution_id: Uuid,
+}
+
+/// `workflow.*` fields.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkflowDetail {
+    #[serde(flatten)]
+    pub run: RunRef,
+    pub progress_percent: f64,
+    pub current_node: Option<String>,
+    pub data: Value,
+    pub error: Option<String>,
+}
+
+/// `node.*` fields.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeDetail {
+    #[serde(flatten)]
+    pub run: RunRef,
+    pub node_id: String,
+    pub node_type: &'static str,
+    pub node_name: String,
+    pub inputs: Value,
+    pub outputs: Value,
+    pub execution_time_ms: Option<f64>,
+    pub error: Option<String>,
 }
 
 impl Event {
@@ -131,7 +173,7 @@ impl Event {
             user_id: None,
             tenant_id,
             metadata: Map::new(),
-            fields: Map::new(),
+            detail: None,
         }
     }
 
@@ -261,15 +303,23 @@ mod tests {
 
     #[test]
     fn events_serialize_with_the_wire_fields() {
-        let mut event = Event::new(EventType::SessionCreated, "session", "default".into())
+        let mut event = Event::new(EventType::WorkflowStarted, "execution", "default".into())
             .in_session(Uuid::nil(), "alice".into());
-        event.fields.insert("extra".into(), Value::from(1));
+        event.detail = Some(EventDetail::Workflow(WorkflowDetail {
+            run: RunRef { workflow_id: "w".into(), workflow_name: "flow".into(), execution_id: Uuid::nil() },
+            progress_percent: 0.0,
+            current_node: None,
+            data: Value::Null,
+            error: None,
+        }));
         let json: Value = serde_json::from_str(PublishedEvent::from_event(&event).json.get())
             .expect("valid JSON");
-        assert_eq!(json["type"], "session.created");
+        assert_eq!(json["type"], "workflow.started");
         assert_eq!(json["priority"], "normal");
         assert_eq!(json["user_id"], "alice");
-        assert_eq!(json["extra"], 1);
+        assert_eq!(json["workflow_name"], "flow");
+        assert_eq!(json["progress_percent"], 0.0);
+        assert!(json["error"].is_null() && json.get("error").is_some());
         assert!(json["timestamp"].as_str().unwrap().ends_with('Z'));
     }
 }

@@ -27,7 +27,7 @@ use crate::{
         plan::{Next, NodeState, RunInputs, RunPlan},
         workflow::Workflow,
     },
-    events::{Event, EventType},
+    events::{Event, EventDetail, EventType, NodeDetail, RunRef, WorkflowDetail},
     registry::{ExecutionEnded, RegistryActor},
     session::{ExecutionFinished, SessionActor},
 };
@@ -100,11 +100,22 @@ pub(crate) struct ExecutionActor {
     error: Option<String>,
     /// A node hit its time limit: the run ends as `timeout`, not `failed`.
     node_timed_out: bool,
+    /// The run's identity, as every event carries it.
+    run: RunRef,
     /// Running nodes: how to abort their task (cancel, timeouts) and when they started.
     running: HashMap<usize, (AbortHandle, Instant)>,
 }
 
 type NodeResult = Result<NodeOutput, NodeFailure>;
+
+/// What a node event reports beyond the node's identity.
+#[derive(Debug, Default)]
+struct NodeOutcome {
+    inputs: Value,
+    outputs: Value,
+    execution_time_ms: Option<f64>,
+    error: Option<String>,
+}
 
 /// How a node run ended without output.
 #[derive(Debug)]
@@ -116,7 +127,13 @@ enum NodeFailure {
 impl ExecutionActor {
     pub(crate) fn new(spec: ExecutionSpec) -> Self {
         let plan = RunPlan::new(&spec.workflow);
+        let run = RunRef {
+            workflow_id: spec.workflow.workflow_id.as_str().into(),
+            workflow_name: spec.workflow.name.as_str().into(),
+            execution_id: spec.execution_id,
+        };
         Self {
+            run,
             spec,
             plan,
             status: ExecutionStatus::Started,
@@ -178,57 +195,42 @@ impl ExecutionActor {
         }
     }
 
-    fn event(&self, event_type: EventType) -> Event {
+    fn publish(&self, event_type: EventType, detail: EventDetail) {
         let mut event = Event::new(event_type, "execution", self.spec.tenant_id.clone())
             .in_session(self.spec.session_id, self.spec.user_id.clone());
-        let workflow = &self.spec.workflow;
-        event
-            .fields
-            .insert("workflow_id".into(), json!(workflow.workflow_id));
-        event
-            .fields
-            .insert("workflow_name".into(), json!(workflow.name));
-        event
-            .fields
-            .insert("execution_id".into(), json!(self.spec.execution_id));
-        event
+        event.detail = Some(detail);
+        self.spec.bus.do_send(Publish(event));
     }
 
     fn publish_workflow_event(&self, event_type: EventType, data: Value) {
-        let mut event = self.event(event_type);
-        event
-            .fields
-            .insert("progress_percent".into(), json!(self.plan.progress()));
-        event
-            .fields
-            .insert("current_node".into(), json!(self.current_node()));
-        event.fields.insert("data".into(), data);
-        event.fields.insert("error".into(), json!(self.error));
-        self.spec.bus.do_send(Publish(event));
+        self.publish(
+            event_type,
+            EventDetail::Workflow(WorkflowDetail {
+                run: self.run.clone(),
+                progress_percent: self.plan.progress(),
+                current_node: self.current_node(),
+                data,
+                error: self.error.clone(),
+            }),
+        );
     }
 
-    fn publish_node_event(&self, event_type: EventType, node: usize, details: Map<String, Value>) {
-        let mut event = self.event(event_type);
+    fn publish_node_event(&self, event_type: EventType, node: usize, outcome: NodeOutcome) {
         let spec = &self.spec.workflow.nodes[node];
-        event.fields.insert("node_id".into(), json!(spec.id));
-        event
-            .fields
-            .insert("node_type".into(), json!(spec.node_type));
-        event.fields.insert(
-            "node_name".into(),
-            json!(
-                spec.config
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or(&spec.id)
-            ),
+        let name = spec.config.get("name").and_then(Value::as_str).unwrap_or(&spec.id);
+        self.publish(
+            event_type,
+            EventDetail::Node(NodeDetail {
+                run: self.run.clone(),
+                node_id: spec.id.clone(),
+                node_type: spec.node_type,
+                node_name: name.to_owned(),
+                inputs: outcome.inputs,
+                outputs: outcome.outputs,
+                execution_time_ms: outcome.execution_time_ms,
+                error: outcome.error,
+            }),
         );
-        for key in ["inputs", "outputs", "execution_time_ms", "error"] {
-            event
-                .fields
-                .insert(key.into(), details.get(key).cloned().unwrap_or(Value::Null));
-        }
-        self.spec.bus.do_send(Publish(event));
     }
 
     /// Starts every node that is ready; finishes the run when nothing is left.
@@ -248,7 +250,7 @@ impl ExecutionActor {
                     inputs,
                 } => self.start_node(node, params, inputs, ctx),
                 Next::Skip { node } => {
-                    self.publish_node_event(EventType::NodeSkipped, node, Map::new());
+                    self.publish_node_event(EventType::NodeSkipped, node, NodeOutcome::default());
                     self.publish_progress();
                 }
                 Next::Fail { node, error } => self.node_failed(node, error, None, ctx),
@@ -292,9 +294,8 @@ impl ExecutionActor {
                 Err(_) => Err(NodeFailure::TimedOut(limit)),
             }
         });
-        let mut details = Map::new();
-        details.insert("inputs".into(), Value::Object(inputs));
-        self.publish_node_event(EventType::NodeStarted, node, details);
+        let outcome = NodeOutcome { inputs: Value::Object(inputs), ..NodeOutcome::default() };
+        self.publish_node_event(EventType::NodeStarted, node, outcome);
         self.running
             .insert(node, (task.abort_handle(), Instant::now()));
         ctx.spawn(
@@ -321,10 +322,12 @@ impl ExecutionActor {
         match result {
             Ok(Ok(output)) => {
                 self.plan.complete(node, output.clone());
-                let mut details = Map::new();
-                details.insert("outputs".into(), Value::Object(output));
-                details.insert("execution_time_ms".into(), json!(elapsed_ms));
-                self.publish_node_event(EventType::NodeCompleted, node, details);
+                let outcome = NodeOutcome {
+                    outputs: Value::Object(output),
+                    execution_time_ms: Some(elapsed_ms),
+                    ..NodeOutcome::default()
+                };
+                self.publish_node_event(EventType::NodeCompleted, node, outcome);
                 self.publish_progress();
                 self.advance(ctx);
             }
@@ -359,12 +362,14 @@ impl ExecutionActor {
         let node_id = self.node_id(node).to_owned();
         if self.plan.state(node) != NodeState::Failed {
             let skipped = self.plan.fail(node);
-            let mut details = Map::new();
-            details.insert("error".into(), json!(message));
-            details.insert("execution_time_ms".into(), json!(elapsed_ms));
-            self.publish_node_event(EventType::NodeFailed, node, details);
+            let outcome = NodeOutcome {
+                execution_time_ms: elapsed_ms,
+                error: Some(message.clone()),
+                ..NodeOutcome::default()
+            };
+            self.publish_node_event(EventType::NodeFailed, node, outcome);
             for dependent in skipped {
-                self.publish_node_event(EventType::NodeSkipped, dependent, Map::new());
+                self.publish_node_event(EventType::NodeSkipped, dependent, NodeOutcome::default());
             }
         }
         self.error
