@@ -121,6 +121,7 @@ print_summary() {
     printf 'workflow route_and_merge (SwitchNode -> MergeNode), %s sessions, 1 per wrk connection;\n' "$CONNECTIONS"
     printf 'completed/s = server agent_ui.workflows_executed delta / (wrk start -> no active executions);\n'
     printf 'completions counted by the server'"'"'s own counter, starts and latency by wrk (-t2 --latency);\n'
+    printf 'completed can exceed wrk'"'"'s count by up to %s: starts in flight when wrk stops are not counted by wrk;\n' "$CONNECTIONS"
     printf '%ss runs after a %ss warm-up; client and server share %s cores.\n' "$DURATION" "$WARMUP_SECONDS" "$(nproc)"
     printf '=================================================================\n'
 }

@@ -213,6 +213,7 @@ fn gateway_config(settings: &Settings) -> Result<GatewayConfig, BuildError> {
         max_nodes_per_workflow: settings.max_nodes_per_workflow,
         max_executions_per_session: settings.max_executions_per_session,
         max_concurrent_executions: settings.max_concurrent_executions,
+        finished_executions_per_session: settings.finished_executions_per_session,
         max_sessions: settings.max_sessions,
         session_timeout: settings.session_timeout(),
         ask_timeout: Duration::from_millis(settings.actor_ask_timeout_ms),

@@ -55,6 +55,7 @@ fn gateway() -> Gateway {
         max_nodes_per_workflow: 10_000,
         max_executions_per_session: 1000,
         max_concurrent_executions: 1000,
+        finished_executions_per_session: 1000,
         max_sessions: 10,
         session_timeout: Duration::from_secs(3600),
         ask_timeout: Duration::from_secs(30),

@@ -306,7 +306,11 @@ mod tests {
         let mut event = Event::new(EventType::WorkflowStarted, "execution", "default".into())
             .in_session(Uuid::nil(), "alice".into());
         event.detail = Some(EventDetail::Workflow(WorkflowDetail {
-            run: RunRef { workflow_id: "w".into(), workflow_name: "flow".into(), execution_id: Uuid::nil() },
+            run: RunRef {
+                workflow_id: "w".into(),
+                workflow_name: "flow".into(),
+                execution_id: Uuid::nil(),
+            },
             progress_percent: 0.0,
             current_node: None,
             data: Value::Null,

@@ -217,7 +217,11 @@ impl ExecutionActor {
 
     fn publish_node_event(&self, event_type: EventType, node: usize, outcome: NodeOutcome) {
         let spec = &self.spec.workflow.nodes[node];
-        let name = spec.config.get("name").and_then(Value::as_str).unwrap_or(&spec.id);
+        let name = spec
+            .config
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or(&spec.id);
         self.publish(
             event_type,
             EventDetail::Node(NodeDetail {
@@ -294,7 +298,10 @@ impl ExecutionActor {
                 Err(_) => Err(NodeFailure::TimedOut(limit)),
             }
         });
-        let outcome = NodeOutcome { inputs: Value::Object(inputs), ..NodeOutcome::default() };
+        let outcome = NodeOutcome {
+            inputs: Value::Object(inputs),
+            ..NodeOutcome::default()
+        };
         self.publish_node_event(EventType::NodeStarted, node, outcome);
         self.running
             .insert(node, (task.abort_handle(), Instant::now()));

@@ -30,6 +30,7 @@ fn gateway_expiring_after(
         max_nodes_per_workflow: 100,
         max_executions_per_session: per_session,
         max_concurrent_executions: 100,
+        finished_executions_per_session: 3,
         max_sessions: 10,
         session_timeout,
         ask_timeout: Duration::from_secs(5),
@@ -404,4 +405,36 @@ async fn a_session_with_a_running_execution_does_not_expire_while_it_runs() {
         1,
         "idle again, it expires"
     );
+}
+
+#[actix_rt::test]
+async fn a_session_keeps_a_bounded_number_of_finished_executions() {
+    let gateway = gateway(LIMITS, 5);
+    let (session, workflow) = session_with(
+        &gateway,
+        json!({"name": "quick", "nodes": [{"id": "e", "type": "Echo"}]}),
+    )
+    .await;
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        let execution = run(&gateway, session, &workflow, json!({})).await;
+        finished(&gateway, session, execution).await;
+        runs.push(execution);
+    }
+    assert_eq!(
+        gateway
+            .execution(alice(), session, runs[0])
+            .await
+            .unwrap_err(),
+        GatewayError::ExecutionNotFound
+    );
+    let kept: Vec<Uuid> = gateway
+        .list_executions(alice(), session)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.execution_id)
+        .collect();
+    assert_eq!(kept.len(), 3);
+    assert!(!kept.contains(&runs[0]));
 }

@@ -39,6 +39,8 @@ pub struct GatewayConfig {
     pub max_nodes_per_workflow: usize,
     pub max_executions_per_session: usize,
     pub max_concurrent_executions: usize,
+    /// Finished executions a session keeps readable; older ones are forgotten first.
+    pub finished_executions_per_session: usize,
     /// Node-wide limit on live sessions.
     pub max_sessions: usize,
     /// A session unused for this long expires.
@@ -57,6 +59,7 @@ pub(crate) struct EngineContext {
     pub shared_workflows: Arc<BTreeMap<String, Arc<Workflow>>>,
     pub run_limits: RunLimits,
     pub max_executions_per_session: usize,
+    pub finished_executions_per_session: usize,
     pub bus: Addr<EventBus>,
     pub gateway: Addr<RegistryActor>,
 }
@@ -100,6 +103,7 @@ impl Gateway {
                 shared_workflows: shared_workflows.clone(),
                 run_limits: config.run_limits,
                 max_executions_per_session: config.max_executions_per_session,
+                finished_executions_per_session: config.finished_executions_per_session,
                 bus: bus.clone(),
                 gateway: ctx.address(),
             });

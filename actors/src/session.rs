@@ -9,7 +9,10 @@
 //! [`GetExecution`], [`CancelExecution`], and [`ExecutionFinished`] from its executions.
 //! On stop it tells its parent ([`ChildStopped`]).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -39,6 +42,8 @@ pub(crate) struct SessionActor {
     engine: Arc<EngineContext>,
     workflows: HashMap<String, Arc<Workflow>>,
     executions: HashMap<Uuid, ExecutionSlot>,
+    /// Finished executions, oldest first, so the oldest is forgotten beyond the bound.
+    finished: VecDeque<Uuid>,
 }
 
 enum ExecutionSlot {
@@ -69,6 +74,7 @@ impl SessionActor {
             engine,
             workflows: HashMap::new(),
             executions: HashMap::new(),
+            finished: VecDeque::new(),
         }
     }
 
@@ -474,7 +480,7 @@ impl Handler<CancelExecution> for SessionActor {
     }
 }
 
-/// An execution ended; keep its final snapshot.
+/// An execution ended; keep its final snapshot (within the session's bound).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct ExecutionFinished {
@@ -488,5 +494,11 @@ impl Handler<ExecutionFinished> for SessionActor {
         let id = msg.snapshot.execution_id;
         self.executions
             .insert(id, ExecutionSlot::Finished(Box::new(msg.snapshot)));
+        self.finished.push_back(id);
+        while self.finished.len() > self.engine.finished_executions_per_session {
+            if let Some(oldest) = self.finished.pop_front() {
+                self.executions.remove(&oldest);
+            }
+        }
     }
 }

@@ -215,6 +215,11 @@ pub const SETTINGS: &[SettingSpec] = &[
         "KAILASH_MAX_CONCURRENT_EXECUTIONS",
         "Executions running at once on this node; more answer 429 too_many_executions",
     ),
+    setting(
+        "finished_executions_per_session",
+        "KAILASH_FINISHED_EXECUTIONS_PER_SESSION",
+        "Finished executions a session keeps readable (oldest forgotten first)",
+    ),
     list(
         "node_data_dirs",
         "KAILASH_NODE_DATA_DIRS",

@@ -92,6 +92,7 @@ pub struct Settings {
     pub execution_timeout_seconds: f64,
     pub max_executions_per_session: usize,
     pub max_concurrent_executions: usize,
+    pub finished_executions_per_session: usize,
     pub node_data_dirs: Vec<PathBuf>,
     pub egress_allow: Vec<String>,
 }
@@ -138,6 +139,7 @@ impl Default for Settings {
             execution_timeout_seconds: 3600.0,
             max_executions_per_session: 20,
             max_concurrent_executions: 1000,
+            finished_executions_per_session: 1000,
             node_data_dirs: vec![PathBuf::from("kailash-data/files")],
             egress_allow: Vec::new(),
         }
