@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::{SessionQuery, required_session};
+use super::{SessionQuery, session_and_caller};
 use crate::{
     app::AppState,
     auth::Identity,
@@ -27,8 +27,7 @@ pub async fn start(
     query: web::Query<SessionQuery>,
     JsonBody(body): JsonBody<StartExecution>,
 ) -> Result<HttpResponse, ApiError> {
-    let session_id = required_session(&query)?;
-    let caller = identity.caller(query.user_id.as_deref());
+    let (session_id, caller) = session_and_caller(&identity, &query)?;
     let run = state
         .gateway
         .start_execution(
@@ -53,8 +52,7 @@ pub async fn list(
     identity: Identity,
     query: web::Query<SessionQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let session_id = required_session(&query)?;
-    let caller = identity.caller(query.user_id.as_deref());
+    let (session_id, caller) = session_and_caller(&identity, &query)?;
     let executions = state.gateway.list_executions(caller, session_id).await?;
     Ok(HttpResponse::Ok().json(json!({"total": executions.len(), "executions": executions})))
 }
@@ -70,8 +68,7 @@ pub async fn get(
     query: web::Query<SessionQuery>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let session_id = required_session(&query)?;
-    let caller = identity.caller(query.user_id.as_deref());
+    let (session_id, caller) = session_and_caller(&identity, &query)?;
     let snapshot = state
         .gateway
         .execution(caller, session_id, execution_id(&path)?)
@@ -85,8 +82,7 @@ pub async fn cancel(
     query: web::Query<SessionQuery>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let session_id = required_session(&query)?;
-    let caller = identity.caller(query.user_id.as_deref());
+    let (session_id, caller) = session_and_caller(&identity, &query)?;
     state
         .gateway
         .cancel_execution(caller, session_id, execution_id(&path)?)

@@ -12,7 +12,12 @@ use actix_web::{HttpRequest, HttpResponse, Resource, web};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::http::{ApiError, ErrorCode, FieldError};
+use kailash_actors::Caller;
+
+use crate::{
+    auth::Identity,
+    http::{ApiError, ErrorCode, FieldError},
+};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::QueryConfig::default().error_handler(|error, _| {
@@ -95,6 +100,17 @@ fn optional_session(query: &SessionQuery) -> Result<Option<Uuid>, ApiError> {
                 .map_err(|_| ApiError::new(ErrorCode::SessionNotFound))
         })
         .transpose()
+}
+
+/// The required session and the caller of a session-scoped request.
+fn session_and_caller(
+    identity: &Identity,
+    query: &SessionQuery,
+) -> Result<(Uuid, Caller), ApiError> {
+    Ok((
+        required_session(query)?,
+        identity.caller(query.user_id.as_deref()),
+    ))
 }
 
 fn required_session(query: &SessionQuery) -> Result<Uuid, ApiError> {

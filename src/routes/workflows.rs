@@ -7,7 +7,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{SessionQuery, optional_session, required_session};
+use super::{SessionQuery, optional_session, session_and_caller};
 use crate::{
     app::AppState,
     auth::Identity,
@@ -23,8 +23,7 @@ pub async fn create(
     if !state.settings.enable_dynamic_workflows {
         return Err(ApiError::new(ErrorCode::DynamicWorkflowsDisabled));
     }
-    let session_id = required_session(&query)?;
-    let caller = identity.caller(query.user_id.as_deref());
+    let (session_id, caller) = session_and_caller(&identity, &query)?;
     let workflow = match state.gateway.parse_workflow(&config) {
         Ok(workflow) => workflow,
         Err(problems) => {
