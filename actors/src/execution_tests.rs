@@ -106,7 +106,7 @@ async fn events(gateway: &Gateway, session: Uuid) -> Vec<(String, String)> {
         .iter()
         .skip(1)
         .map(|event| {
-            let json: Value = serde_json::from_str(event.json.get()).unwrap();
+            let json: Value = serde_json::from_str(&event.json).unwrap();
             assert!(event.seq > seq, "seq increases");
             seq = event.seq;
             assert_eq!(json["user_id"], "alice");
