@@ -149,9 +149,9 @@ pub struct WorkflowDetail {
 pub struct NodeDetail {
     #[serde(flatten)]
     pub run: RunRef,
-    pub node_id: String,
+    pub node_id: Arc<str>,
     pub node_type: &'static str,
-    pub node_name: String,
+    pub node_name: Arc<str>,
     pub inputs: Value,
     pub outputs: Value,
     pub execution_time_ms: Option<f64>,

@@ -217,18 +217,13 @@ impl ExecutionActor {
 
     fn publish_node_event(&self, event_type: EventType, node: usize, outcome: NodeOutcome) {
         let spec = &self.spec.workflow.nodes[node];
-        let name = spec
-            .config
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or(&spec.id);
         self.publish(
             event_type,
             EventDetail::Node(NodeDetail {
                 run: self.run.clone(),
                 node_id: spec.id.clone(),
                 node_type: spec.node_type,
-                node_name: name.to_owned(),
+                node_name: spec.name.clone(),
                 inputs: outcome.inputs,
                 outputs: outcome.outputs,
                 execution_time_ms: outcome.execution_time_ms,
@@ -289,7 +284,7 @@ impl ExecutionActor {
             .filter(|s| s.is_finite() && *s > 0.0)
             .map_or(self.spec.limits.node_timeout, Duration::from_secs_f64);
         let call = NodeCall {
-            node_id: spec.id.clone(),
+            node_id: spec.id.to_string(),
             params,
         };
         let task = tokio::spawn(async move {

@@ -74,7 +74,7 @@ impl RunInputs {
         inputs: &Map<String, Value>,
         overrides: &Map<String, Value>,
     ) -> Self {
-        let is_node = |key: &str| workflow.nodes.iter().any(|n| n.id == key);
+        let is_node = |key: &str| workflow.nodes.iter().any(|n| &*n.id == key);
         let mut by_node = HashMap::new();
         let mut flat = Map::new();
         for (key, value) in inputs {

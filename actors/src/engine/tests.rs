@@ -47,7 +47,7 @@ fn both_node_forms_and_both_connection_forms_are_accepted() {
     let order: Vec<_> = keyed
         .execution_order
         .iter()
-        .map(|&i| keyed.nodes[i].id.as_str())
+        .map(|&i| &*keyed.nodes[i].id)
         .collect();
     assert_eq!(order, ["y", "x"]);
     assert_eq!(keyed.connections[0].from_output, vec!["result", "rows"]);

@@ -2,7 +2,10 @@
 //! connection forms), validating it against the node registry — every problem at once, each
 //! naming the node or connection — and the validated, immutable [`Workflow`] the engine runs.
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -30,7 +33,10 @@ impl Problem {
 /// A node of a validated workflow.
 #[derive(Debug, Clone)]
 pub struct WorkflowNode {
-    pub id: String,
+    /// Shared rather than copied: every event of the node carries it.
+    pub id: Arc<str>,
+    /// The config's `name` when it has one, else the id (`node_name` in events).
+    pub name: Arc<str>,
     pub node_type: &'static str,
     /// The node's configured parameters (`config`, then `parameters` on top).
     pub config: Map<String, Value>,
@@ -131,14 +137,14 @@ impl Workflow {
         let index: HashMap<&str, usize> = nodes
             .iter()
             .enumerate()
-            .map(|(i, n)| (n.node.id.as_str(), i))
+            .map(|(i, n)| (&*n.node.id, i))
             .collect();
         let connections = parse_connections(body.get("connections"), &index, &mut problems);
         check_required_parameters(&nodes, &connections, registry, &mut problems);
         let execution_order = match topological_order(nodes.len(), &connections) {
             Ok(order) => order,
             Err(cycle) => {
-                let names: Vec<&str> = cycle.iter().map(|&i| nodes[i].node.id.as_str()).collect();
+                let names: Vec<&str> = cycle.iter().map(|&i| &*nodes[i].node.id).collect();
                 problems.push(Problem::new(
                     "connections",
                     format!(
@@ -176,9 +182,9 @@ impl Workflow {
                     .get(node.node_type)
                     .and_then(|t| serde_json::to_value(t.schema()).ok())
                     .unwrap_or_else(|| json!({"node_type": node.node_type}));
-                entry["instance_id"] = Value::String(node.id.clone());
+                entry["instance_id"] = Value::from(&*node.id);
                 entry["config"] = Value::Object(node.config.clone());
-                (node.id.clone(), entry)
+                (node.id.to_string(), entry)
             })
             .collect();
         let connections: Vec<Value> = self
@@ -320,7 +326,11 @@ fn parse_nodes(
         }
         parsed.push(ParsedNode {
             node: WorkflowNode {
-                id,
+                name: config
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| id.as_str().into(), Arc::from),
+                id: id.into(),
                 node_type,
                 config,
             },
