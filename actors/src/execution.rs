@@ -3,20 +3,22 @@
 //! per-node and per-execution time limits, obeys cancel, emits every workflow and node event,
 //! and reports its final snapshot to its session before stopping.
 //!
-//! Owned by its [`SessionActor`]. Messages: [`Snapshot`], [`Cancel`]. Node code runs in its
-//! own tokio task, so a panic there becomes a `node.failed` event and cancel is an abort.
+//! Owned by its [`SessionActor`]. Messages: [`Snapshot`], [`Cancel`]. Each node's future is
+//! polled by this actor's context behind `catch_unwind`, so a panic there becomes a
+//! `node.failed` event, and cancel drops the future (an HTTP call in flight with it).
 
 use std::{
     collections::HashMap,
+    panic::AssertUnwindSafe,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use tokio::task::{AbortHandle, JoinError};
 use uuid::Uuid;
 
 use crate::{
@@ -103,7 +105,7 @@ pub(crate) struct ExecutionActor {
     /// The run's identity, as every event carries it.
     run: RunRef,
     /// Running nodes: how to abort their task (cancel, timeouts) and when they started.
-    running: HashMap<usize, (AbortHandle, Instant)>,
+    running: HashMap<usize, (SpawnHandle, Instant)>,
 }
 
 type NodeResult = Result<NodeOutput, NodeFailure>;
@@ -287,33 +289,31 @@ impl ExecutionActor {
             node_id: spec.id.to_string(),
             params,
         };
-        let task = tokio::spawn(async move {
+        let run = async move {
             match tokio::time::timeout(limit, node_type.run(call)).await {
                 Ok(result) => result.map_err(NodeFailure::Error),
                 Err(_) => Err(NodeFailure::TimedOut(limit)),
             }
-        });
+        };
         let outcome = NodeOutcome {
             inputs: Value::Object(inputs),
             ..NodeOutcome::default()
         };
         self.publish_node_event(EventType::NodeStarted, node, outcome);
-        self.running
-            .insert(node, (task.abort_handle(), Instant::now()));
-        ctx.spawn(
-            task.into_actor(self)
-                .map(move |result, actor, ctx| actor.node_settled(node, result, ctx)),
+        // Polled by this actor's context: no task per node. A panic is caught at the poll
+        // and becomes `node.failed`; cancel drops the future through its spawn handle.
+        let handle = ctx.spawn(
+            AssertUnwindSafe(run)
+                .catch_unwind()
+                .into_actor(self)
+                .map(move |result, actor, ctx| actor.node_settled(node, result.ok(), ctx)),
         );
+        self.running.insert(node, (handle, Instant::now()));
     }
 
-    /// A node's task ended: record its result. After the run ended (a task aborted by
-    /// cancel or a timeout), there is nothing left to record.
-    fn node_settled(
-        &mut self,
-        node: usize,
-        result: Result<NodeResult, JoinError>,
-        ctx: &mut Context<Self>,
-    ) {
+    /// A node's run ended: record its result (`None`: it panicked). After the run ended
+    /// (cancel or a time limit), there is nothing left to record.
+    fn node_settled(&mut self, node: usize, result: Option<NodeResult>, ctx: &mut Context<Self>) {
         let Some((_, started)) = self.running.remove(&node) else {
             return;
         };
@@ -322,7 +322,7 @@ impl ExecutionActor {
         }
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match result {
-            Ok(Ok(output)) => {
+            Some(Ok(output)) => {
                 self.plan.complete(node, output.clone());
                 let outcome = NodeOutcome {
                     outputs: Value::Object(output),
@@ -333,24 +333,17 @@ impl ExecutionActor {
                 self.publish_progress();
                 self.advance(ctx);
             }
-            Ok(Err(NodeFailure::Error(error))) => {
+            Some(Err(NodeFailure::Error(error))) => {
                 self.node_failed(node, error.message, Some(elapsed_ms), ctx)
             }
-            Ok(Err(NodeFailure::TimedOut(limit))) => {
+            Some(Err(NodeFailure::TimedOut(limit))) => {
                 // The run ends now, as `timeout`, whatever else is still running.
                 self.node_timed_out = true;
                 let message = format!("timed out after {} s", limit.as_secs_f64());
                 self.node_failed(node, message, Some(elapsed_ms), ctx);
                 self.finish(ExecutionStatus::Timeout, ctx);
             }
-            Err(join_error) => {
-                let message = if join_error.is_panic() {
-                    "the node panicked".to_owned()
-                } else {
-                    "the node was stopped".to_owned()
-                };
-                self.node_failed(node, message, Some(elapsed_ms), ctx);
-            }
+            None => self.node_failed(node, "the node panicked".to_owned(), Some(elapsed_ms), ctx),
         }
     }
 
@@ -390,8 +383,8 @@ impl ExecutionActor {
         if self.status.is_terminal() {
             return;
         }
-        for (_, (task, _)) in self.running.drain() {
-            task.abort();
+        for (_, (handle, _)) in self.running.drain() {
+            ctx.cancel_future(handle);
         }
         if status != ExecutionStatus::Completed {
             self.plan.cancel_unfinished();
