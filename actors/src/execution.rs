@@ -148,10 +148,6 @@ impl ExecutionActor {
         }
     }
 
-    pub(crate) fn created_at(&self) -> DateTime<Utc> {
-        self.created_at
-    }
-
     fn node_id(&self, node: usize) -> &str {
         &self.spec.workflow.nodes[node].id
     }

@@ -117,10 +117,6 @@ impl Gateway {
         }
     }
 
-    pub fn config(&self) -> &GatewayConfig {
-        &self.config
-    }
-
     /// Every node type workflows may use.
     pub fn node_registry(&self) -> &NodeRegistry {
         &self.config.node_registry

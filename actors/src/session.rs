@@ -328,14 +328,13 @@ impl Handler<StartExecution> for SessionActor {
             gateway: self.engine.gateway.clone(),
         });
         let snapshot = execution.snapshot();
-        let created_at = execution.created_at();
         let addr = execution.start();
         self.executions.insert(
             execution_id,
             ExecutionSlot::Running {
                 addr,
                 workflow_id: workflow.workflow_id.clone(),
-                created_at,
+                created_at: snapshot.created_at,
             },
         );
         Ok(snapshot)

@@ -330,15 +330,9 @@ mod tests {
     use super::*;
     use crate::nodes::files::testing::{TempDir, run_node};
 
-    fn setup() -> (TempDir, NodeRegistry) {
-        let dir = TempDir::new();
-        let registry = dir.registry(register);
-        (dir, registry)
-    }
-
     #[test]
     fn reads_rows_as_objects_arrays_and_an_index() {
-        let (dir, registry) = setup();
+        let (dir, registry) = TempDir::with_nodes(register);
         fs::write(dir.0.join("people.csv"), "\u{feff}id;name\n1;Ann\n2;Bob\n").unwrap();
         let read = |params| run_node(&registry, "CSVReaderNode", params).unwrap();
         let objects =
@@ -361,7 +355,7 @@ mod tests {
 
     #[test]
     fn reading_refuses_bad_parameters_and_files() {
-        let (dir, registry) = setup();
+        let (dir, registry) = TempDir::with_nodes(register);
         fs::write(dir.0.join("ragged.csv"), "a,b\n1,2\n3\n").unwrap();
         fs::write(dir.0.join("ok.csv"), "a,b\n1,2\n").unwrap();
         let fail = |params| run_node(&registry, "CSVReaderNode", params).unwrap_err();
@@ -396,7 +390,7 @@ mod tests {
 
     #[test]
     fn writes_objects_and_arrays_and_reads_them_back() {
-        let (dir, registry) = setup();
+        let (dir, registry) = TempDir::with_nodes(register);
         let write = |params| run_node(&registry, "CSVWriterNode", params).unwrap();
         let rows = json!([{"a": 1, "b": "x,y"}, {"a": null, "b": [1], "extra": true}]);
         let written = write(json!({"file_path": "out/rows.csv", "data": rows}));
@@ -436,7 +430,7 @@ mod tests {
 
     #[test]
     fn writing_refuses_bad_data_and_paths() {
-        let (_dir, registry) = setup();
+        let (_dir, registry) = TempDir::with_nodes(register);
         let fail = |params| run_node(&registry, "CSVWriterNode", params).unwrap_err();
         assert_eq!(
             fail(json!({"file_path": "x.csv"})),

@@ -451,18 +451,19 @@ pub(crate) mod testing {
             Self(path)
         }
 
-        /// The node types `register` adds, with this as their only data directory.
-        pub(crate) fn registry(
-            &self,
+        /// A fresh data directory and the node types `register` adds, with it as their only
+        /// data directory.
+        pub(crate) fn with_nodes(
             register: fn(&mut NodeRegistry, &NodeEnvironment),
-        ) -> NodeRegistry {
+        ) -> (Self, NodeRegistry) {
+            let dir = Self::new();
             let env = NodeEnvironment {
-                data_dirs: vec![self.0.clone()],
+                data_dirs: vec![dir.0.clone()],
                 ..NodeEnvironment::default()
             };
             let mut registry = NodeRegistry::new();
             register(&mut registry, &env);
-            registry
+            (dir, registry)
         }
     }
 

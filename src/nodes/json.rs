@@ -130,15 +130,9 @@ mod tests {
     use super::*;
     use crate::nodes::files::testing::{TempDir, run_node};
 
-    fn setup() -> (TempDir, NodeRegistry) {
-        let dir = TempDir::new();
-        let registry = dir.registry(register);
-        (dir, registry)
-    }
-
     #[test]
     fn writes_and_reads_back_any_value() {
-        let (dir, registry) = setup();
+        let (dir, registry) = TempDir::with_nodes(register);
         let data = json!({"name": "Ann", "tags": ["a"], "n": 1.5});
         let written = run_node(
             &registry,
@@ -175,7 +169,7 @@ mod tests {
 
     #[test]
     fn bad_files_and_parameters_fail_clearly() {
-        let (dir, registry) = setup();
+        let (dir, registry) = TempDir::with_nodes(register);
         fs::write(dir.0.join("broken.json"), "{\n  \"a\": 1,\n  oops\n}").unwrap();
         let read = |params| run_node(&registry, "JSONReaderNode", params).unwrap_err();
         let broken = read(json!({"file_path": "broken.json"}));

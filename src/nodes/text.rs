@@ -171,15 +171,9 @@ mod tests {
     use super::*;
     use crate::nodes::files::testing::{TempDir, run_node};
 
-    fn setup() -> (TempDir, NodeRegistry) {
-        let dir = TempDir::new();
-        let registry = dir.registry(register);
-        (dir, registry)
-    }
-
     #[test]
     fn writes_appends_and_reads_in_both_encodings() {
-        let (dir, registry) = setup();
+        let (dir, registry) = TempDir::with_nodes(register);
         let write = |params| run_node(&registry, "TextWriterNode", params).unwrap();
         let first = write(json!({"file_path": "notes.txt", "text": "café\n"}));
         assert_eq!(
@@ -209,7 +203,7 @@ mod tests {
 
     #[test]
     fn bad_text_encodings_and_paths_fail_clearly() {
-        let (dir, registry) = setup();
+        let (dir, registry) = TempDir::with_nodes(register);
         fs::write(dir.0.join("latin.txt"), b"na\xEFve").unwrap();
         let read = |params| run_node(&registry, "TextReaderNode", params).unwrap_err();
         let not_utf8 = read(json!({"file_path": "latin.txt"}));

@@ -304,3 +304,26 @@ async fn shared_workflows_are_listed_runnable_and_shadowed_by_session_ones() {
     assert_eq!(listed["workflows"][0]["name"], "mine");
     assert_eq!(listed["workflows"][0]["is_shared"], false);
 }
+
+#[actix_web::test]
+async fn a_shared_workflow_that_does_not_validate_stops_the_start_naming_its_file() {
+    let dir = TempPath::new("shared-bad");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    std::fs::write(
+        dir.0.join("broken.json"),
+        r#"{"name": "b", "nodes": [{"id": "x", "type": "Nope"}]}"#,
+    )
+    .unwrap();
+    let mut settings = test_settings();
+    settings.workflows_dir = Some(dir.0.clone());
+    let secret = kailash_gateway::config::Secret::new(random_secret());
+    let error = kailash_gateway::Application::build(settings, Some(&secret))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(error.starts_with("shared workflow "), "{error}");
+    assert!(
+        error.contains("broken.json") && error.contains("nodes[0].type: unknown node type 'Nope'"),
+        "{error}"
+    );
+}

@@ -33,16 +33,6 @@ pub enum NodeState {
     Cancelled,
 }
 
-impl NodeState {
-    /// Counts toward progress.
-    pub fn is_finished(self) -> bool {
-        matches!(
-            self,
-            NodeState::Completed | NodeState::Failed | NodeState::Skipped
-        )
-    }
-}
-
 /// What to do next with a node that became ready.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Next {
