@@ -223,6 +223,7 @@ fn gateway_config(settings: &Settings) -> Result<GatewayConfig, BuildError> {
             retention: settings.event_retention(),
             recent_capacity: settings.recent_events_capacity,
         },
+        max_room_members: settings.max_room_members,
     })
 }
 

@@ -65,6 +65,7 @@ fn gateway() -> Gateway {
             retention: Duration::from_secs(60),
             recent_capacity: 1000,
         },
+        max_room_members: 100,
     })
 }
 

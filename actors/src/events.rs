@@ -5,7 +5,7 @@
 //! [`EventBus`](crate::bus::EventBus) once, and serialized exactly once there into a
 //! [`PublishedEvent`], which is what history and fan-out share.
 
-use std::{collections::HashSet, fmt, str::FromStr, sync::Arc};
+use std::{collections::HashSet, fmt, str::FromStr, sync::Arc, time::Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
@@ -55,6 +55,7 @@ event_types! {
     UiApprovalRequired => "ui.approval_required",
     UiChoiceRequired => "ui.choice_required",
     UiConfirmationRequired => "ui.confirmation_required",
+    StreamGap => "stream.gap",
 }
 
 impl fmt::Display for EventType {
@@ -189,6 +190,9 @@ impl Event {
 #[derive(Debug)]
 pub struct PublishedEvent {
     pub seq: u64,
+    /// When the bus published it: history ages out by it, and transports measure delivery
+    /// latency from it.
+    pub published_at: Instant,
     pub event_type: EventType,
     pub session_id: Option<Uuid>,
     pub tenant_id: TenantId,
@@ -209,6 +213,7 @@ impl PublishedEvent {
             .into_boxed_str();
         Self {
             seq: event.seq,
+            published_at: Instant::now(),
             event_type: event.event_type,
             session_id: event.session_id,
             tenant_id: event.tenant_id.clone(),

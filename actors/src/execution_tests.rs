@@ -40,6 +40,7 @@ fn gateway_expiring_after(
             retention: Duration::from_secs(60),
             recent_capacity: 1000,
         },
+        max_room_members: 100,
     })
 }
 

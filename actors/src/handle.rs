@@ -10,7 +10,10 @@ use tokio::time::timeout;
 use uuid::Uuid;
 
 use crate::{
-    bus::{BusConfig, BusStats, EventBus, RecentEvents},
+    bus::{
+        BusConfig, BusStats, EventBus, RecentEvents, Refilter, Subscribe, SubscriberId,
+        Subscription, Unsubscribe,
+    },
     caller::Caller,
     engine::{
         node::NodeRegistry,
@@ -20,11 +23,13 @@ use crate::{
     events::{EventFilter, PublishedEvent},
     execution::{ExecutionSnapshot, RunLimits},
     registry::{CreateSession, Drain, ExecutionEnded, RegistryActor, ReserveExecution, Stats},
+    rooms::{JoinRoom, LeaveRoom, LeaveRooms, RoomError, RoomHub, RoomMember, SendToRoom},
     session::{
         AddWorkflow, CancelExecution, Describe, ExecutionSummary, FindWorkflow, GetExecution,
         ListExecutions, ListWorkflows, SessionActor, SessionDetail, SessionSummary, StartExecution,
         WorkflowSummary,
     },
+    subscriber::SubscriberQueue,
     tenant::{EndSession, ForSession, ListSessions},
 };
 
@@ -50,6 +55,8 @@ pub struct GatewayConfig {
     /// Bound of the registry's and tenants' mailboxes.
     pub mailbox_capacity: usize,
     pub bus: BusConfig,
+    /// Most connections one collaboration room holds.
+    pub max_room_members: usize,
 }
 
 /// What sessions and executions share: read-only engine configuration and the addresses
@@ -69,6 +76,7 @@ pub(crate) struct EngineContext {
 pub struct Gateway {
     registry: Addr<RegistryActor>,
     bus: Addr<EventBus>,
+    rooms: Addr<RoomHub>,
     config: Arc<GatewayConfig>,
     shared_workflows: Arc<BTreeMap<String, Arc<Workflow>>>,
 }
@@ -87,7 +95,10 @@ pub struct GatewayStats {
     pub executions_finished: u64,
     pub shared_workflows: usize,
     pub events_emitted: u64,
+    /// Events queued to subscribers, one per subscriber that received it.
+    pub events_queued: u64,
     pub retained_event_streams: usize,
+    pub subscribers: usize,
     pub draining: bool,
 }
 
@@ -109,9 +120,11 @@ impl Gateway {
             });
             RegistryActor::new(config.clone(), engine, bus.clone())
         });
+        let rooms = RoomHub::new(config.max_room_members).start();
         Self {
             registry,
             bus,
+            rooms,
             config,
             shared_workflows,
         }
@@ -175,6 +188,111 @@ impl Gateway {
         self.ask(&self.bus, RecentEvents { filter, count }).await
     }
 
+    /// Registers a subscriber of the events `filter` lets through; with `resume_after`, the
+    /// reply's backlog holds what it missed (see [`Subscribe`]).
+    pub async fn subscribe(
+        &self,
+        filter: EventFilter,
+        resume_after: Option<u64>,
+        queue: SubscriberQueue,
+    ) -> Result<Subscription, GatewayError> {
+        self.ask(
+            &self.bus,
+            Subscribe {
+                filter,
+                resume_after,
+                queue,
+            },
+        )
+        .await
+    }
+
+    /// Replaces a subscriber's filter; false when the bus no longer knows it.
+    pub async fn refilter(
+        &self,
+        id: SubscriberId,
+        filter: EventFilter,
+    ) -> Result<bool, GatewayError> {
+        self.ask(&self.bus, Refilter { id, filter }).await
+    }
+
+    pub fn unsubscribe(&self, id: SubscriberId) {
+        self.bus.do_send(Unsubscribe(id));
+    }
+
+    /// Joins a collaboration room of `caller`'s tenant; answers the other members.
+    pub async fn join_room(
+        &self,
+        caller: &Caller,
+        room_id: Arc<str>,
+        connection_id: Uuid,
+        queue: SubscriberQueue,
+    ) -> Result<Result<Vec<RoomMember>, RoomError>, GatewayError> {
+        let member = RoomMember {
+            connection_id,
+            user_id: caller.user_id.clone(),
+        };
+        self.ask(
+            &self.rooms,
+            JoinRoom {
+                tenant_id: caller.tenant_id.clone(),
+                room_id,
+                member,
+                queue,
+            },
+        )
+        .await
+    }
+
+    /// Leaves a room; answers whether the connection was in it.
+    pub async fn leave_room(
+        &self,
+        caller: &Caller,
+        room_id: Arc<str>,
+        connection_id: Uuid,
+    ) -> Result<bool, GatewayError> {
+        self.ask(
+            &self.rooms,
+            LeaveRoom {
+                tenant_id: caller.tenant_id.clone(),
+                room_id,
+                connection_id,
+            },
+        )
+        .await
+    }
+
+    /// Leaves every room of a closing connection, without waiting.
+    pub fn leave_rooms(&self, caller: &Caller, room_ids: Vec<Arc<str>>, connection_id: Uuid) {
+        if !room_ids.is_empty() {
+            self.rooms.do_send(LeaveRooms {
+                tenant_id: caller.tenant_id.clone(),
+                room_ids,
+                connection_id,
+            });
+        }
+    }
+
+    /// Relays `message` to the room's other members; answers how many got it.
+    pub async fn send_to_room(
+        &self,
+        caller: &Caller,
+        room_id: Arc<str>,
+        from: Uuid,
+        message: Value,
+    ) -> Result<Result<usize, RoomError>, GatewayError> {
+        self.ask(
+            &self.rooms,
+            SendToRoom {
+                tenant_id: caller.tenant_id.clone(),
+                room_id,
+                from,
+                message,
+            },
+        )
+        .await
+    }
+
     pub async fn stats(&self) -> Result<GatewayStats, GatewayError> {
         let registry = self.ask(&self.registry, Stats).await?;
         let bus = self.ask(&self.bus, BusStats).await?;
@@ -190,7 +308,9 @@ impl Gateway {
             executions_finished: registry.executions_finished,
             shared_workflows: self.shared_workflows.len(),
             events_emitted: bus.events_emitted,
+            events_queued: bus.events_queued,
             retained_event_streams: bus.retained_streams,
+            subscribers: bus.subscribers,
             draining: registry.draining,
         })
     }

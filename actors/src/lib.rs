@@ -24,8 +24,10 @@ pub mod events;
 pub mod execution;
 mod handle;
 mod registry;
+pub mod rooms;
 mod session;
 mod sharded;
+pub mod subscriber;
 mod tenant;
 
 #[cfg(test)]

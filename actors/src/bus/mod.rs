@@ -1,0 +1,266 @@
+//! The in-process event bus: the one place events are numbered, retained, counted and
+//! fanned out.
+//!
+//! Owns, per session, the next `seq` and a bounded history ([`history`]), the subscribers
+//! of this node (WebSocket connections, SSE streams, webhook dispatchers; [`fanout`]) and a
+//! node-wide ring of the most recent events for `GET /api/events/recent`.
+//!
+//! Because one actor numbers, retains and fans out each event in one step, a subscriber that
+//! registers with [`Subscribe`] and a resume point gets the retained backlog and then the live
+//! stream with no event missing or repeated between the two.
+//!
+//! Messages: [`Publish`] (fire and forget), [`Subscribe`], [`Refilter`], [`Unsubscribe`],
+//! [`RecentEvents`], [`BusStats`]. Owned by the process (started by
+//! [`Gateway::start`](crate::Gateway::start)); every actor that observes a fact holds its
+//! address.
+
+mod fanout;
+mod history;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::VecDeque,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+
+use self::{
+    fanout::Fanout,
+    history::{SessionStream, unknown_stream_backlog},
+};
+pub use self::{fanout::SubscriberId, history::Backlog};
+use crate::{
+    events::{Event, EventFilter, EventType, PublishedEvent},
+    sharded::ShardedMap,
+    subscriber::SubscriberQueue,
+};
+
+/// How much the bus keeps.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// Events kept per session stream.
+    pub history_len: usize,
+    /// How long events are retained, and an ended session's stream with them.
+    pub retention: Duration,
+    /// Size of the node-wide recent-events ring.
+    pub recent_capacity: usize,
+}
+
+pub struct EventBus {
+    config: BusConfig,
+    streams: ShardedMap<SessionStream>,
+    /// `seq` for events that belong to no session (system events).
+    system_seq: u64,
+    recent: VecDeque<Arc<PublishedEvent>>,
+    fanout: Fanout,
+    published_total: u64,
+    queued_total: u64,
+}
+
+impl EventBus {
+    pub fn new(config: BusConfig) -> Self {
+        Self {
+            recent: VecDeque::with_capacity(config.recent_capacity.min(4096)),
+            config,
+            streams: ShardedMap::new(),
+            system_seq: 0,
+            fanout: Fanout::default(),
+            published_total: 0,
+            queued_total: 0,
+        }
+    }
+
+    fn next_seq(&mut self, event: &Event) -> u64 {
+        let counter = match event.session_id {
+            Some(id) => {
+                let stream = self.streams.get_or_insert_with(id, SessionStream::default);
+                if matches!(
+                    event.event_type,
+                    EventType::SessionClosed | EventType::SessionExpired
+                ) {
+                    stream.ended_at = Some(Instant::now());
+                }
+                &mut stream.next_seq
+            }
+            None => &mut self.system_seq,
+        };
+        *counter += 1;
+        *counter
+    }
+
+    /// Ages out old history, forgets ended streams past retention and subscribers whose
+    /// reader went away.
+    fn sweep(&mut self) {
+        let retention = self.config.retention;
+        let cutoff = Instant::now().checked_sub(retention);
+        self.streams.retain(|_, stream| {
+            stream.drop_older_than(retention);
+            match (stream.ended_at, cutoff) {
+                (Some(ended), Some(cutoff)) => ended > cutoff,
+                _ => true,
+            }
+        });
+        self.fanout.drop_closed();
+    }
+}
+
+impl Actor for EventBus {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+        let sweep_every =
+            (self.config.retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        ctx.run_interval(sweep_every, |bus, _| bus.sweep());
+    }
+}
+
+/// Number, retain and fan out one event.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Publish(pub Event);
+
+impl Handler<Publish> for EventBus {
+    type Result = ();
+
+    fn handle(&mut self, Publish(mut event): Publish, _: &mut Self::Context) {
+        event.seq = self.next_seq(&event);
+        let published = Arc::new(PublishedEvent::from_event(&event));
+        if let Some(stream) = event.session_id.and_then(|id| self.streams.get_mut(&id)) {
+            stream.retain(
+                published.clone(),
+                self.config.history_len,
+                self.config.retention,
+            );
+        }
+        self.queued_total += self.fanout.deliver(&published) as u64;
+        if self.recent.len() == self.config.recent_capacity {
+            self.recent.pop_front();
+        }
+        if self.config.recent_capacity > 0 {
+            self.recent.push_back(published);
+        }
+        self.published_total += 1;
+    }
+}
+
+/// Registers a subscriber: every event published from now on that `filter` lets through is
+/// offered to `queue`. With `resume_after` (the last `seq` the client saw) and a session in
+/// the filter, the reply carries what it missed, to be sent before anything from the queue.
+#[derive(Message)]
+#[rtype(result = "Subscription")]
+pub struct Subscribe {
+    pub filter: EventFilter,
+    pub resume_after: Option<u64>,
+    pub queue: SubscriberQueue,
+}
+
+/// A registered subscriber and its backlog.
+#[derive(Debug, MessageResponse)]
+pub struct Subscription {
+    pub id: SubscriberId,
+    pub backlog: Backlog,
+}
+
+impl Handler<Subscribe> for EventBus {
+    type Result = Subscription;
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Subscription {
+        let backlog = match (msg.resume_after, msg.filter.session_id) {
+            (Some(last_seq), Some(session)) => match self.streams.get_mut(&session) {
+                Some(stream) => stream.backlog_after(last_seq, &msg.filter),
+                None => unknown_stream_backlog(last_seq, &msg.filter),
+            },
+            _ => Backlog::default(),
+        };
+        Subscription {
+            id: self.fanout.add(msg.filter, msg.queue),
+            backlog,
+        }
+    }
+}
+
+/// Replaces a subscriber's filter (a WebSocket's `subscribe_events`). Answers false when
+/// the subscriber is gone.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Refilter {
+    pub id: SubscriberId,
+    pub filter: EventFilter,
+}
+
+impl Handler<Refilter> for EventBus {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Refilter, _: &mut Self::Context) -> bool {
+        self.fanout.refilter(msg.id, msg.filter)
+    }
+}
+
+/// Forgets a subscriber.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe(pub SubscriberId);
+
+impl Handler<Unsubscribe> for EventBus {
+    type Result = ();
+
+    fn handle(&mut self, Unsubscribe(id): Unsubscribe, _: &mut Self::Context) {
+        self.fanout.remove(id);
+    }
+}
+
+/// The newest `count` retained events matching `filter`, oldest first.
+#[derive(Message)]
+#[rtype(result = "Vec<Arc<PublishedEvent>>")]
+pub struct RecentEvents {
+    pub filter: EventFilter,
+    pub count: usize,
+}
+
+impl Handler<RecentEvents> for EventBus {
+    type Result = Vec<Arc<PublishedEvent>>;
+
+    fn handle(&mut self, msg: RecentEvents, _: &mut Self::Context) -> Self::Result {
+        let mut newest_first: Vec<_> = self
+            .recent
+            .iter()
+            .rev()
+            .filter(|event| msg.filter.matches(event))
+            .take(msg.count)
+            .cloned()
+            .collect();
+        newest_first.reverse();
+        newest_first
+    }
+}
+
+/// Counters for `/api/stats` and `/health`.
+#[derive(Message)]
+#[rtype(result = "BusSnapshot")]
+pub struct BusStats;
+
+#[derive(Debug, Clone, Copy, MessageResponse)]
+pub struct BusSnapshot {
+    pub events_emitted: u64,
+    /// Events queued to subscribers (one per subscriber that received it).
+    pub events_queued: u64,
+    pub retained_streams: usize,
+    pub subscribers: usize,
+}
+
+impl Handler<BusStats> for EventBus {
+    type Result = BusSnapshot;
+
+    fn handle(&mut self, _: BusStats, _: &mut Self::Context) -> BusSnapshot {
+        BusSnapshot {
+            events_emitted: self.published_total,
+            events_queued: self.queued_total,
+            retained_streams: self.streams.len(),
+            subscribers: self.fanout.len(),
+        }
+    }
+}
