@@ -41,12 +41,14 @@ pub struct AppState {
     pub lifecycle: Lifecycle,
 }
 
-/// Start time and readiness of this node.
+/// Start time and readiness of this node, and the signal that ends its live streams.
 pub struct Lifecycle {
     started: Instant,
     pub started_at: DateTime<Utc>,
     ready: AtomicBool,
     draining: AtomicBool,
+    /// Turns true when WebSocket and SSE clients should be told to reconnect elsewhere.
+    streams_closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Lifecycle {
@@ -56,6 +58,7 @@ impl Lifecycle {
             started_at: Utc::now(),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            streams_closing: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -74,6 +77,16 @@ impl Lifecycle {
 
     pub fn begin_drain(&self) {
         self.draining.store(true, Ordering::Release);
+    }
+
+    /// Tells every live stream to close ("going away", reconnect elsewhere).
+    pub fn close_streams(&self) {
+        self.streams_closing.send_replace(true);
+    }
+
+    /// What a live stream watches to learn it must close.
+    pub fn streams_closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.streams_closing.subscribe()
     }
 }
 

@@ -12,6 +12,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod nodes;
+pub mod realtime;
 pub mod routes;
 pub mod shared_workflows;
 pub mod shutdown;

@@ -3,7 +3,8 @@
 //!
 //! HTTP metrics are recorded by the telemetry middleware as requests finish. Session
 //! metrics mirror the actor tree's own counters, read when `/metrics` is scraped, so the
-//! actors stay the one place those numbers live.
+//! actors stay the one place those numbers live. Real-time metrics ([`RealtimeMetrics`])
+//! are recorded by the transports as they deliver.
 
 use std::{
     sync::{
@@ -15,8 +16,8 @@ use std::{
 
 use kailash_actors::GatewayStats;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -29,6 +30,7 @@ pub struct Metrics {
     sessions_closed: IntCounter,
     sessions_expired: IntCounter,
     events_published: IntCounter,
+    pub realtime: RealtimeMetrics,
     /// Serializes mirroring of the actor counters so two scrapes cannot both add a delta.
     mirror: Mutex<()>,
 }
@@ -68,6 +70,7 @@ impl Metrics {
                 "kailash_events_published_total",
                 "Events published on the bus",
             ),
+            realtime: RealtimeMetrics::register(&registry),
             registry,
             http_requests,
             http_duration,
@@ -132,6 +135,165 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("encoding to memory cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// How events leave the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    Sse,
+    Webhook,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "websocket",
+            Transport::Sse => "sse",
+            Transport::Webhook => "webhook",
+        }
+    }
+}
+
+/// One transport's metrics, resolved once so delivering an event costs a few atomics.
+pub struct TransportMetrics {
+    pub connections: IntGauge,
+    pub delivered: IntCounter,
+    pub slow_consumers_closed: IntCounter,
+    pub latency: Histogram,
+}
+
+impl TransportMetrics {
+    /// Counts one event written to a client, `published_at` being when the bus took it.
+    pub fn delivered_one(&self, published_at: std::time::Instant) {
+        self.delivered.inc();
+        self.latency.observe(published_at.elapsed().as_secs_f64());
+    }
+}
+
+/// What a webhook delivery attempt came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    Delivered,
+    /// An attempt failed and will be retried.
+    Retried,
+    GivenUp,
+    /// The webhook's queue was full, so the event was never attempted.
+    QueueFull,
+}
+
+impl WebhookOutcome {
+    const ALL: [WebhookOutcome; 4] = [
+        WebhookOutcome::Delivered,
+        WebhookOutcome::Retried,
+        WebhookOutcome::GivenUp,
+        WebhookOutcome::QueueFull,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookOutcome::Delivered => "delivered",
+            WebhookOutcome::Retried => "retried",
+            WebhookOutcome::GivenUp => "given_up",
+            WebhookOutcome::QueueFull => "queue_full",
+        }
+    }
+}
+
+/// Connections, deliveries, slow consumers and webhook outcomes, by transport.
+pub struct RealtimeMetrics {
+    websocket: TransportMetrics,
+    sse: TransportMetrics,
+    webhook: TransportMetrics,
+    webhook_outcomes: IntCounterVec,
+}
+
+impl RealtimeMetrics {
+    fn register(registry: &Registry) -> Self {
+        let connections = IntGaugeVec::new(
+            Opts::new(
+                "kailash_realtime_connections",
+                "Real-time clients connected",
+            ),
+            &["transport"],
+        )
+        .expect("valid metric");
+        let delivered = IntCounterVec::new(
+            Opts::new(
+                "kailash_events_delivered_total",
+                "Events written to real-time clients and webhooks",
+            ),
+            &["transport"],
+        )
+        .expect("valid metric");
+        let slow = IntCounterVec::new(
+            Opts::new(
+                "kailash_slow_consumers_closed_total",
+                "Clients closed because their outbound queue was full",
+            ),
+            &["transport"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "kailash_event_delivery_latency_seconds",
+                "Time from publication on the bus to delivery",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+            ]),
+            &["transport"],
+        )
+        .expect("valid metric");
+        let webhook_outcomes = IntCounterVec::new(
+            Opts::new(
+                "kailash_webhook_deliveries_total",
+                "Webhook delivery attempts and events, by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(delivered.clone()),
+            Box::new(slow.clone()),
+            Box::new(latency.clone()),
+            Box::new(webhook_outcomes.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        for outcome in WebhookOutcome::ALL {
+            webhook_outcomes.with_label_values(&[outcome.as_str()]);
+        }
+        let transport = |t: Transport| TransportMetrics {
+            connections: connections.with_label_values(&[t.as_str()]),
+            delivered: delivered.with_label_values(&[t.as_str()]),
+            slow_consumers_closed: slow.with_label_values(&[t.as_str()]),
+            latency: latency.with_label_values(&[t.as_str()]),
+        };
+        Self {
+            websocket: transport(Transport::WebSocket),
+            sse: transport(Transport::Sse),
+            webhook: transport(Transport::Webhook),
+            webhook_outcomes,
+        }
+    }
+
+    pub fn transport(&self, transport: Transport) -> &TransportMetrics {
+        match transport {
+            Transport::WebSocket => &self.websocket,
+            Transport::Sse => &self.sse,
+            Transport::Webhook => &self.webhook,
+        }
+    }
+
+    pub fn webhook_outcome(&self, outcome: WebhookOutcome) {
+        self.webhook_outcomes
+            .with_label_values(&[outcome.as_str()])
+            .inc();
     }
 }
 

@@ -1,8 +1,9 @@
 //! The ordered, time-bounded drain on SIGTERM/SIGINT:
 //! readiness turns 503 → (drain delay, so load balancers notice) → the actor tree stops
-//! taking new sessions → the HTTP server stops accepting and gives in-flight requests up to
-//! `shutdown_timeout_seconds` → the process exits. Later work adds executions, WebSocket
-//! close frames, broker flush and pool close here, each with its own bound.
+//! taking new sessions → WebSocket clients get "going away" (1001) and SSE streams end →
+//! the HTTP server stops accepting and gives in-flight requests up to
+//! `shutdown_timeout_seconds` → the process exits. Later work adds executions, broker flush
+//! and pool close here, each with its own bound.
 
 use std::time::Duration;
 
@@ -39,6 +40,10 @@ pub async fn drain(state: &AppState, server: &ServerHandle, reason: &str) {
         Ok(Err(error)) => tracing::warn!(%error, "actor tree did not drain cleanly"),
         Err(_) => tracing::warn!("actor tree did not drain within {ask:?}"),
     }
+
+    // Clients of live streams reconnect through the load balancer, which no longer sends
+    // them here after the drain delay.
+    state.lifecycle.close_streams();
 
     // Graceful: waits for in-flight requests up to `shutdown_timeout_seconds`, then stops.
     server.stop(true).await;

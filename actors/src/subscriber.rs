@@ -11,7 +11,7 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::events::PublishedEvent;
 
@@ -27,7 +27,7 @@ pub enum Delivery {
 /// What to do when a subscriber's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WhenFull {
-    /// Stop feeding it: the reader learns it [`overflowed`](SubscriberQueue::overflowed) and
+    /// Stop feeding it: the reader learns it was [`cut_off`](SubscriberInbox::cut_off) and
     /// closes its connection. For live clients, whose view would otherwise have a hole.
     Disconnect,
     /// Drop the item and count it ([`dropped`](SubscriberQueue::dropped)). For webhooks,
@@ -51,28 +51,47 @@ pub enum Offered {
 pub struct SubscriberQueue {
     tx: mpsc::Sender<Delivery>,
     when_full: WhenFull,
-    dropped: Arc<AtomicU64>,
+    overflow: Arc<Overflow>,
 }
 
-/// The reading side, held by the connection or dispatcher.
+/// What both sides know of the queue's overflows.
+#[derive(Debug, Default)]
+struct Overflow {
+    dropped: AtomicU64,
+    /// Signalled when a [`WhenFull::Disconnect`] queue overflows. The reader can't rely on
+    /// the channel closing: others (rooms, the connection itself) may hold senders.
+    cut_off: Notify,
+}
+
+/// The reading side, held by the connection or dispatcher: the queue itself and, apart so
+/// both can be awaited at once, what it knows of overflows.
 #[derive(Debug)]
 pub struct SubscriberInbox {
     pub rx: mpsc::Receiver<Delivery>,
-    dropped: Arc<AtomicU64>,
+    pub status: InboxStatus,
+}
+
+/// The reader's view of its queue's overflows.
+#[derive(Debug)]
+pub struct InboxStatus {
+    overflow: Arc<Overflow>,
 }
 
 impl SubscriberQueue {
     /// A queue holding at most `capacity` items.
     pub fn bounded(capacity: usize, when_full: WhenFull) -> (Self, SubscriberInbox) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let dropped = Arc::new(AtomicU64::new(0));
+        let overflow = Arc::new(Overflow::default());
         (
             Self {
                 tx,
                 when_full,
-                dropped: dropped.clone(),
+                overflow: overflow.clone(),
             },
-            SubscriberInbox { rx, dropped },
+            SubscriberInbox {
+                rx,
+                status: InboxStatus { overflow },
+            },
         )
     }
 
@@ -82,10 +101,13 @@ impl SubscriberQueue {
             Ok(()) => Offered::Queued,
             Err(mpsc::error::TrySendError::Closed(_)) => Offered::Gone,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.overflow.dropped.fetch_add(1, Ordering::Relaxed);
                 match self.when_full {
                     WhenFull::Drop => Offered::Dropped,
-                    WhenFull::Disconnect => Offered::Gone,
+                    WhenFull::Disconnect => {
+                        self.overflow.cut_off.notify_one();
+                        Offered::Gone
+                    }
                 }
             }
         }
@@ -97,16 +119,21 @@ impl SubscriberQueue {
     }
 }
 
-impl SubscriberInbox {
-    /// Whether anything was refused because the queue was full: for a
-    /// [`WhenFull::Disconnect`] subscriber, the reason its feed ended.
+impl InboxStatus {
+    /// Completes once a [`WhenFull::Disconnect`] queue has overflowed: the reader fell
+    /// behind and should close its client (which can resume from its last `seq`).
+    pub async fn cut_off(&self) {
+        self.overflow.cut_off.notified().await;
+    }
+
+    /// Whether anything was refused because the queue was full.
     pub fn overflowed(&self) -> bool {
         self.dropped() > 0
     }
 
     /// Items refused because the queue was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.overflow.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -118,17 +145,23 @@ mod tests {
         Delivery::Frame(Arc::from(text))
     }
 
-    #[test]
-    fn a_full_queue_disconnects_or_drops_by_policy() {
+    #[actix_rt::test]
+    async fn a_full_queue_disconnects_or_drops_by_policy() {
         let (live, live_inbox) = SubscriberQueue::bounded(1, WhenFull::Disconnect);
         assert_eq!(live.offer(frame("a")), Offered::Queued);
         assert_eq!(live.offer(frame("b")), Offered::Gone);
-        assert!(live_inbox.overflowed());
+        assert!(live_inbox.status.overflowed());
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            live_inbox.status.cut_off(),
+        )
+        .await
+        .expect("the reader hears it was cut off");
 
         let (hook, hook_inbox) = SubscriberQueue::bounded(1, WhenFull::Drop);
         assert_eq!(hook.offer(frame("a")), Offered::Queued);
         assert_eq!(hook.offer(frame("b")), Offered::Dropped);
-        assert_eq!(hook_inbox.dropped(), 1);
+        assert_eq!(hook_inbox.status.dropped(), 1);
     }
 
     #[test]

@@ -168,12 +168,67 @@ pub const SETTINGS: &[SettingSpec] = &[
     setting(
         "event_retention_minutes",
         "KAILASH_EVENT_RETENTION_MINUTES",
-        "How long an ended session's events stay retained",
+        "How long events stay in a session's history (and an ended session's stream with them)",
     ),
     setting(
         "recent_events_capacity",
         "KAILASH_RECENT_EVENTS_CAPACITY",
         "Events kept for GET /api/events/recent",
+    ),
+    setting(
+        "subscriber_queue_len",
+        "KAILASH_SUBSCRIBER_QUEUE_LEN",
+        "Outbound queue of each WebSocket and SSE client; a client that fills it is closed as too slow",
+    ),
+    setting(
+        "ws_max_frame_bytes",
+        "KAILASH_WS_MAX_FRAME_BYTES",
+        "Largest WebSocket frame a client may send; a bigger one closes the connection (1009)",
+    ),
+    setting(
+        "ws_ping_seconds",
+        "KAILASH_WS_PING_SECONDS",
+        "How often the server pings each WebSocket client",
+    ),
+    setting(
+        "ws_client_timeout_seconds",
+        "KAILASH_WS_CLIENT_TIMEOUT_SECONDS",
+        "A WebSocket client silent (no frame, no pong) this long is closed",
+    ),
+    setting(
+        "sse_heartbeat_seconds",
+        "KAILASH_SSE_HEARTBEAT_SECONDS",
+        "How often an idle SSE stream gets a comment heartbeat",
+    ),
+    setting(
+        "max_room_members",
+        "KAILASH_MAX_ROOM_MEMBERS",
+        "Most WebSocket connections one collaboration room holds",
+    ),
+    setting(
+        "webhook_timeout_seconds",
+        "KAILASH_WEBHOOK_TIMEOUT_SECONDS",
+        "Time limit of one webhook delivery attempt",
+    ),
+    setting(
+        "webhook_max_attempts",
+        "KAILASH_WEBHOOK_MAX_ATTEMPTS",
+        "Attempts per webhook delivery before it is given up",
+    ),
+    setting(
+        "webhook_retry_base_ms",
+        "KAILASH_WEBHOOK_RETRY_BASE_MS",
+        "First retry delay; doubles per attempt (capped at 60 s), with jitter",
+    ),
+    setting(
+        "webhook_queue_len",
+        "KAILASH_WEBHOOK_QUEUE_LEN",
+        "Events waiting per webhook; beyond it events are given up as queue_full",
+    ),
+    setting(
+        "max_webhooks_per_user",
+        "KAILASH_MAX_WEBHOOKS_PER_USER",
+        "Webhooks one principal may register",
     ),
     setting(
         "title",

@@ -45,6 +45,7 @@ error_codes! {
     InvalidJson => BAD_REQUEST, "invalid_json", "The request body is not valid JSON";
     InvalidRequest => BAD_REQUEST, "invalid_request", "The request is invalid";
     InvalidEventTypes => BAD_REQUEST, "invalid_event_types", "Unknown event type";
+    InvalidMessage => BAD_REQUEST, "invalid_message", "The WebSocket message is invalid";
     InvalidWorkflow => BAD_REQUEST, "invalid_workflow", "The workflow is invalid";
     DynamicWorkflowsDisabled => FORBIDDEN, "dynamic_workflows_disabled", "Dynamic workflow creation is disabled on this gateway";
     MissingCredentials => UNAUTHORIZED, "missing_credentials", "Not authenticated";
@@ -64,6 +65,12 @@ error_codes! {
     Draining => SERVICE_UNAVAILABLE, "draining", "The gateway is shutting down";
     Unavailable => SERVICE_UNAVAILABLE, "unavailable", "A gateway component did not answer in time";
     RequestTimeout => GATEWAY_TIMEOUT, "request_timeout", "The request took too long";
+    RoomNotJoined => CONFLICT, "room_not_joined", "This connection has not joined the room";
+    RoomFull => CONFLICT, "room_full", "The room is full";
+    TooManyRooms => CONFLICT, "too_many_rooms", "This connection has joined too many rooms";
+    WebhookNotFound => NOT_FOUND, "webhook_not_found", "Webhook not found";
+    TooManyWebhooks => CONFLICT, "too_many_webhooks", "Too many webhooks registered";
+    EgressDenied => BAD_REQUEST, "egress_denied", "The target address is not allowed";
     Internal => INTERNAL_SERVER_ERROR, "internal_error", "Internal server error";
 }
 
@@ -126,6 +133,20 @@ impl ApiError {
     pub fn code(&self) -> ErrorCode {
         self.code
     }
+
+    /// The error object alone, as WebSocket and SSE error frames carry it.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::to_value(self.error_body()).expect("an error body is plain data")
+    }
+
+    fn error_body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            detail: &self.detail,
+            code: self.code.as_str(),
+            request_id: current_request_id(),
+            errors: &self.errors,
+        }
+    }
 }
 
 impl fmt::Display for ApiError {
@@ -159,12 +180,7 @@ impl ResponseError for ApiError {
             let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             response.insert_header((header::RETRY_AFTER, seconds.max(1)));
         }
-        response.json(ErrorBody {
-            detail: &self.detail,
-            code: self.code.as_str(),
-            request_id: current_request_id(),
-            errors: &self.errors,
-        })
+        response.json(self.error_body())
     }
 }
 

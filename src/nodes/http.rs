@@ -128,11 +128,17 @@ fn http_schema() -> NodeSchema {
     )
 }
 
-fn build_client(policy: &Arc<EgressPolicy>) -> reqwest::Result<Client> {
-    let hops = Arc::clone(policy);
+/// A client builder that only ever connects to addresses `policy` vetted (no proxy, which
+/// would resolve targets itself). Shared with webhook delivery.
+pub(crate) fn vetted_client(policy: &Arc<EgressPolicy>) -> reqwest::ClientBuilder {
     Client::builder()
         .dns_resolver(VettedResolver(Arc::clone(policy)))
         .no_proxy()
+}
+
+fn build_client(policy: &Arc<EgressPolicy>) -> reqwest::Result<Client> {
+    let hops = Arc::clone(policy);
+    vetted_client(policy)
         .redirect(Policy::custom(move |attempt| {
             // `previous` holds every URL already requested, the original included.
             if attempt.previous().len() > MAX_REDIRECTS {
@@ -163,7 +169,7 @@ impl Resolve for VettedResolver {
 
 /// The scheme check, and the egress check for IP-literal hosts (names are vetted when the
 /// resolver looks them up).
-fn check_url(policy: &EgressPolicy, url: &Url) -> Result<(), NodeError> {
+pub(crate) fn check_url(policy: &EgressPolicy, url: &Url) -> Result<(), NodeError> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(NodeError::new(format!(
             "only http and https URLs are allowed, not {}:",

@@ -6,9 +6,9 @@
 //! targets unless `egress_allow` lets them through (`egress`).
 
 mod csv;
-mod egress;
+pub(crate) mod egress;
 mod files;
-mod http;
+pub(crate) mod http;
 mod json;
 mod merge;
 mod sql;

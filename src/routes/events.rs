@@ -35,7 +35,7 @@ fn invalid(path: &str, message: String) -> ApiError {
 }
 
 /// Parses an `event_types` query value; an unknown name is a 400 naming it.
-fn event_types_param(raw: Option<&str>) -> Result<Option<HashSet<EventType>>, ApiError> {
+pub(crate) fn event_types_param(raw: Option<&str>) -> Result<Option<HashSet<EventType>>, ApiError> {
     let Some(raw) = raw.filter(|r| !r.trim().is_empty()) else {
         return Ok(None);
     };
@@ -53,7 +53,7 @@ fn event_types_param(raw: Option<&str>) -> Result<Option<HashSet<EventType>>, Ap
     })
 }
 
-fn capitalized(text: &str) -> String {
+pub(crate) fn capitalized(text: &str) -> String {
     let mut chars = text.chars();
     chars
         .next()

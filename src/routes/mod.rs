@@ -8,6 +8,8 @@ mod meta;
 mod sessions;
 mod workflows;
 
+pub(crate) use events::{capitalized, event_types_param};
+
 use actix_web::{HttpRequest, HttpResponse, Resource, web};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -17,6 +19,7 @@ use kailash_actors::Caller;
 use crate::{
     auth::Identity,
     http::{ApiError, ErrorCode, FieldError},
+    realtime,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -42,6 +45,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .delete(sessions::close),
     )
     .service(resource("/api/events/recent").get(events::recent))
+    .service(resource("/ws").get(realtime::ws_connect))
+    .service(resource("/events").get(realtime::sse_stream))
     .service(
         resource("/api/workflows")
             .get(workflows::list)

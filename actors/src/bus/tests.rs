@@ -130,7 +130,7 @@ async fn a_full_queue_cuts_the_subscriber_off() {
             .await
             .unwrap();
     }
-    assert!(inbox.overflowed());
+    assert!(inbox.status.overflowed());
     assert_eq!(seqs(&mut inbox), vec![1, 2]);
     assert!(inbox.rx.recv().await.is_none(), "the bus let go of it");
     assert_eq!(bus.send(BusStats).await.unwrap().subscribers, 0);
