@@ -29,6 +29,7 @@ use crate::{
     config::{AuthMode, Secret, Settings},
     metrics::Metrics,
     nodes::{self, NodeEnvironment},
+    realtime::webhooks::Webhooks,
     routes, shared_workflows, tls,
 };
 
@@ -37,8 +38,9 @@ pub struct AppState {
     pub gateway: Gateway,
     pub settings: Arc<Settings>,
     pub auth: Authenticator,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub lifecycle: Lifecycle,
+    pub webhooks: Webhooks,
 }
 
 /// Start time and readiness of this node, and the signal that ends its live streams.
@@ -117,10 +119,12 @@ impl Application {
         let settings = Arc::new(settings);
         let keys = signing_secret.map(|secret| TokenKeys::hs256(secret.expose().as_bytes()));
         let gateway = Gateway::start(gateway_config(&settings)?);
+        let metrics = Arc::new(Metrics::new());
         let state = web::Data::new(AppState {
+            webhooks: Webhooks::new(&settings, gateway.clone(), metrics.clone()),
             gateway,
             auth: Authenticator::new(&settings, keys),
-            metrics: Metrics::new(),
+            metrics,
             lifecycle: Lifecycle::new(),
             settings: settings.clone(),
         });

@@ -72,7 +72,7 @@ pub struct SubscriberInbox {
 }
 
 /// The reader's view of its queue's overflows.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct InboxStatus {
     overflow: Arc<Overflow>,
 }

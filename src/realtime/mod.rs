@@ -10,6 +10,7 @@
 //! refused exactly like an unknown one.
 
 mod sse;
+pub mod webhooks;
 
 mod ws;
 

@@ -8,6 +8,7 @@ use crate::{
     app::AppState,
     config::AuthMode,
     http::{ApiError, ErrorCode},
+    metrics::Transport,
 };
 
 pub async fn root(state: web::Data<AppState>) -> HttpResponse {
@@ -17,13 +18,11 @@ pub async fn root(state: web::Data<AppState>) -> HttpResponse {
         "status": "healthy",
         "uptime_seconds": state.lifecycle.uptime().as_secs_f64(),
         "auth": match state.auth.mode() { AuthMode::Gated => "gated", AuthMode::Open => "open" },
-        // Features are reported as they are built: real-time delivery and webhooks arrive
-        // with later work.
         "features": {
             "sessions": true,
-            "real_time": false,
+            "real_time": true,
             "dynamic_workflows": state.settings.enable_dynamic_workflows,
-            "webhooks": false,
+            "webhooks": true,
         },
         "endpoints": {
             "sessions": "/api/sessions",
@@ -58,6 +57,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 
 pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let stats = state.gateway.stats().await?;
+    let realtime = &state.metrics.realtime;
     Ok(HttpResponse::Ok().json(json!({
         "gateway": {
             "uptime_seconds": state.lifecycle.uptime().as_secs_f64(),
@@ -78,7 +78,19 @@ pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         },
         "realtime": {
             "events_emitted": stats.events_emitted,
+            "events_queued": stats.events_queued,
             "retained_event_streams": stats.retained_event_streams,
+            "subscribers": stats.subscribers,
+            "websocket_connections": realtime.transport(Transport::WebSocket).connections.get(),
+            "sse_connections": realtime.transport(Transport::Sse).connections.get(),
+            "events_delivered": {
+                "websocket": realtime.transport(Transport::WebSocket).delivered.get(),
+                "sse": realtime.transport(Transport::Sse).delivered.get(),
+                "webhook": realtime.transport(Transport::Webhook).delivered.get(),
+            },
+            "slow_consumers_closed": realtime.transport(Transport::WebSocket).slow_consumers_closed.get()
+                + realtime.transport(Transport::Sse).slow_consumers_closed.get(),
+            "webhook_stats": state.webhooks.stats(),
         },
         "schema_registry": {
             "node_types": state.gateway.node_registry().len(),

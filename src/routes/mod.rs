@@ -6,6 +6,7 @@ mod executions;
 mod health;
 mod meta;
 mod sessions;
+mod webhooks;
 mod workflows;
 
 pub(crate) use events::{capitalized, event_types_param};
@@ -45,6 +46,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .delete(sessions::close),
     )
     .service(resource("/api/events/recent").get(events::recent))
+    .service(
+        resource("/api/webhooks")
+            .get(webhooks::list)
+            .post(webhooks::register),
+    )
+    .service(resource("/api/webhooks/{webhook_id}").delete(webhooks::unregister))
+    .service(resource("/api/webhooks/{webhook_id}/deliveries").get(webhooks::deliveries))
     .service(resource("/ws").get(realtime::ws_connect))
     .service(resource("/events").get(realtime::sse_stream))
     .service(

@@ -4,6 +4,7 @@
 mod client;
 mod rooms;
 mod sse;
+mod webhooks;
 mod websocket;
 
 use serde_json::{Value, json};
