@@ -136,7 +136,9 @@ impl Connection {
                 )),
                 incoming = messages.recv() => {
                     last_heard = Instant::now();
-                    self.on_incoming(incoming).await
+                    // Boxed: handling a message awaits deep gateway calls, and keeping their
+                    // state inline would make every idle connection's task that much bigger.
+                    Box::pin(self.on_incoming(incoming)).await
                 }
                 delivery = inbox.rx.recv() => match delivery {
                     Some(Delivery::Event(event)) => {
