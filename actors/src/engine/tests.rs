@@ -23,6 +23,23 @@ fn problems(config: Value) -> Vec<(String, String)> {
 }
 
 #[test]
+fn a_node_type_can_refuse_its_config_with_its_own_code() {
+    let found = parse(json!({"name": "w", "nodes": [
+        {"id": "a", "type": "Echo", "config": {"refuse": true}},
+        {"id": "b", "type": "Echo"},
+    ]}))
+    .unwrap_err();
+    assert_eq!(
+        found,
+        vec![Problem {
+            path: "nodes[0].config.refuse".into(),
+            message: "this node refuses it".into(),
+            code: Some("refused_by_type"),
+        }]
+    );
+}
+
+#[test]
 fn both_node_forms_and_both_connection_forms_are_accepted() {
     let listed = parse(json!({
         "name": "w",
