@@ -299,7 +299,11 @@ impl Settings {
         for (key, value, least) in [
             ("python_cpu_seconds", self.python_cpu_seconds as usize, 1),
             ("python_memory_mb", self.python_memory_mb, 64),
-            ("python_max_output_bytes", self.python_max_output_bytes, 1024),
+            (
+                "python_max_output_bytes",
+                self.python_max_output_bytes,
+                1024,
+            ),
             ("python_max_print_bytes", self.python_max_print_bytes, 0),
         ] {
             if value < least {
@@ -308,7 +312,10 @@ impl Settings {
         }
         let denied = crate::nodes::python::DENIED_IMPORTS;
         for module in &self.python_allowed_imports {
-            if module.is_empty() || !module.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            if module.is_empty()
+                || !module
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
             {
                 return bad(
                     "python_allowed_imports",

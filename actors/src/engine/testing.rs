@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::node::{
-    ConfigProblem, NodeCall, NodeError, NodeOutput, NodeRegistry, NodeSchema, NodeType, ParamSpec, ParamType,
-    PortSpec,
+    ConfigProblem, NodeCall, NodeError, NodeOutput, NodeRegistry, NodeSchema, NodeType, ParamSpec,
+    ParamType, PortSpec,
 };
 
 /// `Echo`: outputs `{"result": value}` (or its `input` when no value is configured).

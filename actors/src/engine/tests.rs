@@ -309,6 +309,26 @@ fn a_missing_output_or_required_input_fails_the_node() {
 }
 
 #[test]
+fn an_output_key_the_node_lacks_is_looked_up_in_its_result() {
+    let workflow = parse(json!({
+        "name": "w",
+        "nodes": [{"id": "a", "type": "Echo"}, {"id": "b", "type": "Echo"}],
+        "connections": [{"from": "a", "from_output": "rows.1", "to": "b", "to_input": "value"}],
+    }))
+    .unwrap();
+    let registry = testing::registry();
+    let (mut plan, inputs) = plan_of(&workflow, json!({}), json!({}));
+    plan.take_ready(&workflow, &registry, &inputs);
+    let output = json!({"result": {"rows": ["x", "y"]}});
+    plan.complete(0, output.as_object().cloned().unwrap());
+    let ready = plan.take_ready(&workflow, &registry, &inputs);
+    let [Next::Run { params, .. }] = ready.as_slice() else {
+        panic!("b runs: {ready:?}");
+    };
+    assert_eq!(params["value"], "y");
+}
+
+#[test]
 fn dotted_outputs_reach_into_nested_values() {
     let workflow = parse(json!({
         "name": "w",

@@ -332,7 +332,13 @@ impl Worker {
             }
             other => other.to_string(),
         };
-        let tail: Vec<u8> = self.stderr_tail.lock().expect("stderr lock").iter().copied().collect();
+        let tail: Vec<u8> = self
+            .stderr_tail
+            .lock()
+            .expect("stderr lock")
+            .iter()
+            .copied()
+            .collect();
         let tail = String::from_utf8_lossy(&tail);
         let last = tail.trim().lines().last().unwrap_or_default().to_owned();
         if last.is_empty() {

@@ -34,7 +34,11 @@ fn registry_with(pool: &PythonPool) -> NodeRegistry {
     registry
 }
 
-async fn run_type(registry: &NodeRegistry, node_type: &str, params: Value) -> Result<Value, String> {
+async fn run_type(
+    registry: &NodeRegistry,
+    node_type: &str,
+    params: Value,
+) -> Result<Value, String> {
     registry
         .get(node_type)
         .expect("registered")
@@ -49,7 +53,11 @@ fn code_sees_its_inputs_and_outputs_result_or_its_own_locals() {
     let dir = TempDir::new();
     run(async {
         let registry = registry_with(&pool_in(&dir, |_| {}));
-        let out = run_type(&registry, "PythonCodeNode", json!({"code": "result = {'n': x * 2}", "x": 21}));
+        let out = run_type(
+            &registry,
+            "PythonCodeNode",
+            json!({"code": "result = {'n': x * 2}", "x": 21}),
+        );
         assert_eq!(out.await.unwrap(), json!({"result": {"n": 42}}));
 
         // No `result`: what the code bound, not the inputs it left alone nor its config.
@@ -59,7 +67,10 @@ fn code_sees_its_inputs_and_outputs_result_or_its_own_locals() {
             json!({"code": "total = sum(items)\nitems2 = items + [4]\n_hidden = 1\nimport math",
                    "items": [1, 2, 3], "name": "summer"}),
         );
-        assert_eq!(out.await.unwrap(), json!({"total": 6, "items2": [1, 2, 3, 4]}));
+        assert_eq!(
+            out.await.unwrap(),
+            json!({"total": 6, "items2": [1, 2, 3, 4]})
+        );
     });
 }
 
@@ -86,7 +97,10 @@ fn data_transformer_applies_expressions_lambdas_and_blocks_in_order() {
             json!({"data": 1, "transformations": ["result + 1", "result / 0"]}),
         );
         let message = failed.await.unwrap_err();
-        assert!(message.starts_with("transformation 2: ZeroDivisionError"), "{message}");
+        assert!(
+            message.starts_with("transformation 2: ZeroDivisionError"),
+            "{message}"
+        );
     });
 }
 
@@ -102,7 +116,11 @@ fn a_dropped_run_kills_its_worker_and_the_pool_replaces_it() {
             json!({"code": "import time\ntime.sleep(30)"}),
         );
         // Dropping the future is what cancel and the engine's timeouts do.
-        assert!(tokio::time::timeout(Duration::from_millis(300), sleeper).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), sleeper)
+                .await
+                .is_err()
+        );
         let started = Instant::now();
         let out = run_type(&registry, "PythonCodeNode", json!({"code": "result = 1"}));
         assert_eq!(out.await.unwrap(), json!({"result": 1}));
@@ -117,7 +135,11 @@ fn the_wall_clock_kills_code_that_runs_too_long() {
         let pool = pool_in(&dir, |s| s.python_timeout_seconds = 0.5);
         let registry = registry_with(&pool);
         let started = Instant::now();
-        let out = run_type(&registry, "PythonCodeNode", json!({"code": "while True: pass"}));
+        let out = run_type(
+            &registry,
+            "PythonCodeNode",
+            json!({"code": "while True: pass"}),
+        );
         let message = out.await.unwrap_err();
         assert!(message.contains("longer than 0.5 s"), "{message}");
         assert!(started.elapsed() < Duration::from_secs(2));
@@ -130,7 +152,9 @@ fn the_wall_clock_kills_code_that_runs_too_long() {
 fn sandbox_mode_and_a_missing_python_are_refused_at_creation() {
     let dir = TempDir::new();
     run(async {
-        let pool = pool_in(&dir, |s| s.python_executable = "/nonexistent/python3".into());
+        let pool = pool_in(&dir, |s| {
+            s.python_executable = "/nonexistent/python3".into()
+        });
         assert!(!pool.is_available());
         let registry = registry_with(&pool);
         let node = registry.get("PythonCodeNode").unwrap();
@@ -142,7 +166,10 @@ fn sandbox_mode_and_a_missing_python_are_refused_at_creation() {
             .collect();
         assert_eq!(
             found,
-            vec![(Some("sandbox_mode"), None), (None, Some("python_unavailable"))]
+            vec![
+                (Some("sandbox_mode"), None),
+                (None, Some("python_unavailable"))
+            ]
         );
         let out = run_type(&registry, "PythonCodeNode", json!({"code": "result = 1"}));
         assert!(out.await.unwrap_err().contains("not available"));
