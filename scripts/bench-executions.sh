@@ -4,11 +4,17 @@
 #
 #   bash scripts/bench-executions.sh [--duration S] [--runs R]
 #                                    [--connections N] [--no-build]
-#                                    [--bin PATH]
+#                                    [--bin PATH] [--workflow W] [--rate R]
 #
 # executions.e2e: executions per second of a 2-node native workflow
 # (SwitchNode -> MergeNode, "route_and_merge") started AND completed over
 # HTTP at N concurrent clients (default 32; target >= 5,000/s).
+# --workflow python_double runs the 1-node PythonCodeNode workflow
+# (`result = {'n': x * 2}`) instead (scripts/bench-python.sh). --rate R
+# paces wrk to about R starts/s in all (each connection waits its share
+# before each request; wrk's delay()): unpaced, starts outrun completions and
+# the execution latency measures the backlog; paced below capacity, it
+# measures an execution.
 #
 # One server (KAILASH_MAX_EXECUTIONS_PER_SESSION and
 # KAILASH_MAX_CONCURRENT_EXECUTIONS = 100000000, KAILASH_MAX_SESSIONS=1000)
@@ -18,7 +24,8 @@
 # from GET /api/stats, note the wall-clock start, run wrk for S seconds, poll
 # /api/stats every 50 ms until agent_ui.active_executions == 0 (60 s timeout),
 # note the end; completed/s = (workflows_executed after - before) /
-# (end - start). A 2 s warm-up run first (not counted), then R runs of S
+# (end - start); then sample the execution latency (completed_at -
+# created_at, server clock) of the 20 most recent executions per session. A 2 s warm-up run first (not counted), then R runs of S
 # seconds (default 3 x 10 s); prints every run and the median across runs.
 #
 # Completions are counted by the server's own counter; wrk only reports the
@@ -42,6 +49,8 @@ RUNS=3
 CONNECTIONS=32
 BUILD=1
 BIN=""
+WORKFLOW=route_and_merge
+RATE=0
 WARMUP_SECONDS=2
 IDLE_TIMEOUT=60
 
@@ -56,6 +65,10 @@ while [ $# -gt 0 ]; do
     --bin) need_value "$@"; BIN="$2"; BUILD=0; shift 2 ;;
     --bin=*) BIN="${1#*=}"; BUILD=0; shift ;;
     --no-build) BUILD=0; shift ;;
+    --workflow) need_value "$@"; WORKFLOW="$2"; shift 2 ;;
+    --workflow=*) WORKFLOW="${1#*=}"; shift ;;
+    --rate) need_value "$@"; RATE="$2"; shift 2 ;;
+    --rate=*) RATE="${1#*=}"; shift ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
@@ -63,6 +76,7 @@ done
 is_uint "$DURATION" || die "--duration must be a positive integer (seconds)"
 is_uint "$RUNS" || die "--runs must be a positive integer"
 is_uint "$CONNECTIONS" || die "--connections must be a positive integer"
+[[ "$RATE" =~ ^[0-9]+$ ]] || die "--rate must be a whole number of starts per second (0: unpaced)"
 [ "$CONNECTIONS" -le 1000 ] || die "--connections must be at most 1000 (one session each; KAILASH_MAX_SESSIONS=1000)"
 
 # ------------------------------------------------------------ prerequisites
@@ -74,7 +88,8 @@ SERVER_ENV=(
 )
 WRK_LUA="$ROOT/scripts/bench/start_execution.lua"
 WRK_PATH=/api/executions
-LABEL="executions.e2e c=$CONNECTIONS"
+LABEL="executions.e2e $WORKFLOW c=$CONNECTIONS"
+[ "$RATE" -eq 0 ] || LABEL="$LABEL rate=$RATE/s"
 RESULTS="$WORK/results.txt"
 : >"$RESULTS"
 
@@ -89,7 +104,7 @@ wait_idle() {
 # One wrk run of SECONDS; with a run number, prints the result line and
 # appends its data to $RESULTS. Sets NON2XX.
 measure() { # SECONDS OUTFILE [RUN]
-    local secs="$1" out="$2" run="${3:-}" before t0 idle t1 after line
+    local secs="$1" out="$2" run="${3:-}" before t0 idle t1 after line latency
     idle="$(wait_idle)"
     before="${idle#* }"
     t0="$(date +%s.%N)"
@@ -103,8 +118,10 @@ measure() { # SECONDS OUTFILE [RUN]
         echo "warm-up: $((after - before)) executions completed in ${secs}s (wrk non-2xx $NON2XX)"
         return 0
     fi
+    latency="$(helper latency --port "$SERVER_PORT" --token "$TOKEN" --targets "$TARGETS" --sample 20)" ||
+        die "could not sample execution latencies"
     line="$(helper run-line --label "$LABEL" --run "$run" --start "$t0" --end "$t1" \
-        --before "$before" --after "$after" --wrk "$out")" ||
+        --before "$before" --after "$after" --wrk "$out" --exec-latency "$latency")" ||
         die "could not parse wrk output ($out)"
     grep -v '^DATA ' <<<"$line"
     grep '^DATA ' <<<"$line" >>"$RESULTS"
@@ -118,7 +135,7 @@ print_summary() {
     else
         echo "$LABEL: no completed runs"
     fi
-    printf 'workflow route_and_merge (SwitchNode -> MergeNode), %s sessions, 1 per wrk connection;\n' "$CONNECTIONS"
+    printf 'workflow %s, %s sessions, 1 per wrk connection;\n' "$WORKFLOW" "$CONNECTIONS"
     printf 'completed/s = server agent_ui.workflows_executed delta / (wrk start -> no active executions);\n'
     printf 'completions counted by the server'"'"'s own counter, starts and latency by wrk (-t2 --latency);\n'
     printf 'completed can exceed wrk'"'"'s count by up to %s: starts in flight when wrk stops are not counted by wrk;\n' "$CONNECTIONS"
@@ -129,12 +146,13 @@ print_summary() {
 echo "kailash-gateway execution benchmark: $(nproc) cores, binary $BIN"
 echo "settings: duration ${DURATION}s, runs $RUNS, connections $CONNECTIONS"
 
-step "$LABEL: fresh server, $CONNECTIONS sessions with workflow route_and_merge"
+step "$LABEL: fresh server, $CONNECTIONS sessions with workflow $WORKFLOW"
 start_server
 TOKEN="$(mint_token bench-user)"
-TARGETS="$(helper setup --port "$SERVER_PORT" --token "$TOKEN" --sessions "$CONNECTIONS")" ||
+TARGETS="$(helper setup --port "$SERVER_PORT" --token "$TOKEN" --sessions "$CONNECTIONS" --workflow "$WORKFLOW")" ||
     die "creating the sessions and workflows failed (log: $SERVER_LOG)"
-WRK_ENV=(KAILASH_BENCH_TARGETS="$TARGETS")
+WRK_ENV=(KAILASH_BENCH_TARGETS="$TARGETS" KAILASH_BENCH_INPUTS="$(helper inputs --workflow "$WORKFLOW")"
+    KAILASH_BENCH_RATE="$RATE" KAILASH_BENCH_CONNECTIONS="$CONNECTIONS")
 echo "created $CONNECTIONS sessions, each with one workflow"
 
 step "$LABEL: ${WARMUP_SECONDS}s warm-up (not counted), then $RUNS x ${DURATION}s"

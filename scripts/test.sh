@@ -29,6 +29,8 @@
 #   KAILASH_TEST_REDIS_CONF    config file: `redis-server "$KAILASH_TEST_REDIS_CONF"`
 #                              restarts it (daemonized) on the same port
 #   KAILASH_TEST_REDIS_PIDFILE pidfile of the running redis-server
+#   KAILASH_TEST_PYTHON        python3 of a venv with pandas (.ci/python-venv,
+#                              kept between runs): the code nodes' interpreter
 #
 # Knobs (environment):
 #   KAILASH_SKIP_LINT=1        skip fmt and clippy (quick local runs)
@@ -79,6 +81,20 @@ fi
 svc_ensure_python3
 svc_ensure_postgres
 svc_ensure_redis
+# The code nodes' tests run pandas workflows: a venv outside .ci/state (which is wiped
+# each run) so pandas is installed once, then reused.
+PY_VENV="$ROOT/.ci/python-venv"
+if ! "$PY_VENV/bin/python3" -c 'import pandas' >/dev/null 2>&1; then
+    banner "creating $PY_VENV with pandas"
+    "$SVC_PYTHON" -m venv "$PY_VENV" || {
+        svc_apt_install python3-venv
+        rm -rf "$PY_VENV"
+        "$SVC_PYTHON" -m venv "$PY_VENV"
+    } || fail "cannot create a Python venv at $PY_VENV"
+    "$PY_VENV/bin/python3" -m pip install --quiet --disable-pip-version-check pandas ||
+        fail "pip install pandas failed"
+fi
+export KAILASH_TEST_PYTHON="$PY_VENV/bin/python3"
 command -v timeout >/dev/null 2>&1 || fail "coreutils 'timeout' not found"
 
 if [ "$CI" = true ]; then

@@ -212,6 +212,9 @@ fn gateway_config(settings: &Settings) -> Result<GatewayConfig, BuildError> {
     let node_registry = nodes::native_registry(&NodeEnvironment {
         data_dirs: settings.node_data_dirs.clone(),
         egress_allow: settings.egress_allow.clone(),
+        python: Some(nodes::python::PythonPool::start(
+            nodes::python::pool_config(settings),
+        )),
     });
     let limits = WorkflowLimits {
         max_nodes: settings.max_nodes_per_workflow,

@@ -1,10 +1,17 @@
 #!/usr/bin/env python3
 """HTTP helpers of scripts/bench-executions.sh (stdlib only).
 
-    executions.py setup --port P --token T --sessions N
+    executions.py setup --port P --token T --sessions N [--workflow W]
         Creates N sessions (POST /api/sessions) and in each the benchmark
-        workflow (POST /api/workflows?session_id=ID); prints
+        workflow W (route_and_merge, the default, or python_double;
+        POST /api/workflows?session_id=ID); prints
         "sid1:wid1,sid2:wid2,..." (the KAILASH_BENCH_TARGETS value).
+    executions.py inputs [--workflow W]
+        Prints the JSON `inputs` each execution of W is started with (the
+        KAILASH_BENCH_INPUTS value).
+    executions.py latency --port P --token T --targets SPEC [--sample K]
+        Prints "P50_MS P99_MS" of completed_at - created_at (server clock) of
+        the K most recent executions of each session in SPEC.
     executions.py executed --port P --token T
         Prints agent_ui.workflows_executed and agent_ui.active_executions.
     executions.py wait-idle --port P --token T [--timeout 60] [--interval 0.05]
@@ -21,6 +28,7 @@
 Exit code 1 on any HTTP or parse error (message on stderr).
 """
 import argparse
+import datetime
 import http.client
 import json
 import os
@@ -31,7 +39,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wrk_stats import fmt_ms, parse  # noqa: E402
 
-WORKFLOW = {
+ROUTE_AND_MERGE = {
     "name": "route_and_merge",
     "nodes": [
         {"id": "route", "type": "SwitchNode",
@@ -42,6 +50,18 @@ WORKFLOW = {
         {"from_node": "route", "from_output": "true_output",
          "to_node": "merge", "to_input": "data1"},
     ],
+}
+
+
+PYTHON_DOUBLE = {
+    "name": "python_double",
+    "nodes": [{"id": "double", "type": "PythonCodeNode", "config": {"code": "result = {'n': x * 2}"}}],
+}
+
+# name -> (workflow, inputs of each execution)
+WORKFLOWS = {
+    "route_and_merge": (ROUTE_AND_MERGE, {"route": {"input_data": {"tier": "gold", "n": 1}}}),
+    "python_double": (PYTHON_DOUBLE, {"x": 21}),
 }
 
 
@@ -79,11 +99,40 @@ def cmd_setup(a):
     targets = []
     for _ in range(a.sessions):
         sid = c.call("POST", "/api/sessions", {})["session_id"]
-        wid = c.call("POST", "/api/workflows?session_id=%s" % sid, WORKFLOW)["workflow_id"]
+        wid = c.call("POST", "/api/workflows?session_id=%s" % sid, WORKFLOWS[a.workflow][0])["workflow_id"]
         if ":" in sid + wid or "," in sid + wid:
             raise RuntimeError("unexpected id %r / %r" % (sid, wid))
         targets.append("%s:%s" % (sid, wid))
     print(",".join(targets))
+
+
+def cmd_inputs(a):
+    print(json.dumps(WORKFLOWS[a.workflow][1]))
+
+
+def parse_time(text):
+    # RFC 3339 with nanoseconds and Z: keep microseconds for datetime.
+    head, _, frac = text.rstrip("Z").partition(".")
+    stamp = datetime.datetime.strptime(head, "%Y-%m-%dT%H:%M:%S")
+    return stamp.timestamp() + float("0." + (frac or "0"))
+
+
+def cmd_latency(a):
+    c = Client(a.port, a.token)
+    samples = []
+    for pair in a.targets.split(","):
+        sid = pair.split(":")[0]
+        listed = c.call("GET", "/api/executions?session_id=%s" % sid)["executions"]
+        listed.sort(key=lambda e: e["created_at"], reverse=True)
+        for e in listed[: a.sample]:
+            run = c.call("GET", "/api/executions/%s?session_id=%s" % (e["execution_id"], sid))
+            if run["status"] == "completed" and run["completed_at"]:
+                samples.append((parse_time(run["completed_at"]) - parse_time(run["created_at"])) * 1000)
+    if not samples:
+        raise RuntimeError("no completed executions to sample")
+    samples.sort()
+    pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]  # noqa: E731
+    print("%.2f %.2f" % (pick(0.5), pick(0.99)))
 
 
 def cmd_executed(a):
@@ -113,13 +162,19 @@ def cmd_run_line(a):
     secs = a.end - a.start
     rate = completed / secs if secs > 0 else 0.0
     started = w["requests"] - w["non2xx"]
+    exec_latency = ""
+    if a.exec_latency:
+        exec_p50, exec_p99 = (float(v) for v in a.exec_latency.split())
+        exec_latency = "; execution latency p50 %.2f ms / p99 %.2f ms (created->completed)" % (exec_p50, exec_p99)
     print("%s run %d: %.0f completed/s (%d started by wrk, %d completed, wrk non-2xx %d, "
-          "start latency p50 %s ms / p99 %s ms from wrk; %.2f s start->idle, wrk socket errors %d)"
+          "start latency p50 %s ms / p99 %s ms from wrk; %.2f s start->idle, wrk socket errors %d%s)"
           % (a.label, a.run, rate, started, completed, w["non2xx"], fmt_ms(w["p50"]), fmt_ms(w["p99"]),
-             secs, w["sockerr"]))
-    print("DATA " + json.dumps({"rate": rate, "started": started, "completed": completed,
-                                "non2xx": w["non2xx"], "sockerr": w["sockerr"],
-                                "p50": w["p50"], "p99": w["p99"], "wrk_rps": w["rps"]}))
+             secs, w["sockerr"], exec_latency))
+    data = {"rate": rate, "started": started, "completed": completed, "non2xx": w["non2xx"],
+            "sockerr": w["sockerr"], "p50": w["p50"], "p99": w["p99"], "wrk_rps": w["rps"]}
+    if a.exec_latency:
+        data.update(exec_p50=exec_p50, exec_p99=exec_p99)
+    print("DATA " + json.dumps(data))
 
 
 def cmd_summary(a):
@@ -139,6 +194,9 @@ def cmd_summary(a):
              med("wrk_rps"), fmt_ms(med("p50")), fmt_ms(med("p99")),
              sum(r["started"] for r in runs), sum(r["completed"] for r in runs),
              sum(r["non2xx"] for r in runs), sum(r["sockerr"] for r in runs)))
+    if all("exec_p50" in r for r in runs):
+        print("%s: execution latency (created->completed, sampled) p50 %.2f ms / p99 %.2f ms (medians)"
+              % (a.label, med("exec_p50"), med("exec_p99")))
     return 0
 
 
@@ -149,6 +207,14 @@ def main():
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--token", required=True)
     s.add_argument("--sessions", type=int, required=True)
+    s.add_argument("--workflow", choices=sorted(WORKFLOWS), default="route_and_merge")
+    s = sub.add_parser("inputs")
+    s.add_argument("--workflow", choices=sorted(WORKFLOWS), default="route_and_merge")
+    s = sub.add_parser("latency")
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--token", required=True)
+    s.add_argument("--targets", required=True)
+    s.add_argument("--sample", type=int, default=20)
     s = sub.add_parser("executed")
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--token", required=True)
@@ -165,12 +231,14 @@ def main():
     s.add_argument("--before", type=int, required=True)
     s.add_argument("--after", type=int, required=True)
     s.add_argument("--wrk", required=True)
+    s.add_argument("--exec-latency", default="")
     s = sub.add_parser("summary")
     s.add_argument("--label", required=True)
     s.add_argument("file")
     a = p.parse_args()
     try:
-        return {"setup": cmd_setup, "executed": cmd_executed, "wait-idle": cmd_wait_idle,
+        return {"setup": cmd_setup, "inputs": cmd_inputs, "latency": cmd_latency,
+                "executed": cmd_executed, "wait-idle": cmd_wait_idle,
                 "run-line": cmd_run_line, "summary": cmd_summary}[a.cmd](a) or 0
     except (OSError, http.client.HTTPException, RuntimeError, ValueError, KeyError) as exc:
         print("ERROR: %s: %s" % (a.cmd, exc), file=sys.stderr)

@@ -2,7 +2,7 @@
 --   POST /api/executions?session_id=<sid>
 --   Authorization: Bearer $KAILASH_BENCH_TOKEN
 --   Content-Type: application/json
---   body: {"workflow_id": "<wid>", "inputs": {"route": {"input_data": {"tier": "gold", "n": 1}}}}
+--   body: {"workflow_id": "<wid>", "inputs": <$KAILASH_BENCH_INPUTS>}
 -- where <sid>:<wid> cycles over $KAILASH_BENCH_TARGETS ("sid1:wid1,sid2:wid2,...":
 -- one session per connection, each holding the benchmark workflow). Each wrk
 -- thread walks the list round-robin from its own offset, so the requests
@@ -16,6 +16,11 @@ end
 local spec = os.getenv("KAILASH_BENCH_TARGETS")
 if spec == nil or spec == "" then
   error("KAILASH_BENCH_TARGETS is not set")
+end
+
+local inputs = os.getenv("KAILASH_BENCH_INPUTS")
+if inputs == nil or inputs == "" then
+  error("KAILASH_BENCH_INPUTS is not set")
 end
 
 local targets = {}
@@ -42,13 +47,23 @@ local counter = 0
 
 function init(args)
   for i, t in ipairs(targets) do
-    local body = '{"workflow_id": "' .. t.wid ..
-      '", "inputs": {"route": {"input_data": {"tier": "gold", "n": 1}}}}'
+    local body = '{"workflow_id": "' .. t.wid .. '", "inputs": ' .. inputs .. '}'
     requests[i] = wrk.format("POST", "/api/executions?session_id=" .. t.sid, nil, body)
   end
   -- thread_index is set by setup() in this thread's Lua state; the bench
   -- runs wrk -t2, so the second thread starts half-way through the list
   counter = math.floor((thread_index or 0) * #requests / 2) % #requests
+end
+
+-- With $KAILASH_BENCH_RATE (requests/s over all $KAILASH_BENCH_CONNECTIONS
+-- connections), each connection waits its share before every request: an
+-- arrival rate the server can keep up with, for latencies without a backlog.
+local rate = tonumber(os.getenv("KAILASH_BENCH_RATE") or "0") or 0
+local connections = tonumber(os.getenv("KAILASH_BENCH_CONNECTIONS") or "1") or 1
+if rate > 0 then
+  function delay()
+    return 1000 * connections / rate
+  end
 end
 
 function request()

@@ -285,6 +285,54 @@ pub const SETTINGS: &[SettingSpec] = &[
         "KAILASH_EGRESS_ALLOW",
         "Host names, IPs and CIDR ranges HTTP/SQL nodes may reach although loopback, private or link-local",
     ),
+    setting(
+        "python_executable",
+        "KAILASH_PYTHON_EXECUTABLE",
+        "Python 3 interpreter of the code-node workers (a path or a name on PATH); missing: code nodes answer 400 python_unavailable",
+    ),
+    SettingSpec {
+        default_note: Some("CPU cores"),
+        ..setting(
+            "python_workers",
+            "KAILASH_PYTHON_WORKERS",
+            "Pre-started Python worker processes; code nodes beyond that many wait for one",
+        )
+    },
+    list(
+        "python_allowed_imports",
+        "KAILASH_PYTHON_ALLOWED_IMPORTS",
+        "Top-level modules sandboxed code may import (os, sys, subprocess, socket and others are never allowed)",
+    ),
+    setting(
+        "python_timeout_seconds",
+        "KAILASH_PYTHON_TIMEOUT_SECONDS",
+        "Wall-clock limit of one code-node run; then its worker is killed and replaced",
+    ),
+    setting(
+        "python_cpu_seconds",
+        "KAILASH_PYTHON_CPU_SECONDS",
+        "CPU-time limit of one code-node run (RLIMIT_CPU)",
+    ),
+    setting(
+        "python_memory_mb",
+        "KAILASH_PYTHON_MEMORY_MB",
+        "Address-space limit of each Python worker (RLIMIT_AS), also its file-size limit",
+    ),
+    setting(
+        "python_max_output_bytes",
+        "KAILASH_PYTHON_MAX_OUTPUT_BYTES",
+        "Largest JSON output of one code-node run",
+    ),
+    setting(
+        "python_max_print_bytes",
+        "KAILASH_PYTHON_MAX_PRINT_BYTES",
+        "What one run may print (stdout and stderr, captured); more fails the node",
+    ),
+    setting(
+        "python_worker_max_runs",
+        "KAILASH_PYTHON_WORKER_MAX_RUNS",
+        "Runs after which a worker is replaced (0: never; 1: a fresh process per run)",
+    ),
 ];
 
 /// Why the settings could not be loaded; its text is the one line printed before exiting.

@@ -106,6 +106,15 @@ pub struct Settings {
     pub finished_executions_per_session: usize,
     pub node_data_dirs: Vec<PathBuf>,
     pub egress_allow: Vec<String>,
+    pub python_executable: String,
+    pub python_workers: usize,
+    pub python_allowed_imports: Vec<String>,
+    pub python_timeout_seconds: f64,
+    pub python_cpu_seconds: u64,
+    pub python_memory_mb: usize,
+    pub python_max_output_bytes: usize,
+    pub python_max_print_bytes: usize,
+    pub python_worker_max_runs: u32,
 }
 
 impl Default for Settings {
@@ -164,6 +173,18 @@ impl Default for Settings {
             finished_executions_per_session: 1000,
             node_data_dirs: vec![PathBuf::from("kailash-data/files")],
             egress_allow: Vec::new(),
+            python_executable: "python3".into(),
+            python_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            python_allowed_imports: crate::nodes::python::DEFAULT_ALLOWED_IMPORTS
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
+            python_timeout_seconds: 30.0,
+            python_cpu_seconds: 30,
+            python_memory_mb: 1024,
+            python_max_output_bytes: 4 * 1024 * 1024,
+            python_max_print_bytes: 64 * 1024,
+            python_worker_max_runs: 0,
         }
     }
 }
@@ -275,6 +296,7 @@ impl Settings {
         if let Some(path) = self.public_paths.iter().find(|p| !p.starts_with('/')) {
             return bad("public_paths", format!("'{path}' must start with '/'"));
         }
+        self.validate_python()?;
         if self.auth_mode == AuthMode::Gated
             && self.api_gateway_secret.is_none()
             && !self.is_embedded()
@@ -286,6 +308,59 @@ impl Settings {
                      ({MIN_SECRET_BYTES}+ bytes); only the single-node embedded default generates one"
                 ),
             );
+        }
+        Ok(())
+    }
+
+    fn validate_python(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String| Err(ConfigError::invalid(key, why));
+        if self.python_executable.trim().is_empty() {
+            return bad("python_executable", "must not be empty".into());
+        }
+        if !(1..=256).contains(&self.python_workers) {
+            return bad("python_workers", "must be between 1 and 256".into());
+        }
+        let seconds = self.python_timeout_seconds;
+        if !(seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0) {
+            return bad(
+                "python_timeout_seconds",
+                "must be a number of seconds above 0 and at most a day".into(),
+            );
+        }
+        for (key, value, least) in [
+            ("python_cpu_seconds", self.python_cpu_seconds as usize, 1),
+            ("python_memory_mb", self.python_memory_mb, 64),
+            (
+                "python_max_output_bytes",
+                self.python_max_output_bytes,
+                1024,
+            ),
+            ("python_max_print_bytes", self.python_max_print_bytes, 0),
+        ] {
+            if value < least {
+                return bad(key, format!("must be at least {least}"));
+            }
+        }
+        let denied = crate::nodes::python::DENIED_IMPORTS;
+        for module in &self.python_allowed_imports {
+            if module.is_empty()
+                || !module
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return bad(
+                    "python_allowed_imports",
+                    format!("'{module}' is not a top-level module name"),
+                );
+            }
+            if denied.contains(&module.as_str()) {
+                return bad(
+                    "python_allowed_imports",
+                    format!(
+                        "'{module}' reaches processes, sockets, files or the interpreter and can never be allowed"
+                    ),
+                );
+            }
         }
         Ok(())
     }
@@ -342,6 +417,19 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Settings::default().validate().expect("defaults validate");
+    }
+
+    #[test]
+    fn dangerous_python_imports_cannot_be_allowed() {
+        let settings = Settings {
+            python_allowed_imports: vec!["math".into(), "subprocess".into()],
+            ..Settings::default()
+        };
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("python_allowed_imports") && error.contains("subprocess"),
+            "{error}"
+        );
     }
 
     #[test]

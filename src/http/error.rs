@@ -33,6 +33,11 @@ macro_rules! error_codes {
                 match self { $(ErrorCode::$variant => $code,)* }
             }
 
+            /// The code whose stable string is `code`, if there is one.
+            pub fn from_code(code: &str) -> Option<ErrorCode> {
+                Self::ALL.iter().copied().find(|c| c.as_str() == code)
+            }
+
             /// The human sentence used when no more specific one is given.
             pub fn default_detail(self) -> &'static str {
                 match self { $(ErrorCode::$variant => $detail,)* }
@@ -72,6 +77,7 @@ error_codes! {
     TooManyWebhooks => CONFLICT, "too_many_webhooks", "Too many webhooks registered";
     EgressDenied => BAD_REQUEST, "egress_denied", "The target address is not allowed";
     Internal => INTERNAL_SERVER_ERROR, "internal_error", "Internal server error";
+    PythonUnavailable => BAD_REQUEST, "python_unavailable", "Python is not available on this gateway";
 }
 
 /// One problem with one part of the input (`path` like `metadata` or `nodes[1].type`).

@@ -11,6 +11,7 @@ mod files;
 pub(crate) mod http;
 mod json;
 mod merge;
+pub mod python;
 mod sql;
 mod switch;
 mod text;
@@ -27,6 +28,8 @@ pub struct NodeEnvironment {
     /// Host names, IP addresses and CIDR ranges network nodes may reach even though they
     /// are loopback, private or link-local.
     pub egress_allow: Vec<String>,
+    /// The Python worker pool of the code nodes; none: they are listed but refused.
+    pub python: Option<python::PythonPool>,
 }
 
 /// Every native node type, ready for the engine.
@@ -39,6 +42,7 @@ pub fn native_registry(env: &NodeEnvironment) -> NodeRegistry {
     merge::register(&mut registry);
     http::register(&mut registry, env);
     sql::register(&mut registry, env);
+    python::register(&mut registry, env);
     registry
 }
 

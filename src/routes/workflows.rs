@@ -29,7 +29,12 @@ pub async fn create(
         Err(problems) => {
             // An unknown session answers 404 whatever the body holds.
             state.gateway.session(caller, session_id).await?;
-            return Err(ApiError::new(ErrorCode::InvalidWorkflow)
+            // A node type's own code (python_unavailable) says more than invalid_workflow.
+            let code = problems
+                .iter()
+                .find_map(|p| p.code.and_then(ErrorCode::from_code))
+                .unwrap_or(ErrorCode::InvalidWorkflow);
+            return Err(ApiError::new(code)
                 .with_detail(format!("The workflow has {} problem(s)", problems.len()))
                 .with_errors(
                     problems

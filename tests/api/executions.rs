@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 /// Creates a session holding `workflow`; returns (session, workflow id).
-async fn with_workflow(app: &TestApp, workflow: Value) -> (String, String) {
+pub async fn with_workflow(app: &TestApp, workflow: Value) -> (String, String) {
     let session = app.create_session("alice").await;
     let created = app
         .post_json(
@@ -26,7 +26,7 @@ async fn with_workflow(app: &TestApp, workflow: Value) -> (String, String) {
     (session, id)
 }
 
-async fn start(app: &TestApp, session: &str, body: Value) -> String {
+pub async fn start(app: &TestApp, session: &str, body: Value) -> String {
     let started = app
         .post_json(
             "alice",
@@ -41,7 +41,7 @@ async fn start(app: &TestApp, session: &str, body: Value) -> String {
     started["execution_id"].as_str().unwrap().to_owned()
 }
 
-async fn wait_until(
+pub async fn wait_until(
     app: &TestApp,
     session: &str,
     execution: &str,
@@ -63,7 +63,7 @@ async fn wait_until(
     panic!("execution {execution} never reached the expected state");
 }
 
-async fn finished(app: &TestApp, session: &str, execution: &str) -> Value {
+pub async fn finished(app: &TestApp, session: &str, execution: &str) -> Value {
     wait_until(app, session, execution, |s| {
         !["started", "running"].contains(&s["status"].as_str().unwrap())
     })

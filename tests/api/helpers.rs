@@ -21,7 +21,8 @@ pub struct TestApp {
     pub server: ServerHandle,
 }
 
-/// Settings every test starts from: gated, one worker, a fresh data dir, quiet logs.
+/// Settings every test starts from: gated, one worker, a fresh data dir, quiet logs, one
+/// Python worker of `KAILASH_TEST_PYTHON` (scripts/test.sh: a venv with pandas).
 pub fn test_settings() -> Settings {
     let data_dir = std::env::temp_dir().join(format!("kailash-test-{}", uuid::Uuid::new_v4()));
     Settings {
@@ -30,6 +31,9 @@ pub fn test_settings() -> Settings {
         node_data_dirs: vec![data_dir.join("files")],
         data_dir,
         log_filter: "warn".into(),
+        python_executable: std::env::var("KAILASH_TEST_PYTHON")
+            .unwrap_or_else(|_| "python3".into()),
+        python_workers: 1,
         ..Settings::default()
     }
 }

@@ -7,6 +7,7 @@ mod executions;
 mod helpers;
 mod observability;
 mod process;
+mod python;
 mod realtime;
 mod sessions;
 mod tls;

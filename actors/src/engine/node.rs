@@ -236,6 +236,17 @@ impl fmt::Display for NodeError {
 
 impl std::error::Error for NodeError {}
 
+/// A node config its type refuses at workflow creation, beyond what the declared parameter
+/// types check (see [`NodeType::check_config`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The parameter at fault, when one is (the error path then names it).
+    pub parameter: Option<String>,
+    pub message: String,
+    /// A stable error code that says more than `invalid_workflow` (`python_unavailable`).
+    pub code: Option<&'static str>,
+}
+
 /// A node's output: output key → JSON value.
 pub type NodeOutput = Map<String, Value>;
 
@@ -262,6 +273,13 @@ pub trait NodeType: Send + Sync + 'static {
     fn schema(&self) -> &NodeSchema;
 
     fn run(&self, call: NodeCall) -> BoxFuture<'static, Result<NodeOutput, NodeError>>;
+
+    /// Problems with a node's configured parameters that only the type can see (say a
+    /// setting it refuses, or a runtime it needs that this gateway lacks); checked when a
+    /// workflow is created. None by default.
+    fn check_config(&self, _config: &Map<String, Value>) -> Vec<ConfigProblem> {
+        Vec::new()
+    }
 
     /// A branching node (SwitchNode) marks a branch not taken by a null output: nodes fed
     /// only by such outputs are skipped rather than run.

@@ -309,7 +309,13 @@ impl RunPlan {
             .from_output
             .split_first()
             .expect("paths have a first part");
-        let Some(mut value) = output.get(key) else {
+        // Kailash code nodes answer `{"result": {...}}` and frontends connect to the keys
+        // inside it (`from_output: "cleaned_data"`): a key the output lacks is looked up
+        // in its `result`.
+        let found = output
+            .get(key)
+            .or_else(|| output.get("result")?.as_object()?.get(key));
+        let Some(mut value) = found else {
             let produced: Vec<&str> = output.keys().map(String::as_str).collect();
             return Err(format!(
                 "input '{}' expects output '{key}' of node '{source_id}', which produced only [{}]",

@@ -5,13 +5,14 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::node::{
-    NodeCall, NodeError, NodeOutput, NodeRegistry, NodeSchema, NodeType, ParamSpec, ParamType,
-    PortSpec,
+    ConfigProblem, NodeCall, NodeError, NodeOutput, NodeRegistry, NodeSchema, NodeType, ParamSpec,
+    ParamType, PortSpec,
 };
 
 /// `Echo`: outputs `{"result": value}` (or its `input` when no value is configured).
 /// `Fail`: fails with `message`. `Sleep`: waits `ms`, then outputs `{"result": ms}`.
-/// `Panic`: panics. `Needs`: requires `path`. `Branch`: a branching node that outputs
+/// `Panic`: panics. Every type refuses a configured `refuse` parameter (code
+/// `refused_by_type`) at creation. `Needs`: requires `path`. `Branch`: a branching node that outputs
 /// `{"yes": input or null, "no": null or input}` by the truth of `input`.
 pub(crate) struct TestNode {
     schema: NodeSchema,
@@ -75,6 +76,18 @@ impl NodeType for TestNode {
 
     fn is_branching(&self) -> bool {
         self.schema.node_type == "Branch"
+    }
+
+    fn check_config(&self, config: &serde_json::Map<String, Value>) -> Vec<ConfigProblem> {
+        config
+            .get("refuse")
+            .map(|_| ConfigProblem {
+                parameter: Some("refuse".into()),
+                message: "this node refuses it".into(),
+                code: Some("refused_by_type"),
+            })
+            .into_iter()
+            .collect()
     }
 }
 

@@ -23,6 +23,23 @@ fn problems(config: Value) -> Vec<(String, String)> {
 }
 
 #[test]
+fn a_node_type_can_refuse_its_config_with_its_own_code() {
+    let found = parse(json!({"name": "w", "nodes": [
+        {"id": "a", "type": "Echo", "config": {"refuse": true}},
+        {"id": "b", "type": "Echo"},
+    ]}))
+    .unwrap_err();
+    assert_eq!(
+        found,
+        vec![Problem {
+            path: "nodes[0].config.refuse".into(),
+            message: "this node refuses it".into(),
+            code: Some("refused_by_type"),
+        }]
+    );
+}
+
+#[test]
 fn both_node_forms_and_both_connection_forms_are_accepted() {
     let listed = parse(json!({
         "name": "w",
@@ -289,6 +306,26 @@ fn a_missing_output_or_required_input_fails_the_node() {
             "fail n: required parameter 'path' is missing",
         ]
     );
+}
+
+#[test]
+fn an_output_key_the_node_lacks_is_looked_up_in_its_result() {
+    let workflow = parse(json!({
+        "name": "w",
+        "nodes": [{"id": "a", "type": "Echo"}, {"id": "b", "type": "Echo"}],
+        "connections": [{"from": "a", "from_output": "rows.1", "to": "b", "to_input": "value"}],
+    }))
+    .unwrap();
+    let registry = testing::registry();
+    let (mut plan, inputs) = plan_of(&workflow, json!({}), json!({}));
+    plan.take_ready(&workflow, &registry, &inputs);
+    let output = json!({"result": {"rows": ["x", "y"]}});
+    plan.complete(0, output.as_object().cloned().unwrap());
+    let ready = plan.take_ready(&workflow, &registry, &inputs);
+    let [Next::Run { params, .. }] = ready.as_slice() else {
+        panic!("b runs: {ready:?}");
+    };
+    assert_eq!(params["value"], "y");
 }
 
 #[test]

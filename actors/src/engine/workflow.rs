@@ -19,6 +19,10 @@ use super::node::{NodeRegistry, NodeSchema};
 pub struct Problem {
     pub path: String,
     pub message: String,
+    /// A stable error code more specific than `invalid_workflow`, set by a node type's own
+    /// check (see [`super::node::NodeType::check_config`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
 }
 
 impl Problem {
@@ -26,6 +30,7 @@ impl Problem {
         Self {
             path: path.into(),
             message: message.into(),
+            code: None,
         }
     }
 }
@@ -321,8 +326,16 @@ fn parse_nodes(
             ));
             continue;
         }
-        if let Some(schema) = registry.get(node_type).map(|t| t.schema()) {
-            check_parameter_types(schema, &config, &path, problems);
+        if let Some(known) = registry.get(node_type) {
+            check_parameter_types(known.schema(), &config, &path, problems);
+            problems.extend(known.check_config(&config).into_iter().map(|p| Problem {
+                path: match &p.parameter {
+                    Some(name) => format!("{path}.config.{name}"),
+                    None => format!("{path}.type"),
+                },
+                message: p.message,
+                code: p.code,
+            }));
         }
         parsed.push(ParsedNode {
             node: WorkflowNode {
