@@ -85,19 +85,7 @@ fn silent_server() -> u16 {
 #[actix_web::test]
 async fn a_switch_merge_run_completes_with_its_events() {
     let app = spawn_app().await;
-    let (session, workflow) = with_workflow(&app, json!({
-        "name": "route_and_merge",
-        "nodes": [
-            {"id": "route", "type": "SwitchNode", "config": {"condition_field": "tier", "operator": "==", "value": "gold"}},
-            {"id": "gold", "type": "MergeNode", "config": {"merge_type": "concat"}},
-            {"id": "other", "type": "MergeNode", "config": {"merge_type": "concat"}}
-        ],
-        "connections": [
-            {"from_node": "route", "from_output": "true_output", "to_node": "gold", "to_input": "data1"},
-            {"from": "route", "from_output": "false_output.tier", "to": "other", "to_input": "data1"}
-        ]
-    }))
-    .await;
+    let (session, workflow) = with_workflow(&app, route_and_merge()).await;
     let execution = start(&app, &session, json!({"workflow_id": workflow, "inputs": {"route": {"input_data": {"tier": "gold", "n": 1}}}})).await;
     let done = finished(&app, &session, &execution).await;
     assert_eq!(done["status"], "completed", "{done}");

@@ -205,3 +205,21 @@ pub async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) 
     }
     false
 }
+
+/// The native SwitchNode → MergeNode workflow the execution and real-time tests run: `route`
+/// sends `input_data` with `tier == "gold"` to `gold`, anything else to `other`.
+#[rustfmt::skip]
+pub fn route_and_merge() -> Value {
+    serde_json::json!({
+        "name": "route_and_merge",
+        "nodes": [
+            {"id": "route", "type": "SwitchNode", "config": {"condition_field": "tier", "operator": "==", "value": "gold"}},
+            {"id": "gold", "type": "MergeNode", "config": {"merge_type": "concat"}},
+            {"id": "other", "type": "MergeNode", "config": {"merge_type": "concat"}}
+        ],
+        "connections": [
+            {"from_node": "route", "from_output": "true_output", "to_node": "gold", "to_input": "data1"},
+            {"from": "route", "from_output": "false_output.tier", "to": "other", "to_input": "data1"}
+        ]
+    })
+}

@@ -18,18 +18,7 @@ pub async fn session_with_workflow(app: &TestApp, user: &str) -> (String, String
         .post_json(
             user,
             &format!("/api/workflows?session_id={session}"),
-            &json!({
-                "name": "route_and_merge",
-                "nodes": [
-                    {"id": "route", "type": "SwitchNode", "config": {"condition_field": "tier", "operator": "==", "value": "gold"}},
-                    {"id": "gold", "type": "MergeNode", "config": {"merge_type": "concat"}},
-                    {"id": "other", "type": "MergeNode", "config": {"merge_type": "concat"}}
-                ],
-                "connections": [
-                    {"from_node": "route", "from_output": "true_output", "to_node": "gold", "to_input": "data1"},
-                    {"from": "route", "from_output": "false_output", "to": "other", "to_input": "data1"}
-                ]
-            }),
+            &route_and_merge(),
         )
         .await;
     assert_eq!(created.status(), 200);
