@@ -24,6 +24,14 @@ pub enum GatewayError {
     /// Too many executions run at once, in the session or on the node (`scope`).
     #[error("at most {limit} executions may run at once per {scope}")]
     TooManyExecutions { limit: usize, scope: &'static str },
+    /// A run's `config_overrides` give a node a config its type refuses (the same check as
+    /// at workflow creation, so a request cannot switch off what creation refused).
+    #[error("config_overrides.{node_id}: {message}")]
+    InvalidOverride {
+        node_id: String,
+        parameter: Option<String>,
+        message: String,
+    },
     /// The gateway is shutting down and takes no new work.
     #[error("the gateway is draining")]
     Draining,

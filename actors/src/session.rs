@@ -298,6 +298,35 @@ pub(crate) struct StartExecution {
     pub config_overrides: Map<String, Value>,
 }
 
+impl SessionActor {
+    /// Each overridden node's config, as the run would see it, through its type's own
+    /// check: what a workflow could not be created with, a run cannot be started with.
+    fn check_overrides(
+        &self,
+        workflow: &Workflow,
+        overrides: &Map<String, Value>,
+    ) -> Result<(), GatewayError> {
+        for node in &workflow.nodes {
+            let Some(Value::Object(changes)) = overrides.get(&*node.id) else {
+                continue;
+            };
+            let Some(node_type) = self.engine.node_registry.get(node.node_type) else {
+                continue;
+            };
+            let mut config = node.config.clone();
+            config.extend(changes.clone());
+            if let Some(problem) = node_type.check_config(&config).into_iter().next() {
+                return Err(GatewayError::InvalidOverride {
+                    node_id: node.id.to_string(),
+                    parameter: problem.parameter,
+                    message: problem.message,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Handler<StartExecution> for SessionActor {
     type Result = Result<ExecutionSnapshot, GatewayError>;
 
@@ -312,6 +341,7 @@ impl Handler<StartExecution> for SessionActor {
                 scope: "session",
             });
         }
+        self.check_overrides(&workflow, &msg.config_overrides)?;
         let execution_id = Uuid::new_v4();
         let inputs = RunInputs::new(&workflow, &msg.inputs, &msg.config_overrides);
         let execution = ExecutionActor::new(ExecutionSpec {

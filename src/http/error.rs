@@ -203,6 +203,19 @@ impl From<GatewayError> for ApiError {
                 ApiError::new(ErrorCode::Draining).with_retry_after(Duration::from_secs(5))
             }
             GatewayError::Unavailable => ApiError::new(ErrorCode::Unavailable),
+            GatewayError::InvalidOverride {
+                node_id,
+                parameter,
+                message,
+            } => {
+                let path = match parameter {
+                    Some(parameter) => format!("config_overrides.{node_id}.{parameter}"),
+                    None => format!("config_overrides.{node_id}"),
+                };
+                ApiError::new(ErrorCode::InvalidRequest)
+                    .with_detail(format!("Invalid {path}: {message}"))
+                    .with_errors(vec![FieldError { path, message }])
+            }
             GatewayError::WorkflowNotFound => ApiError::new(ErrorCode::WorkflowNotFound),
             GatewayError::ExecutionNotFound => ApiError::new(ErrorCode::ExecutionNotFound),
             GatewayError::ExecutionNotRunning => ApiError::new(ErrorCode::ExecutionNotRunning),

@@ -229,21 +229,31 @@ async fn sandbox_mode_is_refused_in_a_workflow_and_in_a_run() {
         json!({"name": "plain", "nodes": [code_node("py", "result = 1")]}),
     )
     .await;
-    let execution = start(
-        &app,
-        &session,
-        json!({"workflow_id": workflow_id, "config_overrides": {"py": {"sandbox_mode": "trusted"}}}),
+    // A run's overrides go through the same check: refused before anything runs.
+    let refused = app
+        .post_json(
+            "alice",
+            &format!("/api/executions?session_id={session}"),
+            &json!({"workflow_id": workflow_id, "config_overrides": {"py": {"sandbox_mode": "trusted"}}}),
+        )
+        .await;
+    assert_error_with(
+        refused,
+        400,
+        "invalid_request",
+        "Invalid config_overrides.py.sandbox_mode: the Python sandbox cannot be configured by a workflow or a request; remove sandbox_mode",
+        Some(json!([{"path": "config_overrides.py.sandbox_mode", "message":
+            "the Python sandbox cannot be configured by a workflow or a request; remove sandbox_mode"}])),
     )
     .await;
-    let done = finished(&app, &session, &execution).await;
-    assert_eq!(done["status"], "failed");
-    assert!(
-        done["error"]
-            .as_str()
-            .unwrap()
-            .contains("remove sandbox_mode"),
-        "{done}"
-    );
+    let runs = app
+        .json_as(
+            "alice",
+            Method::GET,
+            &format!("/api/executions?session_id={session}"),
+        )
+        .await;
+    assert_eq!(runs["total"], 0, "nothing was started");
 }
 
 #[actix_rt::test]

@@ -4,8 +4,9 @@
 //!
 //! What the sandbox enforces (and what it does not) is written down in `worker.py` and in
 //! the README's "Python code nodes" section. Nothing in a workflow or a request changes it:
-//! a `sandbox_mode` key is refused when the workflow is created and fails the node if it
-//! arrives at run time. Without a Python executable the gateway still starts, warns, and
+//! a `sandbox_mode` key is refused when the workflow is created or a run is started with it
+//! in `config_overrides` (both through `check_config`), and fails the node if it arrives as
+//! a run input. Without a Python executable the gateway still starts, warns, and
 //! refuses workflows using these nodes with `python_unavailable`.
 
 mod pool;
