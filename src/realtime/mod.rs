@@ -17,7 +17,7 @@ mod ws;
 use std::collections::HashSet;
 
 use kailash_actors::{
-    Caller,
+    Caller, GatewayError,
     events::{EventFilter, EventType},
 };
 use serde::Deserialize;
@@ -81,9 +81,7 @@ impl StreamQuery {
 /// Refuses new streams while the node drains, so clients reconnect to another node.
 fn refuse_when_draining(state: &AppState) -> Result<(), ApiError> {
     if state.lifecycle.is_draining() {
-        return Err(
-            ApiError::new(ErrorCode::Draining).with_retry_after(std::time::Duration::from_secs(1))
-        );
+        return Err(GatewayError::Draining.into());
     }
     Ok(())
 }

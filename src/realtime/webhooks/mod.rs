@@ -38,7 +38,7 @@ use self::delivery::{Counters, DeliveryRecord, Dispatcher};
 use crate::{
     config::Settings,
     http::{ApiError, ErrorCode, FieldError},
-    metrics::Metrics,
+    metrics::{Metrics, Transport},
     nodes::{
         egress::EgressPolicy,
         http::{check_url, vetted_client},
@@ -247,7 +247,7 @@ impl Webhooks {
         let task = tokio::spawn(dispatcher.clone().run(inbox));
         self.metrics
             .realtime
-            .transport(crate::metrics::Transport::Webhook)
+            .transport(Transport::Webhook)
             .connections
             .inc();
         self.table().insert(
@@ -308,7 +308,7 @@ impl Webhooks {
             .add(registration.dispatcher.counts());
         self.metrics
             .realtime
-            .transport(crate::metrics::Transport::Webhook)
+            .transport(Transport::Webhook)
             .connections
             .dec();
         Ok(())

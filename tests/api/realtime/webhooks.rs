@@ -278,3 +278,39 @@ async fn registrations_are_checked_owned_and_limited() {
         1
     );
 }
+
+#[actix_web::test]
+async fn events_beyond_a_full_webhook_queue_are_given_up_as_queue_full() {
+    let app = spawn_app_with(|s| {
+        s.egress_allow = vec!["127.0.0.1".into()];
+        s.webhook_queue_len = 1;
+        s.webhook_max_attempts = 10;
+        s.webhook_retry_base_ms = 5_000;
+    })
+    .await;
+    let receiver = Receiver::start(None);
+    let (session, workflow) = session_with_workflow(&app, "alice").await;
+    register(
+        &app,
+        "alice",
+        json!({"url": receiver.url, "session_id": session}),
+    )
+    .await;
+    // A run publishes about nine events: the first is stuck retrying, one waits, the rest
+    // find the queue full.
+    run(&app, "alice", &session, &workflow).await;
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            let stats = app.json_as("alice", Method::GET, "/api/stats").await;
+            stats["realtime"]["webhook_stats"]["failed_deliveries"].as_u64() >= Some(5)
+        })
+        .await
+    );
+    assert_eq!(
+        receiver.requests().len(),
+        1,
+        "only the first event was attempted"
+    );
+    let listed = app.json_as("alice", Method::GET, "/api/webhooks").await;
+    assert!(listed["webhooks"][0]["stats"]["queue_full"].as_u64() >= Some(5));
+}
