@@ -31,6 +31,8 @@
 #   KAILASH_TEST_REDIS_PIDFILE pidfile of the running redis-server
 #   KAILASH_TEST_PYTHON        python3 of a venv with pandas (.ci/python-venv,
 #                              kept between runs): the code nodes' interpreter
+#   KAILASH_TEST_NGINX, KAILASH_TEST_KUBECTL, KAILASH_TEST_KUBE_VALIDATE
+#                              the deployment validators (scripts/lib/deploy-tools.sh)
 #
 # Knobs (environment):
 #   KAILASH_SKIP_LINT=1        skip fmt and clippy (quick local runs)
@@ -43,6 +45,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 # shellcheck source=scripts/lib/services.sh
 source "$ROOT/scripts/lib/services.sh"
+# shellcheck source=scripts/lib/deploy-tools.sh
+source "$ROOT/scripts/lib/deploy-tools.sh"
 
 STATE="$ROOT/.ci/state"
 CI="${CI:-false}"
@@ -95,6 +99,7 @@ if ! "$PY_VENV/bin/python3" -c 'import pandas' >/dev/null 2>&1; then
         fail "pip install pandas failed"
 fi
 export KAILASH_TEST_PYTHON="$PY_VENV/bin/python3"
+deploy_tools_ensure "$PY_VENV"
 command -v timeout >/dev/null 2>&1 || fail "coreutils 'timeout' not found"
 
 if [ "$CI" = true ]; then
