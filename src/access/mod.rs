@@ -158,6 +158,11 @@ impl Access {
             Requirement::Permission(permission) => permission,
             _ => "unlisted",
         };
+        Err(self.deny(principal, action, request).await)
+    }
+
+    /// Audits a denial of `action` and gives the 403 to answer with.
+    pub async fn deny(&self, principal: &Principal, action: &str, request: Request<'_>) -> ApiError {
         self.audit
             .record(AuditEvent {
                 tenant_id: &principal.caller.tenant_id,
@@ -168,7 +173,7 @@ impl Access {
                 client_ip: request.client_ip,
             })
             .await;
-        Err(ApiError::new(ErrorCode::Forbidden))
+        ApiError::new(ErrorCode::Forbidden)
     }
 }
 
