@@ -21,11 +21,17 @@ use actix_web::{
 };
 use chrono::{DateTime, Utc};
 use kailash_actors::{
-    Gateway, GatewayConfig, bus::BusConfig, engine::workflow::WorkflowLimits, execution::RunLimits,
+    Gateway, GatewayConfig,
+    accounts::{AccountStore, MemoryAccounts},
+    bus::BusConfig,
+    engine::workflow::WorkflowLimits,
+    execution::RunLimits,
 };
 
 use crate::{
-    auth::{self, Authenticator, token::TokenKeys},
+    access::{Access, audit::AuditLog, rbac::Roles},
+    auth::{self, Authenticator, passwords::Passwords, token::TokenKeys},
+    clock::{Clock, SystemClock},
     config::{AuthMode, Secret, Settings},
     metrics::Metrics,
     nodes::{self, NodeEnvironment},
@@ -41,6 +47,25 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub lifecycle: Lifecycle,
     pub webhooks: Webhooks,
+    pub accounts: Arc<dyn AccountStore>,
+    pub passwords: Passwords,
+    pub access: Access,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The replaceable parts of a gateway: where accounts live and what time it is.
+pub struct Services {
+    pub accounts: Arc<dyn AccountStore>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Self {
+            accounts: Arc::new(MemoryAccounts::new()),
+            clock: Arc::new(SystemClock),
+        }
+    }
 }
 
 /// Start time and readiness of this node, and the signal that ends its live streams.
@@ -103,6 +128,8 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("cannot open the accounts: {0}")]
+    Accounts(String),
 }
 
 /// A built, bound, not yet running gateway.
@@ -114,8 +141,18 @@ pub struct Application {
 
 impl Application {
     /// Builds the gateway; must be called inside an actix `System` (the actors need one).
-    /// `signing_secret` is required in gated mode.
+    /// `signing_secret` is required in gated mode. Call [`Application::open_accounts`]
+    /// before serving.
     pub fn build(settings: Settings, signing_secret: Option<&Secret>) -> Result<Self, BuildError> {
+        Self::build_with(settings, signing_secret, Services::default())
+    }
+
+    /// [`Application::build`] with the given accounts store and clock.
+    pub fn build_with(
+        settings: Settings,
+        signing_secret: Option<&Secret>,
+        services: Services,
+    ) -> Result<Self, BuildError> {
         let settings = Arc::new(settings);
         let keys = signing_secret.map(|secret| TokenKeys::hs256(secret.expose().as_bytes()));
         let gateway = Gateway::start(gateway_config(&settings)?);
@@ -126,6 +163,14 @@ impl Application {
             auth: Authenticator::new(&settings, keys),
             metrics,
             lifecycle: Lifecycle::new(),
+            access: Access {
+                roles: Roles::default(),
+                default_role: settings.default_role.clone(),
+                audit: AuditLog::new(services.accounts.clone(), services.clock.clone()),
+            },
+            passwords: Passwords::new(),
+            accounts: services.accounts,
+            clock: services.clock,
             settings: settings.clone(),
         });
 
@@ -189,6 +234,21 @@ impl Application {
 
     pub fn state(&self) -> web::Data<AppState> {
         self.state.clone()
+    }
+
+    /// Loads the tenants' custom roles and creates the `admin` user on first start. Returns
+    /// the generated admin password when one was made, for the caller to show once.
+    pub async fn open_accounts(&self) -> Result<Option<String>, BuildError> {
+        let fail = |error: &dyn std::fmt::Display| BuildError::Accounts(error.to_string());
+        for role in self.state.accounts.all_roles().await.map_err(|e| fail(&e))? {
+            self.state.access.roles.put(role);
+        }
+        if self.state.settings.auth_mode == AuthMode::Open {
+            return Ok(None);
+        }
+        auth::login::bootstrap_admin(&self.state)
+            .await
+            .map_err(|e| fail(&e))
     }
 
     pub fn server_handle(&self) -> ServerHandle {

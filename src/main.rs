@@ -143,6 +143,14 @@ fn serve(settings: Settings) -> ExitCode {
     let result = actix_rt::System::new().block_on(async move {
         let app = Application::build(settings, signing.as_ref().map(SigningSecret::secret))
             .map_err(|error| error.to_string())?;
+        if let Some(password) = app.open_accounts().await.map_err(|e| e.to_string())? {
+            // Shown once: it is stored only as a hash.
+            let _ = writeln!(
+                std::io::stdout(),
+                "\nCreated the user `admin` (role admin). Its password, shown only now: {password}\n\
+                 Log in with POST /api/auth/login {{\"username\":\"admin\",\"password\":...}}\n"
+            );
+        }
         let (state, server) = (app.state(), app.server_handle());
         actix_rt::spawn(async move {
             let reason = shutdown::signal().await;

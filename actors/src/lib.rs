@@ -16,6 +16,7 @@
 //! Every mailbox is bounded; the handle sends under a timeout so a stuck actor answers
 //! `Unavailable` instead of hanging a request.
 
+pub mod accounts;
 pub mod bus;
 pub mod caller;
 pub mod engine;

@@ -1,10 +1,16 @@
-//! Authentication: turns a request's credential into an [`Identity`] before any route runs.
+//! Authentication: turns a request's credential into an [`Identity`] before any route runs,
+//! then asks [`crate::access`] whether the route is allowed.
 //!
 //! The [`gate`] middleware is the one place this happens: every path not listed in
-//! `public_paths` needs a credential in gated mode, so a new route is protected by default.
-//! Handlers take the [`Identity`] extractor and derive the actors' [`Caller`] from it; in
-//! gated mode the principal always comes from the token, never from a body or query.
+//! `public_paths` (and not the login and refresh routes) needs a credential in gated mode, so
+//! a new route is protected by default. A credential is a bearer token (refused when its
+//! `jti` or its login family is revoked) or an `X-API-Key`. Handlers take the [`Identity`]
+//! extractor and derive the actors' [`Caller`] from it; in gated mode the principal always
+//! comes from the credential, never from a body or query. Open mode checks nothing.
 
+pub mod api_keys;
+pub mod login;
+pub mod passwords;
 pub mod secret;
 pub mod token;
 
@@ -22,6 +28,7 @@ use futures_util::future::{Ready, ready};
 use kailash_actors::Caller;
 
 use crate::{
+    access::{self, Credential, Principal},
     app::AppState,
     config::{AuthMode, Settings},
     http::{ApiError, ErrorCode},
@@ -31,6 +38,9 @@ use token::{TokenError, TokenKeys};
 /// The user open-mode requests act for when they name none.
 pub const ANONYMOUS_USER: &str = "anonymous";
 
+/// Paths that take credentials in their body rather than a header.
+const LOGIN_PATHS: &[&str] = &["/api/auth/login", "/api/auth/refresh"];
+
 /// Paths where browsers, which cannot set headers on WebSocket/EventSource, may pass the
 /// token as `?access_token=`.
 const QUERY_TOKEN_PATHS: &[&str] = &["/ws", "/events"];
@@ -39,7 +49,7 @@ const QUERY_TOKEN_PATHS: &[&str] = &["/ws", "/events"];
 #[derive(Debug, Clone)]
 pub enum Identity {
     /// Gated mode: a verified credential.
-    Authenticated(Caller),
+    Authenticated(Principal),
     /// Open mode: the request names its own user.
     Open { tenant_id: Arc<str> },
 }
@@ -49,7 +59,7 @@ impl Identity {
     /// mode.
     pub fn caller(&self, claimed_user: Option<&str>) -> Caller {
         match self {
-            Identity::Authenticated(caller) => caller.clone(),
+            Identity::Authenticated(principal) => principal.caller.clone(),
             Identity::Open { tenant_id } => Caller::open(
                 tenant_id.clone(),
                 claimed_user
@@ -101,46 +111,111 @@ impl Authenticator {
         self.mode
     }
 
-    fn is_public(&self, path: &str) -> bool {
-        self.public_paths.iter().any(|p| p == path)
+    /// The signing keys (gated mode only).
+    pub fn keys(&self) -> Option<&TokenKeys> {
+        self.keys.as_ref().filter(|_| self.mode == AuthMode::Gated)
     }
 
-    /// The identity of a request to a non-public path.
-    fn identify(&self, req: &ServiceRequest) -> Result<Identity, ApiError> {
-        let Some(keys) = self.keys.as_ref().filter(|_| self.mode == AuthMode::Gated) else {
-            return Ok(Identity::Open {
-                tenant_id: self.default_tenant.clone(),
-            });
-        };
-        let token = bearer_token(req)
+    fn is_public(&self, path: &str) -> bool {
+        self.public_paths.iter().any(|p| p == path) || LOGIN_PATHS.contains(&path)
+    }
+}
+
+/// The identity of a request to a non-public path.
+async fn identify(state: &AppState, req: &ServiceRequest) -> Result<Identity, ApiError> {
+    let auth = &state.auth;
+    let Some(keys) = auth.keys() else {
+        return Ok(Identity::Open {
+            tenant_id: auth.default_tenant.clone(),
+        });
+    };
+    if let Some(key) = req.headers().get("x-api-key")
+        && bearer_token(req).is_none()
+    {
+        let key = key.to_str().map_err(|_| ApiError::new(ErrorCode::InvalidToken))?;
+        return api_key_identity(state, key).await;
+    }
+    let token = bearer_token(req)
             .or_else(|| {
                 QUERY_TOKEN_PATHS
                     .contains(&req.path())
                     .then(|| query_token(req))
                     .flatten()
             })
-            .ok_or_else(|| {
-                if req.headers().contains_key("x-api-key") {
-                    ApiError::new(ErrorCode::InvalidToken).with_detail(
-                        "API keys are not enabled on this gateway yet; use a bearer token",
-                    )
-                } else {
-                    ApiError::new(ErrorCode::MissingCredentials)
-                }
-            })?;
-        let principal = keys.verify_access(&token).map_err(|error| match error {
-            TokenError::Expired => ApiError::new(ErrorCode::TokenExpired),
-            TokenError::Invalid(why) => ApiError::new(ErrorCode::InvalidToken)
-                .with_detail(format!("Invalid authentication credentials: {why}")),
-        })?;
-        let tenant_id = principal
-            .tenant_id
-            .map_or_else(|| self.default_tenant.clone(), Arc::from);
-        Ok(Identity::Authenticated(Caller::authenticated(
-            tenant_id,
-            principal.user_id,
-        )))
+            .ok_or_else(|| ApiError::new(ErrorCode::MissingCredentials))?;
+    let verified = keys.verify_access(&token).map_err(|error| match error {
+        TokenError::Expired => ApiError::new(ErrorCode::TokenExpired),
+        TokenError::Invalid(why) => ApiError::new(ErrorCode::InvalidToken)
+            .with_detail(format!("Invalid authentication credentials: {why}")),
+    })?;
+    let credential = Credential::Token {
+        jti: verified.jti,
+        family: verified.family,
+        expires_at: verified.expires_at,
+    };
+    ensure_live(state, &credential).await?;
+    let tenant_id = verified
+        .tenant_id
+        .map_or_else(|| auth.default_tenant.clone(), Arc::from);
+    let grants = state.access.grants(&tenant_id, &verified.roles);
+    Ok(Identity::Authenticated(Principal {
+        caller: Caller::authenticated(tenant_id, verified.user_id),
+        grants: Arc::new(grants),
+        credential,
+    }))
+}
+
+/// Refuses a token whose `jti` or login family has been revoked (logout, refresh reuse).
+pub async fn ensure_live(state: &AppState, credential: &Credential) -> Result<(), ApiError> {
+    let Credential::Token { jti, family, .. } = credential else {
+        return Ok(());
+    };
+    let mut ids = vec![jti.as_str()];
+    ids.extend(family.as_deref());
+    if state
+        .accounts
+        .any_revoked(&ids)
+        .await
+        .map_err(login::store_error)?
+    {
+        return Err(ApiError::new(ErrorCode::InvalidToken)
+            .with_detail("Invalid authentication credentials: the token has been revoked"));
     }
+    Ok(())
+}
+
+/// The owner of a live API key, limited to the key's scopes.
+async fn api_key_identity(state: &AppState, key: &str) -> Result<Identity, ApiError> {
+    let invalid = || {
+        ApiError::new(ErrorCode::InvalidToken)
+            .with_detail("Invalid authentication credentials: unknown or revoked API key")
+    };
+    let record = state
+        .accounts
+        .api_key_by_hash(&api_keys::hash(key))
+        .await
+        .map_err(login::store_error)?
+        .filter(|k| k.revoked_at.is_none())
+        .filter(|k| k.expires_at.is_none_or(|at| at > state.clock.now()))
+        .ok_or_else(invalid)?;
+    let owner = state
+        .accounts
+        .user(&record.tenant_id, &record.username)
+        .await
+        .map_err(login::store_error)?
+        .filter(|u| !u.disabled)
+        .ok_or_else(invalid)?;
+    let mut grants = state.access.grants(&owner.tenant_id, &owner.roles);
+    if !record.scopes.is_empty() {
+        grants.permissions.retain(|p| record.scopes.contains(p));
+    }
+    Ok(Identity::Authenticated(Principal {
+        caller: Caller::authenticated(owner.tenant_id, owner.username),
+        grants: Arc::new(grants),
+        credential: Credential::ApiKey {
+            key_id: record.key_id,
+        },
+    }))
 }
 
 fn bearer_token(req: &ServiceRequest) -> Option<String> {
@@ -176,13 +251,29 @@ pub async fn gate(
             .await
             .map(ServiceResponse::map_into_boxed_body);
     }
-    match state.auth.identify(&req) {
-        Ok(identity) => {
-            req.extensions_mut().insert(identity);
-            next.call(req)
-                .await
-                .map(ServiceResponse::map_into_boxed_body)
+    let identity = match identify(&state, &req).await {
+        Ok(identity) => identity,
+        Err(error) => return Ok(req.into_response(error.error_response())),
+    };
+    if let Identity::Authenticated(principal) = &identity {
+        let requirement = access::required(req.method(), req.match_pattern().as_deref());
+        let resource = format!("{} {}", req.method(), req.path());
+        let client_ip = client_ip(req.request());
+        let request = access::Request {
+            resource: &resource,
+            client_ip: client_ip.as_deref(),
+        };
+        if let Err(error) = state.access.authorize(principal, requirement, request).await {
+            return Ok(req.into_response(error.error_response()));
         }
-        Err(error) => Ok(req.into_response(error.error_response())),
     }
+    req.extensions_mut().insert(identity);
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_boxed_body)
+}
+
+/// The peer's address, for audit entries. Forwarding headers are not trusted.
+pub fn client_ip(req: &HttpRequest) -> Option<String> {
+    req.peer_addr().map(|addr| addr.ip().to_string())
 }

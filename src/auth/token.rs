@@ -1,6 +1,11 @@
 //! Kailash-compatible JWTs: the claims, verification (signature, `exp`/`nbf`, `iss`, `aud`,
 //! `token_type`) and minting. A token minted by another program with the same secret and
 //! claims verifies here, so Kailash deployments switch without re-issuing tokens.
+//!
+//! RFC 8725: the algorithm is pinned per key (HS256 here), so `alg: none` and any other
+//! algorithm are refused before the signature is looked at. Tokens the gateway mints at login
+//! carry `fam`, the id of their login's token family, so a logout or a refresh-token reuse
+//! can revoke every token of the family at once.
 
 use jsonwebtoken::{
     Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode, errors::ErrorKind,
@@ -36,6 +41,8 @@ pub struct Claims {
     pub aud: serde_json::Value,
     pub exp: i64,
     pub iat: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     pub jti: String,
     pub token_type: TokenType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -44,14 +51,30 @@ pub struct Claims {
     pub roles: Vec<String>,
     #[serde(default)]
     pub permissions: Vec<String>,
+    /// The token family (one login and its refreshes); absent on tokens minted elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fam: Option<String>,
 }
 
-/// Who a verified access token speaks for.
+/// What a verified token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
+pub struct Verified {
     pub user_id: String,
     /// `None`: the token names no tenant (as the Python gateway minted them).
     pub tenant_id: Option<String>,
+    pub roles: Vec<String>,
+    pub jti: String,
+    pub family: Option<String>,
+    /// `exp`, seconds since the epoch.
+    pub expires_at: i64,
+}
+
+/// A freshly signed token and the ids it carries.
+#[derive(Debug, Clone)]
+pub struct Minted {
+    pub token: String,
+    pub jti: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Why a token was refused.
@@ -97,7 +120,16 @@ impl TokenKeys {
     }
 
     /// Verifies an access token and names its principal.
-    pub fn verify_access(&self, token: &str) -> Result<Principal, TokenError> {
+    pub fn verify_access(&self, token: &str) -> Result<Verified, TokenError> {
+        self.verify(token, TokenType::Access)
+    }
+
+    /// Verifies a refresh token (never accepted where an access token is expected).
+    pub fn verify_refresh(&self, token: &str) -> Result<Verified, TokenError> {
+        self.verify(token, TokenType::Refresh)
+    }
+
+    fn verify(&self, token: &str, expected: TokenType) -> Result<Verified, TokenError> {
         let claims = decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
@@ -113,41 +145,60 @@ impl TokenKeys {
                 _ => TokenError::Invalid("malformed token"),
             })?
             .claims;
-        if claims.token_type != TokenType::Access {
-            return Err(TokenError::Invalid(
-                "a refresh token is not an access token",
-            ));
+        if claims.token_type != expected {
+            return Err(TokenError::Invalid(match expected {
+                TokenType::Access => "a refresh token is not an access token",
+                TokenType::Refresh => "an access token is not a refresh token",
+            }));
         }
         let user_id = [claims.sub, claims.user_id, claims.uid]
             .into_iter()
             .flatten()
             .find(|id| !id.is_empty())
             .ok_or(TokenError::Invalid("the token names no principal"))?;
-        Ok(Principal {
+        Ok(Verified {
             user_id,
             tenant_id: claims.tenant_id.filter(|t| !t.is_empty()),
+            roles: claims.roles,
+            jti: claims.jti,
+            family: claims.fam,
+            expires_at: claims.exp,
         })
     }
 
     /// Signs a token with the Kailash claims.
     pub fn mint(&self, request: &MintRequest) -> String {
+        self.issue(request, None).token
+    }
+
+    /// Signs a token of the login family `family`.
+    pub fn issue(&self, request: &MintRequest, family: Option<&str>) -> Minted {
         let now = chrono::Utc::now();
+        let jti = Uuid::new_v4().to_string();
+        let expires_at = now + request.lifetime;
         let claims = Claims {
             sub: Some(request.subject.clone()),
             user_id: None,
             uid: None,
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
-            exp: (now + request.lifetime).timestamp(),
+            exp: expires_at.timestamp(),
             iat: now.timestamp(),
-            jti: Uuid::new_v4().to_string(),
+            nbf: None,
+            jti: jti.clone(),
             token_type: request.token_type.clone(),
             tenant_id: request.tenant_id.clone(),
             roles: request.roles.clone(),
             permissions: request.permissions.clone(),
+            fam: family.map(str::to_owned),
         };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .expect("HS256 signing of plain claims cannot fail")
+        let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing of plain claims cannot fail");
+        Minted {
+            token,
+            jti,
+            expires_at,
+        }
     }
 }
 
@@ -179,6 +230,8 @@ mod tests {
             keys.verify_access(&keys.mint(&refresh)),
             Err(TokenError::Invalid(_))
         ));
+        assert_eq!(keys.verify_refresh(&keys.mint(&refresh)).unwrap().user_id, "alice");
+        assert!(keys.verify_refresh(&keys.mint(&access("alice"))).is_err());
         let expired = MintRequest {
             lifetime: chrono::Duration::minutes(-5),
             ..access("alice")

@@ -333,6 +333,36 @@ pub const SETTINGS: &[SettingSpec] = &[
         "KAILASH_PYTHON_WORKER_MAX_RUNS",
         "Runs after which a worker is replaced (0: never; 1: a fresh process per run)",
     ),
+    setting(
+        "default_role",
+        "KAILASH_DEFAULT_ROLE",
+        "Role of token holders whose token names no role of their tenant (tokens from a Python Kailash gateway)",
+    ),
+    setting(
+        "max_login_attempts",
+        "KAILASH_MAX_LOGIN_ATTEMPTS",
+        "Failed logins after which an account is locked (429 account_locked)",
+    ),
+    setting(
+        "lockout_minutes",
+        "KAILASH_LOCKOUT_MINUTES",
+        "How long a locked account stays locked",
+    ),
+    setting(
+        "access_token_minutes",
+        "KAILASH_ACCESS_TOKEN_MINUTES",
+        "Lifetime of access tokens issued at login and refresh",
+    ),
+    setting(
+        "refresh_token_days",
+        "KAILASH_REFRESH_TOKEN_DAYS",
+        "Lifetime of refresh tokens (each refresh rotates the token)",
+    ),
+    setting(
+        "admin_password",
+        "KAILASH_ADMIN_PASSWORD",
+        "Password of the `admin` user created on first start; unset: generated and printed once",
+    ),
 ];
 
 /// Why the settings could not be loaded; its text is the one line printed before exiting.

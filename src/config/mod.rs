@@ -115,6 +115,12 @@ pub struct Settings {
     pub python_max_output_bytes: usize,
     pub python_max_print_bytes: usize,
     pub python_worker_max_runs: u32,
+    pub default_role: String,
+    pub max_login_attempts: u32,
+    pub lockout_minutes: f64,
+    pub access_token_minutes: f64,
+    pub refresh_token_days: f64,
+    pub admin_password: Option<Secret>,
 }
 
 impl Default for Settings {
@@ -185,12 +191,20 @@ impl Default for Settings {
             python_max_output_bytes: 4 * 1024 * 1024,
             python_max_print_bytes: 64 * 1024,
             python_worker_max_runs: 0,
+            default_role: "developer".into(),
+            max_login_attempts: 5,
+            lockout_minutes: 15.0,
+            access_token_minutes: 15.0,
+            refresh_token_days: 30.0,
+            admin_password: None,
         }
     }
 }
 
 /// Shortest secret accepted for HS256 signing (RFC 7518 §3.2: at least the hash size).
 pub const MIN_SECRET_BYTES: usize = 32;
+/// Shortest password accepted for an account.
+pub const MIN_PASSWORD_CHARS: usize = 8;
 
 impl Settings {
     /// Checks what types alone cannot; the error names the setting.
@@ -297,6 +311,7 @@ impl Settings {
             return bad("public_paths", format!("'{path}' must start with '/'"));
         }
         self.validate_python()?;
+        self.validate_identity()?;
         if self.auth_mode == AuthMode::Gated
             && self.api_gateway_secret.is_none()
             && !self.is_embedded()
@@ -363,6 +378,49 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    fn validate_identity(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String| Err(ConfigError::invalid(key, why));
+        if crate::access::rbac::builtin(&self.default_role).is_none() {
+            return bad(
+                "default_role",
+                "must be a built-in role: admin, developer, operator or viewer".into(),
+            );
+        }
+        if self.max_login_attempts == 0 {
+            return bad("max_login_attempts", "must be at least 1".into());
+        }
+        for (key, value, most) in [
+            ("lockout_minutes", self.lockout_minutes, 10_080.0),
+            ("access_token_minutes", self.access_token_minutes, 1_440.0),
+            ("refresh_token_days", self.refresh_token_days, 365.0),
+        ] {
+            if !(value.is_finite() && value > 0.0 && value <= most) {
+                return bad(key, format!("must be above 0 and at most {most}"));
+            }
+        }
+        if let Some(password) = &self.admin_password
+            && password.expose().len() < MIN_PASSWORD_CHARS
+        {
+            return bad(
+                "admin_password",
+                format!("must be at least {MIN_PASSWORD_CHARS} characters"),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn lockout(&self) -> chrono::Duration {
+        chrono::Duration::milliseconds((self.lockout_minutes * 60_000.0) as i64)
+    }
+
+    pub fn access_token_lifetime(&self) -> chrono::Duration {
+        chrono::Duration::milliseconds((self.access_token_minutes * 60_000.0) as i64)
+    }
+
+    pub fn refresh_token_lifetime(&self) -> chrono::Duration {
+        chrono::Duration::milliseconds((self.refresh_token_days * 86_400_000.0) as i64)
     }
 
     /// The single-node embedded default: no database, no broker.

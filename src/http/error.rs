@@ -78,6 +78,18 @@ error_codes! {
     EgressDenied => BAD_REQUEST, "egress_denied", "The target address is not allowed";
     Internal => INTERNAL_SERVER_ERROR, "internal_error", "Internal server error";
     PythonUnavailable => BAD_REQUEST, "python_unavailable", "Python is not available on this gateway";
+    InvalidCredentials => UNAUTHORIZED, "invalid_credentials", "Invalid username or password";
+    MfaRequired => UNAUTHORIZED, "mfa_required", "A valid totp_code is required for this account";
+    AccountLocked => TOO_MANY_REQUESTS, "account_locked", "Too many failed logins; the account is locked for a while";
+    Forbidden => FORBIDDEN, "forbidden", "You are not allowed to do this";
+    UserNotFound => NOT_FOUND, "user_not_found", "User not found";
+    UserExists => CONFLICT, "user_exists", "A user with this name already exists";
+    RoleNotFound => NOT_FOUND, "role_not_found", "Role not found";
+    RoleInUse => CONFLICT, "role_in_use", "The role is built in or still assigned";
+    ApiKeyNotFound => NOT_FOUND, "api_key_not_found", "API key not found";
+    PolicyNotFound => NOT_FOUND, "policy_not_found", "Policy not found";
+    InvalidPolicy => BAD_REQUEST, "invalid_policy", "The policy is invalid";
+    TooManySessions => TOO_MANY_REQUESTS, "too_many_sessions", "You have too many open sessions";
 }
 
 /// One problem with one part of the input (`path` like `metadata` or `nodes[1].type`).

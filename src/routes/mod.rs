@@ -1,6 +1,8 @@
 //! The HTTP routes. Every resource answers unknown methods with 405 and the app answers
 //! unknown paths with 404, both in the gateway's JSON error shape.
 
+mod admin;
+mod auth;
 mod events;
 mod executions;
 mod health;
@@ -74,6 +76,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .get(executions::get)
             .delete(executions::cancel),
     )
+    .service(resource("/api/auth/login").post(auth::login))
+    .service(resource("/api/auth/refresh").post(auth::refresh))
+    .service(resource("/api/auth/logout").post(auth::logout))
+    .service(resource("/api/auth/me").get(auth::me))
+    .service(
+        resource("/api/auth/api-keys")
+            .get(auth::list_keys)
+            .post(auth::create_key),
+    )
+    .service(resource("/api/auth/api-keys/{key_id}").delete(auth::revoke_key))
+    .service(
+        resource("/api/admin/users")
+            .get(admin::list_users)
+            .post(admin::create_user),
+    )
+    .service(
+        resource("/api/admin/users/{username}")
+            .get(admin::get_user)
+            .patch(admin::update_user)
+            .delete(admin::delete_user),
+    )
+    .service(resource("/api/admin/roles").get(admin::list_roles))
+    .service(
+        resource("/api/admin/roles/{name}")
+            .put(admin::put_role)
+            .delete(admin::delete_role),
+    )
+    .service(resource("/api/admin/audit").get(admin::audit_log))
     .default_service(web::to(not_found));
 }
 

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::{Connection, error_frame};
 use crate::{
+    access, auth,
     http::{ApiError, ErrorCode, FieldError},
     realtime::{StreamRequest, authorized_filter},
     routes::{capitalized, event_types_param},
@@ -114,7 +115,26 @@ impl Connection {
         }
     }
 
+    /// The same check as the HTTP twin's: the credential is still live (not revoked) and
+    /// grants the message's permission.
+    async fn authorize(&self, kind: &str) -> Result<(), ApiError> {
+        let Some(principal) = &self.principal else {
+            return Ok(());
+        };
+        auth::ensure_live(&self.state, &principal.credential).await?;
+        let resource = format!("ws:{kind}");
+        let request = access::Request {
+            resource: &resource,
+            client_ip: None,
+        };
+        self.state
+            .access
+            .authorize(principal, access::ws_permission(kind), request)
+            .await
+    }
+
     async fn dispatch(&mut self, kind: &str, message: Value) -> Result<Value, ApiError> {
+        self.authorize(kind).await?;
         match kind {
             "ping" => Ok(json!({"type": "pong", "timestamp": chrono::Utc::now()})),
             "execute_workflow" => self.execute(fields(kind, message)?).await,

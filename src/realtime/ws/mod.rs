@@ -34,6 +34,7 @@ use uuid::Uuid;
 
 use super::{StreamQuery, authorized_filter, refuse_when_draining};
 use crate::{
+    access::Principal,
     app::AppState,
     auth::Identity,
     http::{
@@ -52,6 +53,10 @@ pub async fn connect(
 ) -> Result<HttpResponse, ApiError> {
     refuse_when_draining(&state)?;
     let caller = identity.caller(query.user_id.as_deref());
+    let principal = match identity {
+        Identity::Authenticated(principal) => Some(principal),
+        Identity::Open { .. } => None,
+    };
     let filter = authorized_filter(&state, &caller, query.request()?).await?;
     let (response, socket, messages) = actix_ws::handle(&req, body).map_err(|error| {
         ApiError::new(ErrorCode::InvalidRequest)
@@ -67,6 +72,7 @@ pub async fn connect(
     let connection = Connection {
         id: Uuid::new_v4(),
         caller,
+        principal,
         filter,
         subscriber: subscription.id,
         queue,
@@ -83,6 +89,8 @@ pub async fn connect(
 struct Connection {
     id: Uuid,
     caller: Caller,
+    /// The credential's principal (gated mode): every message is authorized against it.
+    principal: Option<Principal>,
     /// What the connection receives now; `subscribe_events` replaces it.
     filter: EventFilter,
     subscriber: SubscriberId,
