@@ -1,11 +1,13 @@
 //! Kailash Gateway: the HTTP/WebSocket face of the actor tree in `kailash-actors`.
 //!
-//! `app` builds and binds the server; `config` loads settings; `auth` turns credentials
+//! `app` builds and binds the server; `adapters` implement the actors' ports (PostgreSQL);
+//! `config` loads settings; `auth` turns credentials
 //! into callers; `http` holds the error table and request plumbing; `routes` the handlers;
 //! `metrics`, `logging` and `host` observe; `shutdown` drains.
 
 pub mod app;
 pub mod auth;
+pub mod adapters;
 pub mod config;
 pub mod host;
 pub mod http;

@@ -1,7 +1,7 @@
 //! The records the [`Store`](super::Store) keeps: plain data, one struct per table row, and
 //! the [`Write`]s the background writer batches.
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -51,8 +51,8 @@ pub struct NodeRunRecord {
     pub tenant_id: TenantId,
     pub execution_id: Uuid,
     pub node_id: Arc<str>,
-    pub node_type: &'static str,
-    pub status: &'static str,
+    pub node_type: Cow<'static, str>,
+    pub status: Cow<'static, str>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: DateTime<Utc>,
     pub execution_time_ms: Option<f64>,
