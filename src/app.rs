@@ -21,10 +21,13 @@ use actix_web::{
 };
 use chrono::{DateTime, Utc};
 use kailash_actors::{
-    Gateway, GatewayConfig, bus::BusConfig, engine::workflow::WorkflowLimits, execution::RunLimits,
+    Gateway, GatewayConfig, GatewayError, Persistence, bus::BusConfig,
+    engine::workflow::WorkflowLimits, execution::RunLimits,
+    store::{MemoryStore, StoreError},
 };
 
 use crate::{
+    adapters::postgres::{PgOptions, PgStore},
     auth::{self, Authenticator, token::TokenKeys},
     config::{AuthMode, Secret, Settings},
     metrics::Metrics,
@@ -103,6 +106,10 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("restoring from the database: {0}")]
+    Restore(#[from] GatewayError),
 }
 
 /// A built, bound, not yet running gateway.
@@ -114,11 +121,27 @@ pub struct Application {
 
 impl Application {
     /// Builds the gateway; must be called inside an actix `System` (the actors need one).
-    /// `signing_secret` is required in gated mode.
-    pub fn build(settings: Settings, signing_secret: Option<&Secret>) -> Result<Self, BuildError> {
+    /// `signing_secret` is required in gated mode. With a database, its migrations run and
+    /// what it holds is restored before the server is bound.
+    pub async fn build(
+        settings: Settings,
+        signing_secret: Option<&Secret>,
+    ) -> Result<Self, BuildError> {
         let settings = Arc::new(settings);
         let keys = signing_secret.map(|secret| TokenKeys::hs256(secret.expose().as_bytes()));
-        let gateway = Gateway::start(gateway_config(&settings)?);
+        let config = gateway_config(&settings)?;
+        let gateway = Gateway::start_with(config, persistence(&settings).await?);
+        let restored = gateway.restore().await?;
+        if restored != Default::default() {
+            tracing::info!(
+                sessions = restored.sessions,
+                workflows = restored.workflows,
+                executions = restored.executions,
+                events = restored.events,
+                interrupted = restored.interrupted,
+                "restored from the database"
+            );
+        }
         let metrics = Arc::new(Metrics::new());
         let state = web::Data::new(AppState {
             webhooks: Webhooks::new(&settings, gateway.clone(), metrics.clone()),
@@ -206,6 +229,35 @@ impl Application {
         tracing::info!(port = self.port, "kailash gateway ready");
         self.server.await
     }
+}
+
+/// The store: PostgreSQL (migrated) when `database_url` is set, else in memory.
+async fn persistence(settings: &Settings) -> Result<Persistence, BuildError> {
+    let store: Arc<dyn kailash_actors::store::Store> = match &settings.database_url {
+        None => Arc::new(MemoryStore::new()),
+        Some(url) => {
+            let store = connect(url.expose(), settings)?;
+            let applied = store.migrate().await?;
+            tracing::info!(applied, "database migrations are up to date");
+            Arc::new(store)
+        }
+    };
+    Ok(Persistence {
+        store,
+        writer_queue_len: settings.store_queue_len,
+        retention: Some(settings.retention()),
+    })
+}
+
+/// The PostgreSQL store for `url` with the pool settings (no connection is made yet).
+pub fn connect(url: &str, settings: &Settings) -> Result<PgStore, StoreError> {
+    PgStore::new(
+        url,
+        PgOptions {
+            pool_size: settings.database_pool_size,
+            timeout: Duration::from_millis(settings.database_timeout_ms),
+        },
+    )
 }
 
 fn gateway_config(settings: &Settings) -> Result<GatewayConfig, BuildError> {

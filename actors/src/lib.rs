@@ -31,7 +31,7 @@ mod handle;
 mod registry;
 pub mod rooms;
 mod session;
-mod restore;
+pub mod restore;
 mod sharded;
 pub mod store;
 pub mod subscriber;
