@@ -21,15 +21,17 @@ use actix_web::{
 };
 use chrono::{DateTime, Utc};
 use kailash_actors::{
-    Gateway, GatewayConfig,
+    Gateway, GatewayConfig, GatewayError, Persistence,
     accounts::{AccountStore, MemoryAccounts},
     bus::BusConfig,
     engine::workflow::WorkflowLimits,
     execution::RunLimits,
+    store::{MemoryStore, Store, StoreError},
 };
 
 use crate::{
     access::{Access, audit::AuditLog, rbac::Roles},
+    adapters::postgres::{PgOptions, PgStore, accounts::PgAccounts},
     auth::{self, Authenticator, passwords::Passwords, token::TokenKeys},
     clock::{Clock, SystemClock},
     config::{AuthMode, Secret, Settings},
@@ -53,16 +55,17 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
 }
 
-/// The replaceable parts of a gateway: where accounts live and what time it is.
+/// The replaceable parts of a gateway: what time it is, and where accounts live (`None`:
+/// where the settings say, the database or memory).
 pub struct Services {
-    pub accounts: Arc<dyn AccountStore>,
+    pub accounts: Option<Arc<dyn AccountStore>>,
     pub clock: Arc<dyn Clock>,
 }
 
 impl Default for Services {
     fn default() -> Self {
         Self {
-            accounts: Arc::new(MemoryAccounts::new()),
+            accounts: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -130,6 +133,10 @@ pub enum BuildError {
     Tls(#[from] tls::TlsError),
     #[error("cannot open the accounts: {0}")]
     Accounts(String),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("restoring from the database: {0}")]
+    Restore(#[from] GatewayError),
 }
 
 /// A built, bound, not yet running gateway.
@@ -141,21 +148,39 @@ pub struct Application {
 
 impl Application {
     /// Builds the gateway; must be called inside an actix `System` (the actors need one).
-    /// `signing_secret` is required in gated mode. Call [`Application::open_accounts`]
-    /// before serving.
-    pub fn build(settings: Settings, signing_secret: Option<&Secret>) -> Result<Self, BuildError> {
-        Self::build_with(settings, signing_secret, Services::default())
+    /// `signing_secret` is required in gated mode. With a database, its migrations run and
+    /// what it holds is restored before the server is bound. Call
+    /// [`Application::open_accounts`] before serving.
+    pub async fn build(
+        settings: Settings,
+        signing_secret: Option<&Secret>,
+    ) -> Result<Self, BuildError> {
+        Self::build_with(settings, signing_secret, Services::default()).await
     }
 
-    /// [`Application::build`] with the given accounts store and clock.
-    pub fn build_with(
+    /// [`Application::build`] with the given clock (and accounts store, if any).
+    pub async fn build_with(
         settings: Settings,
         signing_secret: Option<&Secret>,
         services: Services,
     ) -> Result<Self, BuildError> {
         let settings = Arc::new(settings);
         let keys = signing_secret.map(|secret| TokenKeys::hs256(secret.expose().as_bytes()));
-        let gateway = Gateway::start(gateway_config(&settings)?);
+        let config = gateway_config(&settings)?;
+        let stores = open_stores(&settings).await?;
+        let accounts = services.accounts.unwrap_or(stores.accounts);
+        let gateway = Gateway::start_with(config, stores.persistence);
+        let restored = gateway.restore().await?;
+        if restored != Default::default() {
+            tracing::info!(
+                sessions = restored.sessions,
+                workflows = restored.workflows,
+                executions = restored.executions,
+                events = restored.events,
+                interrupted = restored.interrupted,
+                "restored from the database"
+            );
+        }
         let metrics = Arc::new(Metrics::new());
         let state = web::Data::new(AppState {
             webhooks: Webhooks::new(&settings, gateway.clone(), metrics.clone()),
@@ -166,10 +191,10 @@ impl Application {
             access: Access {
                 roles: Roles::default(),
                 default_role: settings.default_role.clone(),
-                audit: AuditLog::new(services.accounts.clone(), services.clock.clone()),
+                audit: AuditLog::new(accounts.clone(), services.clock.clone()),
             },
             passwords: Passwords::new(),
-            accounts: services.accounts,
+            accounts,
             clock: services.clock,
             settings: settings.clone(),
         });
@@ -266,6 +291,45 @@ impl Application {
         tracing::info!(port = self.port, "kailash gateway ready");
         self.server.await
     }
+}
+
+/// Where state lives: the actors' store and the accounts.
+struct Stores {
+    persistence: Persistence,
+    accounts: Arc<dyn AccountStore>,
+}
+
+/// PostgreSQL (migrated) for both when `database_url` is set, else memory.
+async fn open_stores(settings: &Settings) -> Result<Stores, BuildError> {
+    let (store, accounts): (Arc<dyn Store>, Arc<dyn AccountStore>) = match &settings.database_url
+    {
+        None => (Arc::new(MemoryStore::new()), Arc::new(MemoryAccounts::new())),
+        Some(url) => {
+            let store = Arc::new(connect(url.expose(), settings)?);
+            let applied = store.migrate().await?;
+            tracing::info!(applied, "database migrations are up to date");
+            (store.clone(), Arc::new(PgAccounts::new(store)))
+        }
+    };
+    Ok(Stores {
+        persistence: Persistence {
+            store,
+            writer_queue_len: settings.store_queue_len,
+            retention: Some(settings.retention()),
+        },
+        accounts,
+    })
+}
+
+/// The PostgreSQL store for `url` with the pool settings (no connection is made yet).
+pub fn connect(url: &str, settings: &Settings) -> Result<PgStore, StoreError> {
+    PgStore::new(
+        url,
+        PgOptions {
+            pool_size: settings.database_pool_size,
+            timeout: Duration::from_millis(settings.database_timeout_ms),
+        },
+    )
 }
 
 fn gateway_config(settings: &Settings) -> Result<GatewayConfig, BuildError> {

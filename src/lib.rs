@@ -1,11 +1,14 @@
 //! Kailash Gateway: the HTTP/WebSocket face of the actor tree in `kailash-actors`.
 //!
-//! `app` builds and binds the server; `config` loads settings; `auth` turns credentials
-//! into callers (and runs logins); `access` decides what they may do and keeps the audit
-//! log; `clock` is the injectable time those decisions use; `http` holds the error table and request plumbing; `routes` the handlers;
+//! `app` builds and binds the server; `adapters` implement the actors' ports (PostgreSQL);
+//! `config` loads settings; `auth` turns credentials into callers (and runs logins);
+//! `access` decides what they may do and keeps the audit log; `clock` is the injectable
+//! time those decisions use; `http` holds the error table and request plumbing; `routes`
+//! the handlers;
 //! `metrics`, `logging` and `host` observe; `shutdown` drains.
 
 pub mod access;
+pub mod adapters;
 pub mod app;
 pub mod auth;
 pub mod clock;

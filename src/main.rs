@@ -1,6 +1,7 @@
 //! The `kailash-gateway` binary: parses the command line, loads settings, and runs one of
-//! `serve` (the default), `token` (mint a bearer token), `settings` (print the settings
-//! table) or `nodes` (print the node reference).
+//! `serve` (the default), `token` (mint a bearer token), `migrate` (apply the database
+//! migrations and exit), `settings` (print the settings table) or `nodes` (print the node
+//! reference).
 
 use std::{collections::HashMap, io::Write, path::PathBuf, process::ExitCode};
 
@@ -51,6 +52,10 @@ fn cli() -> Command {
                         .default_value("60"),
                 ),
         )
+        .subcommand(
+            Command::new("migrate")
+                .about("Apply the database migrations (DATABASE_URL) and exit"),
+        )
         .subcommand(Command::new("settings").about("Print every setting as a Markdown table"))
         .subcommand(
             Command::new("nodes").about("Print the node reference (docs/nodes.md) as Markdown"),
@@ -90,6 +95,7 @@ fn main() -> ExitCode {
     };
     match matches.subcommand() {
         Some(("token", args)) => token(&settings, args),
+        Some(("migrate", _)) => migrate(&settings),
         _ => serve(settings),
     }
 }
@@ -128,6 +134,31 @@ fn token(settings: &Settings, args: &ArgMatches) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn migrate(settings: &Settings) -> ExitCode {
+    let Some(url) = &settings.database_url else {
+        return fail("migrate needs DATABASE_URL (or --database-url)".into());
+    };
+    let migrated = kailash_gateway::app::connect(url.expose(), settings)
+        .map_err(|error| error.to_string())
+        .and_then(|store| {
+            // The store does its I/O on its own runtime; this one only waits for it.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| error.to_string())?;
+            runtime
+                .block_on(store.migrate())
+                .map_err(|error| error.to_string())
+        });
+    match migrated {
+        Ok(applied) => {
+            println!("applied {applied} migration(s); the schema is up to date");
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(format!("migration failed: {error}")),
+    }
+}
+
 fn serve(settings: Settings) -> ExitCode {
     logging::init(&settings);
     let signing = match settings.auth_mode {
@@ -142,6 +173,7 @@ fn serve(settings: Settings) -> ExitCode {
     }
     let result = actix_rt::System::new().block_on(async move {
         let app = Application::build(settings, signing.as_ref().map(SigningSecret::secret))
+            .await
             .map_err(|error| error.to_string())?;
         if let Some(password) = app.open_accounts().await.map_err(|e| e.to_string())? {
             // Shown once: it is stored only as a hash.

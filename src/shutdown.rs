@@ -2,8 +2,9 @@
 //! readiness turns 503 → (drain delay, so load balancers notice) → the actor tree stops
 //! taking new sessions → WebSocket clients get "going away" (1001) and SSE streams end →
 //! the HTTP server stops accepting and gives in-flight requests up to
-//! `shutdown_timeout_seconds` → the process exits. Later work adds executions, broker flush
-//! and pool close here, each with its own bound.
+//! `shutdown_timeout_seconds` → the store writer's queue is flushed (bounded by the same
+//! timeout) → the process exits. Later work adds executions and broker flush here, each
+//! with its own bound.
 
 use std::time::Duration;
 
@@ -48,4 +49,13 @@ pub async fn drain(state: &AppState, server: &ServerHandle, reason: &str) {
     // Graceful: waits for in-flight requests up to `shutdown_timeout_seconds`, then stops.
     server.stop(true).await;
     tracing::info!("HTTP server stopped");
+
+    let limit = Duration::from_secs(settings.shutdown_timeout_seconds);
+    match tokio::time::timeout(limit, state.gateway.flush()).await {
+        Ok(()) => tracing::info!("store writes flushed"),
+        Err(_) => tracing::warn!(
+            pending = state.gateway.writer_stats().pending(),
+            "store writes not flushed within {limit:?}"
+        ),
+    }
 }

@@ -35,6 +35,10 @@ pub enum GatewayError {
     /// The gateway is shutting down and takes no new work.
     #[error("the gateway is draining")]
     Draining,
+    /// The store (database) could not record or read what the request needs; `reason`
+    /// says why. Nothing was changed.
+    #[error("the store is unavailable: {0}")]
+    StoreUnavailable(String),
     /// An actor did not answer within the ask timeout, or has stopped.
     #[error("an internal component did not answer in time")]
     Unavailable,
@@ -43,5 +47,14 @@ pub enum GatewayError {
 impl From<actix::MailboxError> for GatewayError {
     fn from(_: actix::MailboxError) -> Self {
         GatewayError::Unavailable
+    }
+}
+
+impl From<crate::store::StoreError> for GatewayError {
+    fn from(error: crate::store::StoreError) -> Self {
+        match error {
+            crate::store::StoreError::Unavailable(reason)
+            | crate::store::StoreError::Failed(reason) => GatewayError::StoreUnavailable(reason),
+        }
     }
 }

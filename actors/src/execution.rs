@@ -3,6 +3,9 @@
 //! per-node and per-execution time limits, obeys cancel, emits every workflow and node event,
 //! and reports its final snapshot to its session before stopping.
 //!
+//! Its session commits the run to the store before starting it; the run hands each node's
+//! outcome and its own final state to the store writer (batched, in order).
+//!
 //! Owned by its [`SessionActor`]. Messages: [`Snapshot`], [`Cancel`]. Each node's future is
 //! polled by this actor's context behind `catch_unwind`, so a panic there becomes a
 //! `node.failed` event, and cancel drops the future (an HTTP call in flight with it).
@@ -32,6 +35,7 @@ use crate::{
     events::{Event, EventDetail, EventType, NodeDetail, RunRef, WorkflowDetail},
     registry::{ExecutionEnded, RegistryActor},
     session::{ExecutionFinished, SessionActor},
+    store::{ExecutionRecord, NodeRunRecord, StoreWriter, Write},
 };
 
 /// Where a run is. A terminal status never changes again.
@@ -82,6 +86,8 @@ pub(crate) struct ExecutionSpec {
     pub execution_id: Uuid,
     pub workflow: Arc<Workflow>,
     pub inputs: RunInputs,
+    /// The request's `inputs` and `config_overrides`, as the store records them.
+    pub request: Arc<(Value, Value)>,
     pub session_id: Uuid,
     pub tenant_id: TenantId,
     pub user_id: UserId,
@@ -90,6 +96,7 @@ pub(crate) struct ExecutionSpec {
     pub bus: Addr<EventBus>,
     pub session: Addr<SessionActor>,
     pub gateway: Addr<RegistryActor>,
+    pub writer: StoreWriter,
 }
 
 pub(crate) struct ExecutionActor {
@@ -193,6 +200,39 @@ impl ExecutionActor {
         }
     }
 
+    /// The run as the store records it.
+    pub(crate) fn record(&self, snapshot: ExecutionSnapshot) -> ExecutionRecord {
+        ExecutionRecord {
+            tenant_id: self.spec.tenant_id.clone(),
+            session_id: self.spec.session_id,
+            user_id: self.spec.user_id.clone(),
+            inputs: self.spec.request.0.clone(),
+            config_overrides: self.spec.request.1.clone(),
+            snapshot,
+        }
+    }
+
+    /// Hands a node's final outcome to the store writer.
+    fn record_node_run(&self, status: &'static str, node: usize, outcome: &NodeOutcome) {
+        let spec = &self.spec.workflow.nodes[node];
+        let finished_at = Utc::now();
+        let started_at = outcome.execution_time_ms.map(|ms| {
+            finished_at - chrono::Duration::microseconds((ms * 1000.0) as i64)
+        });
+        self.spec.writer.write(Write::NodeRun(NodeRunRecord {
+            tenant_id: self.spec.tenant_id.clone(),
+            execution_id: self.spec.execution_id,
+            node_id: spec.id.clone(),
+            node_type: spec.node_type.into(),
+            status: status.into(),
+            started_at,
+            finished_at,
+            execution_time_ms: outcome.execution_time_ms,
+            outputs: outcome.outputs.clone(),
+            error: outcome.error.clone(),
+        }));
+    }
+
     fn publish(&self, event_type: EventType, detail: EventDetail) {
         let mut event = Event::new(event_type, "execution", self.spec.tenant_id.clone())
             .in_session(self.spec.session_id, self.spec.user_id.clone());
@@ -214,6 +254,12 @@ impl ExecutionActor {
     }
 
     fn publish_node_event(&self, event_type: EventType, node: usize, outcome: NodeOutcome) {
+        match event_type {
+            EventType::NodeCompleted => self.record_node_run("completed", node, &outcome),
+            EventType::NodeFailed => self.record_node_run("failed", node, &outcome),
+            EventType::NodeSkipped => self.record_node_run("skipped", node, &outcome),
+            _ => {}
+        }
         let spec = &self.spec.workflow.nodes[node];
         self.publish(
             event_type,
@@ -400,9 +446,11 @@ impl ExecutionActor {
             }
         };
         self.publish_workflow_event(event_type, data);
-        self.spec.session.do_send(ExecutionFinished {
-            snapshot: self.snapshot(),
-        });
+        let snapshot = self.snapshot();
+        self.spec
+            .writer
+            .write(Write::ExecutionFinished(Box::new(self.record(snapshot.clone()))));
+        self.spec.session.do_send(ExecutionFinished { snapshot });
         self.spec.gateway.do_send(ExecutionEnded { ran: true });
         ctx.stop();
     }

@@ -24,6 +24,9 @@ use crate::{
     execution::{ExecutionSnapshot, RunLimits},
     registry::{CreateSession, Drain, ExecutionEnded, RegistryActor, ReserveExecution, Stats},
     rooms::{JoinRoom, LeaveRoom, LeaveRooms, RoomError, RoomHub, RoomMember, SendToRoom},
+    store::{
+        HistoryPage, HistoryQuery, MemoryStore, Store, StoreHealth, StoreWriter, WriterStats,
+    },
     session::{
         AddWorkflow, CancelExecution, Describe, ExecutionSummary, FindWorkflow, GetExecution,
         ListExecutions, ListWorkflows, SessionActor, SessionDetail, SessionSummary, StartExecution,
@@ -59,6 +62,37 @@ pub struct GatewayConfig {
     pub max_room_members: usize,
 }
 
+/// Where the tree keeps what must outlive the process, and for how long.
+pub struct Persistence {
+    pub store: Arc<dyn Store>,
+    /// Writes the background writer holds before writers wait for room.
+    pub writer_queue_len: usize,
+    /// The retention job's ages and period; `None`: nothing is pruned.
+    pub retention: Option<Retention>,
+}
+
+/// How long stored history is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Events older than this are deleted.
+    pub events: Duration,
+    /// Finished executions (and their node runs) older than this are deleted.
+    pub executions: Duration,
+    /// How often the job runs.
+    pub every: Duration,
+}
+
+impl Persistence {
+    /// The embedded default: an in-memory store, nothing pruned.
+    pub fn in_memory() -> Self {
+        Self {
+            store: Arc::new(MemoryStore::new()),
+            writer_queue_len: 65_536,
+            retention: None,
+        }
+    }
+}
+
 /// What sessions and executions share: read-only engine configuration and the addresses
 /// executions report to.
 pub(crate) struct EngineContext {
@@ -69,16 +103,20 @@ pub(crate) struct EngineContext {
     pub finished_executions_per_session: usize,
     pub bus: Addr<EventBus>,
     pub gateway: Addr<RegistryActor>,
+    pub store: Arc<dyn Store>,
+    pub writer: StoreWriter,
 }
 
 /// A cheap, cloneable handle on a running actor tree.
 #[derive(Clone)]
 pub struct Gateway {
-    registry: Addr<RegistryActor>,
-    bus: Addr<EventBus>,
+    pub(crate) registry: Addr<RegistryActor>,
+    pub(crate) bus: Addr<EventBus>,
     rooms: Addr<RoomHub>,
-    config: Arc<GatewayConfig>,
+    pub(crate) config: Arc<GatewayConfig>,
     shared_workflows: Arc<BTreeMap<String, Arc<Workflow>>>,
+    pub(crate) store: Arc<dyn Store>,
+    writer: StoreWriter,
 }
 
 /// Counters across the tree.
@@ -103,10 +141,21 @@ pub struct GatewayStats {
 }
 
 impl Gateway {
-    /// Starts the registry and the event bus. Must run inside an actix `System`.
+    /// Starts the registry and the event bus over an in-memory store. Must run inside an
+    /// actix `System`.
     pub fn start(config: GatewayConfig) -> Self {
+        Self::start_with(config, Persistence::in_memory())
+    }
+
+    /// Starts the tree over `persistence`. Call [`Gateway::restore`] next to load what the
+    /// store holds. Must run inside an actix `System`.
+    pub fn start_with(config: GatewayConfig, persistence: Persistence) -> Self {
         let config = Arc::new(config);
-        let bus = EventBus::new(config.bus.clone()).start();
+        let store = persistence.store;
+        let writer = StoreWriter::start(store.clone(), persistence.writer_queue_len);
+        let bus = EventBus::new(config.bus.clone())
+            .persisting_to(writer.clone())
+            .start();
         let shared_workflows = Arc::new(config.shared_workflows.clone());
         let registry = RegistryActor::create(|ctx| {
             let engine = Arc::new(EngineContext {
@@ -117,17 +166,52 @@ impl Gateway {
                 finished_executions_per_session: config.finished_executions_per_session,
                 bus: bus.clone(),
                 gateway: ctx.address(),
+                store: store.clone(),
+                writer: writer.clone(),
             });
             RegistryActor::new(config.clone(), engine, bus.clone())
         });
         let rooms = RoomHub::new(config.max_room_members).start();
+        if let Some(retention) = persistence.retention {
+            crate::restore::start_retention(store.clone(), retention);
+        }
         Self {
             registry,
             bus,
             rooms,
             config,
             shared_workflows,
+            store,
+            writer,
         }
+    }
+
+    /// Whether the store answers, its latency and pool use.
+    pub async fn store_health(&self) -> StoreHealth {
+        self.store.health().await
+    }
+
+    /// What the background writer has written, and whether it is failing.
+    pub fn writer_stats(&self) -> &WriterStats {
+        self.writer.stats()
+    }
+
+    /// Waits until every write accepted so far is in the store.
+    pub async fn flush(&self) {
+        self.writer.flush().await;
+    }
+
+    /// A page of the caller's tenant's executions, newest first (`query.user_id` narrows
+    /// it to one user; the gateway crate decides who may ask about whom).
+    pub async fn execution_history(
+        &self,
+        caller: &Caller,
+        query: &HistoryQuery,
+    ) -> Result<HistoryPage, GatewayError> {
+        Ok(self
+            .store
+            .execution_history(&caller.tenant_id, query)
+            .await?)
     }
 
     /// Every node type workflows may use.
@@ -357,7 +441,7 @@ impl Gateway {
         workflow: Workflow,
     ) -> Result<Arc<Workflow>, GatewayError> {
         self.for_session(caller, session_id, AddWorkflow { workflow })
-            .await
+            .await?
     }
 
     /// The session's workflows and the shared ones; without a session, the shared ones.

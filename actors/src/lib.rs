@@ -11,7 +11,12 @@
 //!      └─ SessionActor (one each)      the session's record, workflows and executions
 //!          └─ ExecutionActor (one/run) schedules nodes, emits events, time limits, cancel
 //! EventBus (one per process)           per-session `seq`, bounded history, recent ring, fan-out
+//! Store + StoreWriter                  the persistence port; creations awaited, the rest batched
 //! ```
+//!
+//! With a persistent [`store::Store`], [`Gateway::restore`] rebuilds the tree from it at start
+//! (sessions, workflows, finished executions, event history) and fails the executions a
+//! stopped gateway left running.
 //!
 //! Every mailbox is bounded; the handle sends under a timeout so a stuck actor answers
 //! `Unavailable` instead of hanging a request.
@@ -27,7 +32,9 @@ mod handle;
 mod registry;
 pub mod rooms;
 mod session;
+pub mod restore;
 mod sharded;
+pub mod store;
 pub mod subscriber;
 mod tenant;
 
@@ -36,5 +43,5 @@ mod execution_tests;
 
 pub use caller::{Caller, TenantId, UserId};
 pub use error::GatewayError;
-pub use handle::{Gateway, GatewayConfig, GatewayStats};
+pub use handle::{Gateway, GatewayConfig, GatewayStats, Persistence, Retention};
 pub use session::{ExecutionSummary, SessionDetail, SessionSummary, WorkflowSummary};

@@ -18,7 +18,10 @@ use crate::{
     error::GatewayError,
     handle::{EngineContext, GatewayConfig},
     session::SessionSummary,
-    tenant::{CountNearTimeout, EndSession, ForSession, ListSessions, StartSession, TenantActor},
+    tenant::{
+        CountNearTimeout, EndSession, ForSession, ListSessions, RestoreSession, StartSession,
+        TenantActor,
+    },
 };
 
 pub(crate) struct RegistryActor {
@@ -129,6 +132,21 @@ impl Handler<CreateSession> for RegistryActor {
                     result
                 }),
         )
+    }
+}
+
+/// Bring back a stored session at start; it takes a slot whatever `max_sessions` says (it
+/// existed before the restart).
+impl Handler<RestoreSession> for RegistryActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: RestoreSession, ctx: &mut Self::Context) -> Self::Result {
+        self.active_sessions += 1;
+        let tenant = self.tenant(&msg.record.tenant_id, ctx.address());
+        Box::pin(async move {
+            // Only a stopped tenant fails to answer, and then the session has nowhere to go.
+            let _ = tenant.send(msg).await;
+        })
     }
 }
 

@@ -8,6 +8,10 @@
 //! [`ListWorkflows`], [`FindWorkflow`], [`StartExecution`], [`ListExecutions`],
 //! [`GetExecution`], [`CancelExecution`], and [`ExecutionFinished`] from its executions.
 //! On stop it tells its parent ([`ChildStopped`]).
+//!
+//! A new workflow version and a new execution are committed to the store before they are
+//! reported; both handlers run atomically (the session takes no other message meanwhile), so
+//! versions and the running-execution limit stay consistent with what is stored.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -29,6 +33,7 @@ use crate::{
         Cancel, ExecutionActor, ExecutionSnapshot, ExecutionSpec, ExecutionStatus, Snapshot,
     },
     handle::EngineContext,
+    store::{SessionRecord, WorkflowRecord},
     tenant::{ChildStopped, TenantActor},
 };
 
@@ -57,25 +62,42 @@ enum ExecutionSlot {
 
 impl SessionActor {
     pub(crate) fn new(
-        session_id: Uuid,
-        tenant_id: TenantId,
-        owner: UserId,
-        metadata: Value,
+        record: SessionRecord,
         parent: Addr<TenantActor>,
         engine: Arc<EngineContext>,
     ) -> Self {
         Self {
-            session_id,
-            tenant_id,
-            owner,
-            created_at: Utc::now(),
-            metadata: Arc::new(metadata),
+            session_id: record.session_id,
+            tenant_id: record.tenant_id,
+            owner: record.user_id,
+            created_at: record.created_at,
+            metadata: Arc::new(record.metadata),
             parent,
             engine,
             workflows: HashMap::new(),
             executions: HashMap::new(),
             finished: VecDeque::new(),
         }
+    }
+
+    /// A restored session's workflows and finished executions (oldest first).
+    pub(crate) fn with_history(
+        mut self,
+        workflows: Vec<Arc<Workflow>>,
+        finished: Vec<ExecutionSnapshot>,
+    ) -> Self {
+        for workflow in workflows {
+            self.workflows
+                .insert(workflow.workflow_id.clone(), workflow);
+        }
+        for snapshot in finished {
+            self.finished.push_back(snapshot.execution_id);
+            self.executions.insert(
+                snapshot.execution_id,
+                ExecutionSlot::Finished(Box::new(snapshot)),
+            );
+        }
+        self
     }
 
     pub(crate) fn summary(&self) -> SessionSummary {
@@ -207,23 +229,40 @@ impl Handler<End> for SessionActor {
 
 /// Add (or replace, as a new version) a validated workflow.
 #[derive(Message)]
-#[rtype(result = "Arc<Workflow>")]
+#[rtype(result = "Result<Arc<Workflow>, GatewayError>")]
 pub(crate) struct AddWorkflow {
     pub workflow: Workflow,
 }
 
 impl Handler<AddWorkflow> for SessionActor {
-    type Result = MessageResult<AddWorkflow>;
+    type Result = AtomicResponse<Self, Result<Arc<Workflow>, GatewayError>>;
 
     fn handle(&mut self, msg: AddWorkflow, _: &mut Self::Context) -> Self::Result {
         let mut workflow = msg.workflow;
         if let Some(previous) = self.workflows.get(&workflow.workflow_id) {
             workflow.version = previous.version + 1;
         }
-        let workflow = Arc::new(workflow);
-        self.workflows
-            .insert(workflow.workflow_id.clone(), workflow.clone());
-        MessageResult(workflow)
+        let record = WorkflowRecord {
+            tenant_id: self.tenant_id.clone(),
+            session_id: self.session_id,
+            workflow_id: workflow.workflow_id.clone(),
+            version: workflow.version,
+            definition: workflow.definition.clone(),
+            created_at: workflow.created_at,
+        };
+        let store = self.engine.store.clone();
+        AtomicResponse::new(Box::pin(
+            async move { store.save_workflow(&record).await }
+                .into_actor(self)
+                .map(move |stored, session, _| {
+                    stored?;
+                    let workflow = Arc::new(workflow);
+                    session
+                        .workflows
+                        .insert(workflow.workflow_id.clone(), workflow.clone());
+                    Ok(workflow)
+                }),
+        ))
     }
 }
 
@@ -328,9 +367,46 @@ impl SessionActor {
 }
 
 impl Handler<StartExecution> for SessionActor {
-    type Result = Result<ExecutionSnapshot, GatewayError>;
+    type Result = AtomicResponse<Self, Result<ExecutionSnapshot, GatewayError>>;
 
     fn handle(&mut self, msg: StartExecution, ctx: &mut Self::Context) -> Self::Result {
+        let execution = match self.prepare_execution(msg, ctx) {
+            Ok(execution) => execution,
+            Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
+        };
+        let snapshot = execution.snapshot();
+        let record = execution.record(snapshot.clone());
+        let store = self.engine.store.clone();
+        // Committed before it runs: a run the client hears of is in the store, and one that a
+        // crash interrupts is found there (and failed) on the next start.
+        AtomicResponse::new(Box::pin(
+            async move { store.create_execution(&record).await }
+                .into_actor(self)
+                .map(move |stored, session, _| {
+                    stored?;
+                    let addr = execution.start();
+                    session.executions.insert(
+                        snapshot.execution_id,
+                        ExecutionSlot::Running {
+                            addr,
+                            workflow_id: snapshot.workflow_id.clone(),
+                            created_at: snapshot.created_at,
+                        },
+                    );
+                    Ok(snapshot)
+                }),
+        ))
+    }
+}
+
+impl SessionActor {
+    /// Checks a start request against the session's limits and builds the (not yet
+    /// started) execution.
+    fn prepare_execution(
+        &self,
+        msg: StartExecution,
+        ctx: &mut Context<Self>,
+    ) -> Result<ExecutionActor, GatewayError> {
         let (workflow, _) = self
             .workflow(&msg.workflow_id)
             .ok_or(GatewayError::WorkflowNotFound)?;
@@ -342,12 +418,15 @@ impl Handler<StartExecution> for SessionActor {
             });
         }
         self.check_overrides(&workflow, &msg.config_overrides)?;
-        let execution_id = Uuid::new_v4();
         let inputs = RunInputs::new(&workflow, &msg.inputs, &msg.config_overrides);
-        let execution = ExecutionActor::new(ExecutionSpec {
-            execution_id,
-            workflow: workflow.clone(),
+        Ok(ExecutionActor::new(ExecutionSpec {
+            execution_id: Uuid::new_v4(),
+            workflow,
             inputs,
+            request: Arc::new((
+                Value::Object(msg.inputs),
+                Value::Object(msg.config_overrides),
+            )),
             session_id: self.session_id,
             tenant_id: self.tenant_id.clone(),
             user_id: self.owner.clone(),
@@ -356,18 +435,8 @@ impl Handler<StartExecution> for SessionActor {
             bus: self.engine.bus.clone(),
             session: ctx.address(),
             gateway: self.engine.gateway.clone(),
-        });
-        let snapshot = execution.snapshot();
-        let addr = execution.start();
-        self.executions.insert(
-            execution_id,
-            ExecutionSlot::Running {
-                addr,
-                workflow_id: workflow.workflow_id.clone(),
-                created_at: snapshot.created_at,
-            },
-        );
-        Ok(snapshot)
+            writer: self.engine.writer.clone(),
+        }))
     }
 }
 

@@ -69,6 +69,10 @@ impl<V> ShardedMap<V> {
         self.shards.iter().flat_map(HashMap::iter)
     }
 
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&Uuid, &mut V)> {
+        self.shards.iter_mut().flat_map(HashMap::iter_mut)
+    }
+
     pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
         self.shards.iter().flat_map(HashMap::values)
     }

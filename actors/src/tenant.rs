@@ -3,8 +3,11 @@
 //! whether a caller may reach a session, and when an idle one expires.
 //!
 //! Owned by the [`RegistryActor`], which routes requests here by the caller's tenant.
-//! Messages: [`StartSession`], [`ForSession`], [`EndSession`], [`ListSessions`],
-//! [`CountNearTimeout`], and [`ChildStopped`] from its sessions.
+//! Messages: [`StartSession`], [`RestoreSession`], [`ForSession`], [`EndSession`],
+//! [`ListSessions`], [`CountNearTimeout`], and [`ChildStopped`] from its sessions.
+//!
+//! A new session is recorded in the store before it is reported created; its last activity
+//! is written (coalesced) at each expiry sweep, and its end when it is forgotten.
 
 use std::{
     sync::Arc,
@@ -12,6 +15,7 @@ use std::{
 };
 
 use actix::{dev::ToEnvelope, prelude::*};
+use chrono::Utc;
 use futures_util::future::{join_all, ready};
 use serde_json::Value;
 use uuid::Uuid;
@@ -23,8 +27,11 @@ use crate::{
     events::{Event, EventType},
     handle::{EngineContext, GatewayConfig},
     registry::{RegistryActor, SessionEnded},
+    execution::ExecutionSnapshot,
+    engine::workflow::Workflow,
     session::{End, SessionActor, SessionSummary, Summarize},
     sharded::ShardedMap,
+    store::{SessionRecord, Write},
 };
 
 pub(crate) struct TenantActor {
@@ -40,6 +47,8 @@ struct SessionEntry {
     addr: Addr<SessionActor>,
     owner: UserId,
     last_activity: Instant,
+    /// The last activity the store has been told of (written at the next sweep when older).
+    persisted_activity: Instant,
     /// Set once an end (close or expiry) is under way, so the session takes no more requests,
     /// is ended only once, and is announced with the right reason whichever of its reply and
     /// its [`ChildStopped`] arrives first.
@@ -123,6 +132,53 @@ impl TenantActor {
         )
     }
 
+    /// Starts a session actor for `record` (new or restored) and enters it in the directory.
+    fn adopt(
+        &mut self,
+        record: SessionRecord,
+        workflows: Vec<Arc<Workflow>>,
+        finished: Vec<ExecutionSnapshot>,
+        ctx: &mut Context<Self>,
+    ) -> SessionSummary {
+        let session_id = record.session_id;
+        let owner = record.user_id.clone();
+        let idle_for = (Utc::now() - record.last_activity)
+            .to_std()
+            .unwrap_or_default();
+        let now = Instant::now();
+        let last_activity = now.checked_sub(idle_for).unwrap_or(now);
+        let session = SessionActor::new(record, ctx.address(), self.engine.clone())
+            .with_history(workflows, finished);
+        let summary = session.summary();
+        self.sessions.insert(
+            session_id,
+            SessionEntry {
+                addr: session.start(),
+                owner,
+                last_activity,
+                persisted_activity: last_activity,
+                ending: None,
+            },
+        );
+        summary
+    }
+
+    /// Tells the store of the activity of sessions used since the last sweep.
+    fn persist_activity(&mut self) {
+        let now = (Instant::now(), Utc::now());
+        for (session_id, entry) in self.sessions.iter_mut() {
+            if entry.last_activity > entry.persisted_activity {
+                entry.persisted_activity = entry.last_activity;
+                let ago = now.0.duration_since(entry.last_activity);
+                self.engine.writer.write(Write::SessionTouched {
+                    tenant_id: self.tenant_id.clone(),
+                    session_id: *session_id,
+                    at: now.1 - chrono::Duration::from_std(ago).unwrap_or_default(),
+                });
+            }
+        }
+    }
+
     /// Removes a session from the directory (once), announcing why and releasing its slot.
     /// A session that stopped without being asked to is recorded as closed.
     fn forget(&mut self, session_id: Uuid) {
@@ -131,6 +187,15 @@ impl TenantActor {
                 EndReason::Closed => EventType::SessionClosed,
                 EndReason::Expired => EventType::SessionExpired,
             };
+            self.engine.writer.write(Write::SessionEnded {
+                tenant_id: self.tenant_id.clone(),
+                session_id,
+                at: Utc::now(),
+                reason: match event_type {
+                    EventType::SessionExpired => "expired",
+                    _ => "closed",
+                },
+            });
             self.publish(event_type, session_id, entry.owner);
             self.registry.do_send(SessionEnded {
                 expired: event_type == EventType::SessionExpired,
@@ -139,6 +204,7 @@ impl TenantActor {
     }
 
     fn expire_idle_sessions(&mut self, ctx: &mut Context<Self>) {
+        self.persist_activity();
         // One clock read per sweep, not per session: the sweep walks every session.
         let Some(cutoff) = Instant::now().checked_sub(self.config.session_timeout) else {
             return;
@@ -179,32 +245,48 @@ pub(crate) struct StartSession {
 }
 
 impl Handler<StartSession> for TenantActor {
-    type Result = Result<SessionSummary, GatewayError>;
+    type Result = ResponseActFuture<Self, Result<SessionSummary, GatewayError>>;
 
-    fn handle(&mut self, msg: StartSession, ctx: &mut Self::Context) -> Self::Result {
-        let session_id = Uuid::new_v4();
-        let owner = msg.caller.user_id;
-        let session = SessionActor::new(
-            session_id,
-            self.tenant_id.clone(),
-            owner.clone(),
-            msg.metadata,
-            ctx.address(),
-            self.engine.clone(),
-        );
-        let summary = session.summary();
-        let addr = session.start();
-        self.sessions.insert(
-            session_id,
-            SessionEntry {
-                addr,
-                owner: owner.clone(),
-                last_activity: Instant::now(),
-                ending: None,
-            },
-        );
-        self.publish(EventType::SessionCreated, session_id, owner);
-        Ok(summary)
+    fn handle(&mut self, msg: StartSession, _: &mut Self::Context) -> Self::Result {
+        let now = Utc::now();
+        let record = SessionRecord {
+            tenant_id: self.tenant_id.clone(),
+            session_id: Uuid::new_v4(),
+            user_id: msg.caller.user_id,
+            metadata: msg.metadata,
+            created_at: now,
+            last_activity: now,
+        };
+        let store = self.engine.store.clone();
+        // Committed before it exists: a session the client hears of survives a restart.
+        Box::pin(
+            async move { store.create_session(&record).await.map(|()| record) }
+                .into_actor(self)
+                .map(|stored, tenant, ctx| {
+                    let record = stored?;
+                    let (session_id, owner) = (record.session_id, record.user_id.clone());
+                    let summary = tenant.adopt(record, Vec::new(), Vec::new(), ctx);
+                    tenant.publish(EventType::SessionCreated, session_id, owner);
+                    Ok(summary)
+                }),
+        )
+    }
+}
+
+/// Bring back a stored session at start (its slot is already counted by the registry).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct RestoreSession {
+    pub record: SessionRecord,
+    pub workflows: Vec<Arc<Workflow>>,
+    pub finished: Vec<ExecutionSnapshot>,
+}
+
+impl Handler<RestoreSession> for TenantActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RestoreSession, ctx: &mut Self::Context) {
+        self.adopt(msg.record, msg.workflows, msg.finished, ctx);
     }
 }
 

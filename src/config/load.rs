@@ -94,7 +94,37 @@ pub const SETTINGS: &[SettingSpec] = &[
     setting(
         "database_url",
         "DATABASE_URL",
-        "PostgreSQL URL (reported; persistence arrives with later work)",
+        "PostgreSQL URL: the state of record (sessions, workflows, executions, events); unset: in-memory store",
+    ),
+    setting(
+        "database_pool_size",
+        "KAILASH_DATABASE_POOL_SIZE",
+        "Most PostgreSQL connections open at once",
+    ),
+    setting(
+        "database_timeout_ms",
+        "KAILASH_DATABASE_TIMEOUT_MS",
+        "Limit of one SQL statement, of connecting, and of waiting for a pooled connection",
+    ),
+    setting(
+        "store_queue_len",
+        "KAILASH_STORE_QUEUE_LEN",
+        "Writes (events, node runs, finished executions) queued for the database before writers wait",
+    ),
+    setting(
+        "event_history_days",
+        "KAILASH_EVENT_HISTORY_DAYS",
+        "Stored events older than this are pruned",
+    ),
+    setting(
+        "execution_history_days",
+        "KAILASH_EXECUTION_HISTORY_DAYS",
+        "Finished executions (and their node runs) older than this are pruned",
+    ),
+    setting(
+        "retention_interval_minutes",
+        "KAILASH_RETENTION_INTERVAL_MINUTES",
+        "How often the retention job prunes stored history",
     ),
     setting(
         "redis_url",

@@ -68,6 +68,12 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     pub max_body_bytes: usize,
     pub database_url: Option<Secret>,
+    pub database_pool_size: usize,
+    pub database_timeout_ms: u64,
+    pub store_queue_len: usize,
+    pub event_history_days: f64,
+    pub execution_history_days: f64,
+    pub retention_interval_minutes: f64,
     pub redis_url: Option<Secret>,
     pub workers: usize,
     pub max_connections: usize,
@@ -141,6 +147,12 @@ impl Default for Settings {
             cors_origins: Vec::new(),
             max_body_bytes: 1024 * 1024,
             database_url: None,
+            database_pool_size: 16,
+            database_timeout_ms: 5000,
+            store_queue_len: 65_536,
+            event_history_days: 7.0,
+            execution_history_days: 30.0,
+            retention_interval_minutes: 60.0,
             redis_url: None,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_connections: 25_000,
@@ -230,6 +242,30 @@ impl Settings {
                 );
             }
         }
+        for (key, days) in [
+            ("event_history_days", self.event_history_days),
+            ("execution_history_days", self.execution_history_days),
+        ] {
+            if !(days.is_finite() && days > 0.0 && days <= 36_500.0) {
+                return bad(key, "must be a number of days above 0 and at most 100 years".into());
+            }
+        }
+        let minutes = self.retention_interval_minutes;
+        if !(minutes.is_finite() && minutes > 0.0 && minutes <= 10_080.0) {
+            return bad(
+                "retention_interval_minutes",
+                "must be a number of minutes above 0 and at most a week".into(),
+            );
+        }
+        if !(1..=1000).contains(&self.database_pool_size) {
+            return bad("database_pool_size", "must be between 1 and 1000".into());
+        }
+        if !(100..=600_000).contains(&self.database_timeout_ms) {
+            return bad(
+                "database_timeout_ms",
+                "must be between 100 and 600000".into(),
+            );
+        }
         for (key, seconds) in [
             ("node_timeout_seconds", self.node_timeout_seconds),
             ("execution_timeout_seconds", self.execution_timeout_seconds),
@@ -264,6 +300,7 @@ impl Settings {
             ("max_room_members", self.max_room_members),
             ("webhook_max_attempts", self.webhook_max_attempts as usize),
             ("webhook_queue_len", self.webhook_queue_len),
+            ("store_queue_len", self.store_queue_len),
             ("actor_ask_timeout_ms", self.actor_ask_timeout_ms as usize),
             (
                 "request_timeout_seconds",
@@ -446,6 +483,16 @@ impl Settings {
 
     pub fn execution_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.execution_timeout_seconds)
+    }
+
+    /// The retention job's ages and period.
+    pub fn retention(&self) -> kailash_actors::Retention {
+        let days = |d: f64| Duration::from_secs_f64(d * 86_400.0);
+        kailash_actors::Retention {
+            events: days(self.event_history_days),
+            executions: days(self.execution_history_days),
+            every: Duration::from_secs_f64(self.retention_interval_minutes * 60.0),
+        }
     }
 
     pub fn request_timeout(&self) -> Duration {

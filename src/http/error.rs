@@ -69,6 +69,7 @@ error_codes! {
     NotReady => SERVICE_UNAVAILABLE, "not_ready", "The gateway is not ready";
     Draining => SERVICE_UNAVAILABLE, "draining", "The gateway is shutting down";
     Unavailable => SERVICE_UNAVAILABLE, "unavailable", "A gateway component did not answer in time";
+    StoreUnavailable => SERVICE_UNAVAILABLE, "store_unavailable", "The database is unavailable; nothing was changed, retry later";
     RequestTimeout => GATEWAY_TIMEOUT, "request_timeout", "The request took too long";
     RoomNotJoined => CONFLICT, "room_not_joined", "This connection has not joined the room";
     RoomFull => CONFLICT, "room_full", "The room is full";
@@ -91,6 +92,10 @@ error_codes! {
     InvalidPolicy => BAD_REQUEST, "invalid_policy", "The policy is invalid";
     TooManySessions => TOO_MANY_REQUESTS, "too_many_sessions", "You have too many open sessions";
 }
+
+/// What a client is told to wait when the database is away: long enough for a restart or
+/// failover to show, short enough to notice its return.
+const STORE_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// One problem with one part of the input (`path` like `metadata` or `nodes[1].type`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -215,6 +220,11 @@ impl From<GatewayError> for ApiError {
                 ApiError::new(ErrorCode::Draining).with_retry_after(Duration::from_secs(5))
             }
             GatewayError::Unavailable => ApiError::new(ErrorCode::Unavailable),
+            GatewayError::StoreUnavailable(reason) => {
+                // The reason names hosts and database errors: logged, not sent.
+                tracing::warn!(request_id = %current_request_id(), %reason, "store unavailable");
+                ApiError::new(ErrorCode::StoreUnavailable).with_retry_after(STORE_RETRY_AFTER)
+            }
             GatewayError::InvalidOverride {
                 node_id,
                 parameter,

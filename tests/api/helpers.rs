@@ -73,7 +73,9 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     customize(&mut settings);
     settings.validate().expect("test settings are valid");
     let signing = (settings.auth_mode == AuthMode::Gated).then(|| Secret::new(secret.clone()));
-    let app = Application::build(settings, signing.as_ref()).expect("app builds");
+    let app = Application::build(settings, signing.as_ref())
+        .await
+        .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let (state, server) = (app.state(), app.server_handle());
     actix_rt::spawn(app.run_until_stopped());

@@ -48,6 +48,7 @@ async fn unreadable_tls_files_stop_the_build_naming_the_setting() {
     settings.tls_cert_file = Some("/nonexistent/cert.pem".into());
     settings.tls_key_file = Some("/nonexistent/key.pem".into());
     let error = Application::build(settings, Some(&Secret::new(random_secret())))
+        .await
         .err()
         .expect("refused");
     assert!(

@@ -318,6 +318,7 @@ async fn a_shared_workflow_that_does_not_validate_stops_the_start_naming_its_fil
     settings.workflows_dir = Some(dir.0.clone());
     let secret = kailash_gateway::config::Secret::new(random_secret());
     let error = kailash_gateway::Application::build(settings, Some(&secret))
+        .await
         .err()
         .expect("refused")
         .to_string();

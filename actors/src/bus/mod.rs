@@ -9,8 +9,12 @@
 //! registers with [`Subscribe`] and a resume point gets the retained backlog and then the live
 //! stream with no event missing or repeated between the two.
 //!
+//! With a [`StoreWriter`], every session event is also handed to the store as it is numbered
+//! (same order, same JSON text), and [`RestoreStream`] reloads a session's stream from the
+//! store at start, so `seq` continues and `Last-Event-ID` resumes across restarts.
+//!
 //! Messages: [`Publish`] (fire and forget), [`Subscribe`], [`Refilter`], [`Unsubscribe`],
-//! [`RecentEvents`], [`BusStats`]. Owned by the process (started by
+//! [`RecentEvents`], [`BusStats`], [`RestoreStream`]. Owned by the process (started by
 //! [`Gateway::start`](crate::Gateway::start)); every actor that observes a fact holds its
 //! address.
 
@@ -35,6 +39,7 @@ pub use self::{fanout::SubscriberId, history::Backlog};
 use crate::{
     events::{Event, EventFilter, EventType, PublishedEvent},
     sharded::ShardedMap,
+    store::{EventRecord, StoreWriter, Write},
     subscriber::SubscriberQueue,
 };
 
@@ -58,6 +63,8 @@ pub struct EventBus {
     fanout: Fanout,
     published_total: u64,
     queued_total: u64,
+    /// Where session events are persisted; `None` in tests of the bus alone.
+    writer: Option<StoreWriter>,
 }
 
 impl EventBus {
@@ -70,7 +77,14 @@ impl EventBus {
             fanout: Fanout::default(),
             published_total: 0,
             queued_total: 0,
+            writer: None,
         }
+    }
+
+    /// Persists every session event through `writer`.
+    pub fn persisting_to(mut self, writer: StoreWriter) -> Self {
+        self.writer = Some(writer);
+        self
     }
 
     fn next_seq(&mut self, event: &Event) -> u64 {
@@ -129,6 +143,18 @@ impl Handler<Publish> for EventBus {
     fn handle(&mut self, Publish(mut event): Publish, _: &mut Self::Context) {
         event.seq = self.next_seq(&event);
         let published = Arc::new(PublishedEvent::from_event(&event));
+        if let (Some(writer), Some(session_id)) = (&self.writer, event.session_id) {
+            writer.write(Write::Event(EventRecord {
+                tenant_id: event.tenant_id.clone(),
+                session_id,
+                seq: event.seq,
+                event_id: event.id,
+                event_type: event.event_type.as_str(),
+                user_id: event.user_id.clone(),
+                published_at: event.timestamp,
+                json: published.json.clone(),
+            }));
+        }
         if let Some(stream) = event.session_id.and_then(|id| self.streams.get_mut(&id)) {
             stream.retain(
                 published.clone(),
@@ -144,6 +170,33 @@ impl Handler<Publish> for EventBus {
             self.recent.push_back(published);
         }
         self.published_total += 1;
+    }
+}
+
+/// Reloads a session's stream from stored events (oldest first) at start: its `seq`
+/// continues after the newest, and its history is what a resuming client gets.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RestoreStream {
+    pub session_id: uuid::Uuid,
+    pub events: Vec<EventRecord>,
+}
+
+impl Handler<RestoreStream> for EventBus {
+    type Result = ();
+
+    fn handle(&mut self, msg: RestoreStream, _: &mut Self::Context) {
+        let stream = self
+            .streams
+            .get_or_insert_with(msg.session_id, SessionStream::default);
+        for record in msg.events {
+            stream.next_seq = stream.next_seq.max(record.seq);
+            stream.retain(
+                Arc::new(PublishedEvent::restored(&record)),
+                self.config.history_len,
+                self.config.retention,
+            );
+        }
     }
 }
 

@@ -72,6 +72,8 @@ pub struct Workflow {
     pub connections: Vec<Connection>,
     /// Node indices in a topological order (declaration order among independent nodes).
     pub execution_order: Vec<usize>,
+    /// The definition as the client sent it: what the store keeps, and re-parses on restart.
+    pub definition: Value,
 }
 
 /// Limits applied while validating.
@@ -174,6 +176,7 @@ impl Workflow {
             nodes: nodes.into_iter().map(|parsed| parsed.node).collect(),
             connections,
             execution_order,
+            definition: config.clone(),
         })
     }
 

@@ -1,0 +1,199 @@
+//! The records the [`Store`](super::Store) keeps: plain data, one struct per table row, and
+//! the [`Write`]s the background writer batches.
+
+use std::{borrow::Cow, sync::Arc};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{
+    caller::{TenantId, UserId},
+    execution::{ExecutionSnapshot, ExecutionStatus},
+};
+
+/// A session: who owns it, what the client attached, when it was last used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub tenant_id: TenantId,
+    pub session_id: Uuid,
+    pub user_id: UserId,
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+    pub last_activity: DateTime<Utc>,
+}
+
+/// One version of a workflow: the definition exactly as the client sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowRecord {
+    pub tenant_id: TenantId,
+    pub session_id: Uuid,
+    pub workflow_id: String,
+    pub version: u32,
+    pub definition: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An execution: what it was started with and where it is (or how it ended).
+#[derive(Debug, Clone)]
+pub struct ExecutionRecord {
+    pub tenant_id: TenantId,
+    pub session_id: Uuid,
+    pub user_id: UserId,
+    pub inputs: Value,
+    pub config_overrides: Value,
+    pub snapshot: ExecutionSnapshot,
+}
+
+/// How one node of an execution ended (`completed`, `failed` or `skipped`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRunRecord {
+    pub tenant_id: TenantId,
+    pub execution_id: Uuid,
+    pub node_id: Arc<str>,
+    pub node_type: Cow<'static, str>,
+    pub status: Cow<'static, str>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: DateTime<Utc>,
+    pub execution_time_ms: Option<f64>,
+    pub outputs: Value,
+    pub error: Option<String>,
+}
+
+/// One published event of a session's stream, as it went on the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub tenant_id: TenantId,
+    pub session_id: Uuid,
+    pub seq: u64,
+    pub event_id: Uuid,
+    pub event_type: &'static str,
+    pub user_id: Option<UserId>,
+    pub published_at: DateTime<Utc>,
+    /// The event's JSON text, byte for byte what subscribers received.
+    pub json: Box<str>,
+}
+
+/// One fact for the background writer. Applying a write twice leaves the same state as
+/// applying it once (the writer retries a batch whose outcome it could not learn).
+#[derive(Debug, Clone)]
+pub enum Write {
+    Event(EventRecord),
+    NodeRun(NodeRunRecord),
+    /// An execution reached its terminal status.
+    ExecutionFinished(Box<ExecutionRecord>),
+    /// A session was used at `at` (coalesced: the tenant sends the latest per sweep).
+    SessionTouched {
+        tenant_id: TenantId,
+        session_id: Uuid,
+        at: DateTime<Utc>,
+    },
+    /// A session was closed or expired (`reason`).
+    SessionEnded {
+        tenant_id: TenantId,
+        session_id: Uuid,
+        at: DateTime<Utc>,
+        reason: &'static str,
+    },
+}
+
+/// Where a history page starts: after the execution with this creation time and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryCursor {
+    pub created_at: DateTime<Utc>,
+    pub execution_id: Uuid,
+}
+
+impl HistoryCursor {
+    /// The opaque text form handed to clients: `<microseconds>.<uuid>`.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}.{}",
+            self.created_at.timestamp_micros(),
+            self.execution_id.simple()
+        )
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (micros, id) = text.split_once('.')?;
+        Some(Self {
+            created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            execution_id: id.parse().ok()?,
+        })
+    }
+}
+
+/// Which executions of a tenant a history page lists.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    /// Only this user's (`None`: every user of the tenant).
+    pub user_id: Option<String>,
+    pub status: Option<ExecutionStatus>,
+    pub workflow_id: Option<String>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+    pub limit: usize,
+    pub cursor: Option<HistoryCursor>,
+}
+
+/// A page of history and where the next one starts (`None`: this is the last).
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    pub executions: Vec<ExecutionRecord>,
+    pub next_cursor: Option<HistoryCursor>,
+}
+
+impl HistoryPage {
+    /// The page of `limit` from newest-first `matching` (which holds up to `limit + 1`).
+    pub fn from_newest_first(mut matching: Vec<ExecutionRecord>, limit: usize) -> Self {
+        let more = matching.len() > limit;
+        matching.truncate(limit);
+        let next_cursor = more
+            .then(|| matching.last())
+            .flatten()
+            .map(|last| HistoryCursor {
+                created_at: last.snapshot.created_at,
+                execution_id: last.snapshot.execution_id,
+            });
+        Self {
+            executions: matching,
+            next_cursor,
+        }
+    }
+}
+
+/// What a retention pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneCounts {
+    pub events: u64,
+    pub executions: u64,
+}
+
+impl ExecutionStatus {
+    /// The stored (and wire) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Started => "started",
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Completed => "completed",
+            ExecutionStatus::Failed => "failed",
+            ExecutionStatus::Cancelled => "cancelled",
+            ExecutionStatus::Timeout => "timeout",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            ExecutionStatus::Started,
+            ExecutionStatus::Running,
+            ExecutionStatus::Completed,
+            ExecutionStatus::Failed,
+            ExecutionStatus::Cancelled,
+            ExecutionStatus::Timeout,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+}

@@ -1,0 +1,214 @@
+//! [`StoreWriter`]: the bounded, ordered background writer of high-volume facts (events,
+//! node runs, finished executions, session activity and ends).
+//!
+//! One thread drains a bounded queue in batches and hands each batch to
+//! [`Store::write_batch`]; a batch that fails is retried (with a growing pause) until it is
+//! written, so nothing accepted is dropped while the database is away. When the queue is
+//! full, [`StoreWriter::write`] blocks its caller until there is room: backpressure, not
+//! loss. The thread is the queue's only consumer, so writes reach the store in the order
+//! they were accepted (a session's events in `seq` order).
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
+    },
+    time::Duration,
+};
+
+use tokio::sync::oneshot;
+
+use super::{Store, Write};
+
+/// Most writes applied in one `write_batch` call.
+const MAX_BATCH: usize = 2000;
+/// Pause after the first failed attempt; doubles up to [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
+
+enum Command {
+    Write(Write),
+    /// Answered once everything accepted before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A handle on the writer; cheap to clone. The thread ends when the last handle is dropped,
+/// after writing what is queued.
+#[derive(Clone)]
+pub struct StoreWriter {
+    queue: SyncSender<Command>,
+    stats: Arc<WriterStats>,
+}
+
+/// What the writer has done, for `/health/detailed`, `/api/stats` and the benchmark.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    accepted: AtomicU64,
+    written: AtomicU64,
+    events_written: AtomicU64,
+    batches: AtomicU64,
+    failed_attempts: AtomicU64,
+    /// Writers that had to wait for room in the queue.
+    backpressure_waits: AtomicU64,
+    failing: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl WriterStats {
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    pub fn events_written(&self) -> u64 {
+        self.events_written.load(Ordering::Relaxed)
+    }
+
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    pub fn failed_attempts(&self) -> u64 {
+        self.failed_attempts.load(Ordering::Relaxed)
+    }
+
+    pub fn backpressure_waits(&self) -> u64 {
+        self.backpressure_waits.load(Ordering::Relaxed)
+    }
+
+    /// Writes accepted and not yet written.
+    pub fn pending(&self) -> u64 {
+        self.accepted().saturating_sub(self.written())
+    }
+
+    /// Why the last batch failed, while the writer is still retrying it.
+    pub fn failing(&self) -> Option<String> {
+        if !self.failing.load(Ordering::Acquire) {
+            return None;
+        }
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl StoreWriter {
+    /// Starts the writer thread over `store`, with room for `capacity` queued writes.
+    pub fn start(store: Arc<dyn Store>, capacity: usize) -> Self {
+        let (queue, receiver) = sync_channel(capacity.max(1));
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("kailash-store-writer".into())
+            .spawn(move || drain(store, receiver, thread_stats))
+            .expect("the store writer thread starts");
+        Self { queue, stats }
+    }
+
+    /// Queues a write; waits for room when the queue is full.
+    pub fn write(&self, write: Write) {
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let command = match self.queue.try_send(Command::Write(write)) {
+            Ok(()) => return,
+            Err(TrySendError::Full(command)) => command,
+            Err(TrySendError::Disconnected(_)) => {
+                tracing::error!("the store writer stopped; a write is lost");
+                return;
+            }
+        };
+        self.stats.backpressure_waits.fetch_add(1, Ordering::Relaxed);
+        if self.queue.send(command).is_err() {
+            tracing::error!("the store writer stopped; a write is lost");
+        }
+    }
+
+    /// Waits until everything queued before this call is written.
+    pub async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        let queue = self.queue.clone();
+        // The queue may be full: wait for room off the async thread.
+        let queued = tokio::task::spawn_blocking(move || queue.send(Command::Flush(done)).is_ok())
+            .await
+            .unwrap_or(false);
+        if queued {
+            let _ = written.await;
+        }
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+}
+
+/// The writer thread: batch, write (retrying until written), repeat; ends when every handle
+/// is gone and the queue is empty.
+fn drain(store: Arc<dyn Store>, receiver: Receiver<Command>, stats: Arc<WriterStats>) {
+    // The store's futures may do their I/O elsewhere (the PostgreSQL adapter runs its own
+    // runtime); this one only drives them.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the store writer's runtime starts");
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut flushes = Vec::new();
+    while let Ok(first) = receiver.recv() {
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Write(write) => batch.push(write),
+                Command::Flush(done) => flushes.push(done),
+            }
+            if batch.len() < MAX_BATCH {
+                next = receiver.try_recv().ok();
+            }
+        }
+        write_until_written(&runtime, store.as_ref(), &batch, &stats);
+        batch.clear();
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn write_until_written(
+    runtime: &tokio::runtime::Runtime,
+    store: &dyn Store,
+    batch: &[Write],
+    stats: &WriterStats,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let mut pause = FIRST_RETRY_PAUSE;
+    loop {
+        match runtime.block_on(store.write_batch(batch)) {
+            Ok(()) => break,
+            Err(error) => {
+                stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                if !stats.failing.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(%error, pending = batch.len(), "store writes are failing; retrying until they succeed");
+                }
+                *stats.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(error.to_string());
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(MAX_RETRY_PAUSE);
+            }
+        }
+    }
+    if stats.failing.swap(false, Ordering::AcqRel) {
+        tracing::info!("store writes succeed again");
+    }
+    let events = batch.iter().filter(|w| matches!(w, Write::Event(_))).count();
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    stats
+        .events_written
+        .fetch_add(events as u64, Ordering::Relaxed);
+    stats
+        .written
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+}

@@ -1,0 +1,6 @@
+//! Adapters: the gateway's implementations of the ports `kailash-actors` defines. The
+//! actors talk to the port; only the adapter knows the technology behind it.
+//!
+//! - [`postgres`]: the `Store` port on PostgreSQL (pool, migrations, repositories).
+
+pub mod postgres;

@@ -1,0 +1,105 @@
+//! The audit log's writer: entries appended at the same moment share one `UNNEST` insert
+//! (group commit), and each append is answered only once its batch is committed, so an entry
+//! acknowledged is an entry stored, with one round trip per batch instead of per entry.
+
+use kailash_actors::accounts::{AccountError, AccountResult, AuditRecord, Outcome};
+use tokio::sync::{mpsc, oneshot};
+
+use super::account_error;
+use crate::adapters::postgres::Db;
+
+/// Entries waiting for the writer; appending waits when it is full.
+const QUEUE_LEN: usize = 1024;
+/// Most entries in one insert.
+const MAX_BATCH: usize = 256;
+
+const INSERT: &str = "INSERT INTO audit_log \
+    (tenant_id, id, at, user_id, action, outcome, resource, client_ip) \
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], \
+    $6::text[], $7::text[], $8::text[]) ON CONFLICT DO NOTHING";
+
+type Pending = (AuditRecord, oneshot::Sender<AccountResult<()>>);
+
+/// The sending side; the writer task ends when it is dropped.
+pub struct AuditWriter {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl AuditWriter {
+    /// Starts the writer on `runtime`.
+    pub fn start(db: Db, runtime: &tokio::runtime::Handle) -> Self {
+        let (queue, pending) = mpsc::channel(QUEUE_LEN);
+        runtime.spawn(write_batches(db, pending));
+        Self { queue }
+    }
+
+    /// Appends one entry; answers when its batch is committed (or failed).
+    pub async fn append(&self, entry: AuditRecord) -> AccountResult<()> {
+        let (ack, committed) = oneshot::channel();
+        let gone = || AccountError::Unavailable("the audit writer stopped".into());
+        self.queue.send((entry, ack)).await.map_err(|_| gone())?;
+        committed.await.map_err(|_| gone())?
+    }
+}
+
+async fn write_batches(db: Db, mut pending: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (entries, acks): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+        let result = insert(&db, &entries).await;
+        for ack in acks {
+            // A caller that gave up waiting has nothing to be told.
+            let _ = ack.send(result.clone());
+        }
+    }
+}
+
+async fn insert(db: &Db, entries: &[AuditRecord]) -> AccountResult<()> {
+    let column = |field: fn(&AuditRecord) -> String| entries.iter().map(field).collect::<Vec<_>>();
+    let optional = |field: fn(&AuditRecord) -> Option<String>| {
+        entries.iter().map(field).collect::<Vec<_>>()
+    };
+    let tenants = column(|e| e.tenant_id.clone());
+    let ids = column(|e| e.id.clone());
+    let at: Vec<_> = entries.iter().map(|e| e.at).collect();
+    let users = column(|e| e.user_id.clone());
+    let actions = column(|e| e.action.clone());
+    let outcomes = column(|e| outcome_name(e.outcome).to_owned());
+    let resources = optional(|e| e.resource.clone());
+    let client_ips = optional(|e| e.client_ip.clone());
+    let client = db.client().await.map_err(super::unavailable)?;
+    let statement = client.prepare_cached(INSERT).await.map_err(account_error)?;
+    client
+        .execute(
+            &statement,
+            &[
+                &tenants,
+                &ids,
+                &at,
+                &users,
+                &actions,
+                &outcomes,
+                &resources,
+                &client_ips,
+            ],
+        )
+        .await
+        .map_err(account_error)?;
+    Ok(())
+}
+
+pub fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Success => "success",
+        Outcome::Failure => "failure",
+        Outcome::Denied => "denied",
+    }
+}
+
+pub fn outcome_from_name(name: &str) -> Outcome {
+    match name {
+        "success" => Outcome::Success,
+        "denied" => Outcome::Denied,
+        _ => Outcome::Failure,
+    }
+}

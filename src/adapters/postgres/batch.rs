@@ -1,0 +1,277 @@
+//! The background writer's batches, and the event history they fill.
+//!
+//! A batch is turned into one column array per field and written with one `UNNEST`
+//! statement per kind of write, all in one transaction: a handful of prepared statements
+//! whatever the batch size, instead of a round trip per row. Inserts ignore rows already
+//! there and updates set final values, so a batch retried after an unknown outcome changes
+//! nothing twice.
+
+use chrono::{DateTime, Utc};
+use kailash_actors::{
+    TenantId,
+    events::EventType,
+    store::{EventRecord, StoreError, Write},
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Db, store_error};
+
+/// A batch, by column.
+#[derive(Default)]
+pub struct Columns {
+    events: EventColumns,
+    node_runs: NodeRunColumns,
+    finished: FinishedColumns,
+    touched: (Vec<String>, Vec<Uuid>, Vec<DateTime<Utc>>),
+    ended: (Vec<String>, Vec<Uuid>, Vec<DateTime<Utc>>, Vec<String>),
+}
+
+#[derive(Default)]
+struct EventColumns {
+    tenant: Vec<String>,
+    session: Vec<Uuid>,
+    seq: Vec<i64>,
+    id: Vec<Uuid>,
+    event_type: Vec<String>,
+    user: Vec<Option<String>>,
+    at: Vec<DateTime<Utc>>,
+    payload: Vec<String>,
+}
+
+#[derive(Default)]
+struct NodeRunColumns {
+    tenant: Vec<String>,
+    execution: Vec<Uuid>,
+    node: Vec<String>,
+    node_type: Vec<String>,
+    status: Vec<String>,
+    started: Vec<Option<DateTime<Utc>>>,
+    finished: Vec<DateTime<Utc>>,
+    time_ms: Vec<Option<f64>>,
+    outputs: Vec<Value>,
+    error: Vec<Option<String>>,
+}
+
+#[derive(Default)]
+struct FinishedColumns {
+    tenant: Vec<String>,
+    execution: Vec<Uuid>,
+    status: Vec<String>,
+    progress: Vec<f64>,
+    started: Vec<Option<DateTime<Utc>>>,
+    completed: Vec<Option<DateTime<Utc>>>,
+    outputs: Vec<Value>,
+    node_states: Vec<Value>,
+    error: Vec<Option<String>>,
+}
+
+const INSERT_EVENTS: &str = "INSERT INTO events \
+    (tenant_id, session_id, seq, event_id, event_type, user_id, published_at, payload) \
+    SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::int8[], $4::uuid[], $5::text[], \
+    $6::text[], $7::timestamptz[], $8::text[]) ON CONFLICT DO NOTHING";
+
+const INSERT_NODE_RUNS: &str = "INSERT INTO node_runs \
+    (tenant_id, execution_id, node_id, node_type, status, started_at, finished_at, \
+    execution_time_ms, outputs, error) \
+    SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+    $6::timestamptz[], $7::timestamptz[], $8::float8[], $9::jsonb[], $10::text[]) \
+    ON CONFLICT DO NOTHING";
+
+const FINISH_EXECUTIONS: &str = "UPDATE executions e SET status = u.status, \
+    progress = u.progress, current_node = NULL, started_at = u.started_at, \
+    completed_at = u.completed_at, outputs = u.outputs, node_states = u.node_states, \
+    error = u.error \
+    FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::float8[], $5::timestamptz[], \
+    $6::timestamptz[], $7::jsonb[], $8::jsonb[], $9::text[]) \
+    AS u(tenant_id, execution_id, status, progress, started_at, completed_at, outputs, \
+    node_states, error) \
+    WHERE e.tenant_id = u.tenant_id AND e.execution_id = u.execution_id";
+
+const TOUCH_SESSIONS: &str = "UPDATE sessions s SET last_activity = GREATEST(s.last_activity, u.at) \
+    FROM UNNEST($1::text[], $2::uuid[], $3::timestamptz[]) AS u(tenant_id, session_id, at) \
+    WHERE s.tenant_id = u.tenant_id AND s.session_id = u.session_id";
+
+const END_SESSIONS: &str = "UPDATE sessions s SET ended_at = COALESCE(s.ended_at, u.at), \
+    end_reason = COALESCE(s.end_reason, u.reason) \
+    FROM UNNEST($1::text[], $2::uuid[], $3::timestamptz[], $4::text[]) \
+    AS u(tenant_id, session_id, at, reason) \
+    WHERE s.tenant_id = u.tenant_id AND s.session_id = u.session_id";
+
+impl Columns {
+    pub fn of(batch: &[Write]) -> Self {
+        let mut columns = Self::default();
+        for write in batch {
+            columns.push(write);
+        }
+        columns
+    }
+
+    fn push(&mut self, write: &Write) {
+        match write {
+            Write::Event(event) => {
+                let c = &mut self.events;
+                c.tenant.push(event.tenant_id.to_string());
+                c.session.push(event.session_id);
+                c.seq.push(i64::try_from(event.seq).unwrap_or(i64::MAX));
+                c.id.push(event.event_id);
+                c.event_type.push(event.event_type.to_owned());
+                c.user.push(event.user_id.as_deref().map(str::to_owned));
+                c.at.push(event.published_at);
+                c.payload.push(event.json.to_string());
+            }
+            Write::NodeRun(run) => {
+                let c = &mut self.node_runs;
+                c.tenant.push(run.tenant_id.to_string());
+                c.execution.push(run.execution_id);
+                c.node.push(run.node_id.to_string());
+                c.node_type.push(run.node_type.to_string());
+                c.status.push(run.status.to_string());
+                c.started.push(run.started_at);
+                c.finished.push(run.finished_at);
+                c.time_ms.push(run.execution_time_ms);
+                c.outputs.push(run.outputs.clone());
+                c.error.push(run.error.clone());
+            }
+            Write::ExecutionFinished(execution) => {
+                let (c, s) = (&mut self.finished, &execution.snapshot);
+                c.tenant.push(execution.tenant_id.to_string());
+                c.execution.push(s.execution_id);
+                c.status.push(s.status.as_str().to_owned());
+                c.progress.push(s.progress);
+                c.started.push(s.started_at);
+                c.completed.push(s.completed_at);
+                c.outputs.push(Value::Object(s.outputs.clone()));
+                c.node_states.push(Value::Object(s.node_states.clone()));
+                c.error.push(s.error.clone());
+            }
+            Write::SessionTouched {
+                tenant_id,
+                session_id,
+                at,
+            } => {
+                self.touched.0.push(tenant_id.to_string());
+                self.touched.1.push(*session_id);
+                self.touched.2.push(*at);
+            }
+            Write::SessionEnded {
+                tenant_id,
+                session_id,
+                at,
+                reason,
+            } => {
+                self.ended.0.push(tenant_id.to_string());
+                self.ended.1.push(*session_id);
+                self.ended.2.push(*at);
+                self.ended.3.push((*reason).to_owned());
+            }
+        }
+    }
+
+    /// Writes the batch in one transaction.
+    pub async fn write(&self, db: &Db) -> Result<(), StoreError> {
+        let mut client = db.client().await?;
+        let tx = client.transaction().await.map_err(store_error)?;
+        let (e, n, f) = (&self.events, &self.node_runs, &self.finished);
+        let statements: [(&str, bool, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>); 5] = [
+            (
+                INSERT_EVENTS,
+                !e.tenant.is_empty(),
+                vec![
+                    &e.tenant,
+                    &e.session,
+                    &e.seq,
+                    &e.id,
+                    &e.event_type,
+                    &e.user,
+                    &e.at,
+                    &e.payload,
+                ],
+            ),
+            (
+                INSERT_NODE_RUNS,
+                !n.tenant.is_empty(),
+                vec![
+                    &n.tenant,
+                    &n.execution,
+                    &n.node,
+                    &n.node_type,
+                    &n.status,
+                    &n.started,
+                    &n.finished,
+                    &n.time_ms,
+                    &n.outputs,
+                    &n.error,
+                ],
+            ),
+            (
+                FINISH_EXECUTIONS,
+                !f.tenant.is_empty(),
+                vec![
+                    &f.tenant,
+                    &f.execution,
+                    &f.status,
+                    &f.progress,
+                    &f.started,
+                    &f.completed,
+                    &f.outputs,
+                    &f.node_states,
+                    &f.error,
+                ],
+            ),
+            (
+                TOUCH_SESSIONS,
+                !self.touched.0.is_empty(),
+                vec![&self.touched.0, &self.touched.1, &self.touched.2],
+            ),
+            (
+                END_SESSIONS,
+                !self.ended.0.is_empty(),
+                vec![&self.ended.0, &self.ended.1, &self.ended.2, &self.ended.3],
+            ),
+        ];
+        for (sql, any, params) in statements {
+            if any {
+                let statement = tx.prepare_cached(sql).await.map_err(store_error)?;
+                tx.execute(&statement, &params).await.map_err(store_error)?;
+            }
+        }
+        tx.commit().await.map_err(store_error)
+    }
+}
+
+/// The newest `limit` events of a session's stream, oldest first.
+pub async fn recent_events(
+    db: &Db,
+    tenant: &TenantId,
+    session_id: Uuid,
+    limit: usize,
+) -> Result<Vec<EventRecord>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = db
+        .query(
+            "SELECT * FROM (SELECT seq, event_id, event_type, user_id, published_at, payload \
+             FROM events WHERE tenant_id = $1 AND session_id = $2 ORDER BY seq DESC LIMIT $3) \
+             newest ORDER BY seq",
+            tenant,
+            &[&session_id, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| {
+            // Only event types this build knows can be replayed; the names are the contract's.
+            let event_type = row.get::<_, &str>(2).parse::<EventType>().ok()?;
+            Some(EventRecord {
+                tenant_id: tenant.clone(),
+                session_id,
+                seq: u64::try_from(row.get::<_, i64>(0)).unwrap_or_default(),
+                event_id: row.get(1),
+                event_type: event_type.as_str(),
+                user_id: row.get::<_, Option<&str>>(3).map(Into::into),
+                published_at: row.get(4),
+                json: row.get::<_, &str>(5).into(),
+            })
+        })
+        .collect())
+}

@@ -1,0 +1,30 @@
+//! The schema's migrations: SQL files in `migrations/` (refinery's `V<n>__<name>.sql`),
+//! embedded in the binary. They run at start and with `kailash-gateway migrate`, under a
+//! PostgreSQL advisory lock so that nodes starting together apply each migration once;
+//! refinery's history table makes a re-run a no-op.
+
+use kailash_actors::store::StoreError;
+
+use super::{Db, store_error};
+
+refinery::embed_migrations!("src/adapters/postgres/migrations");
+
+/// The advisory lock key all gateway nodes take while migrating ("kailash" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6b61_696c_6173_68;
+
+/// Applies the migrations not yet applied; answers how many ran.
+pub async fn run(db: &Db) -> Result<usize, StoreError> {
+    let mut client = db.client().await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(store_error)?;
+    let report = migrations::runner().run_async(&mut **client).await;
+    // Released whatever happened; a lost connection releases it by itself.
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    let report = report.map_err(|error| StoreError::Failed(format!("migration failed: {error}")))?;
+    unlocked.map_err(store_error)?;
+    Ok(report.applied_migrations().len())
+}

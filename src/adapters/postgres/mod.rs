@@ -1,0 +1,333 @@
+//! The PostgreSQL adapter of the `Store` port ([`PgStore`]).
+//!
+//! Owns the connection pool (deadpool-postgres: bounded size, a statement timeout on every
+//! connection, prepared statements cached per connection), the embedded migrations
+//! ([`migrate`]), and the repositories: [`sessions`] (tenants, sessions, workflow versions),
+//! [`executions`] (executions, node runs, history, recovery, retention) and [`batch`] (the
+//! background writer's batches and the event history).
+//!
+//! All database work runs on the adapter's own small tokio runtime, never on an actix
+//! thread: connection tasks stay polled whichever thread asked, and a thread the store
+//! writer blocks for backpressure can never stall a connection it is waiting for.
+//!
+//! To add a repository (the accounts port of issue #6): add a `V<n>__*.sql` migration, a
+//! module with its queries written against [`Db`] (which carries the pool and the tenant
+//! scoping convention), and implement the port on `PgStore` with [`PgStore::on_runtime`].
+
+pub mod accounts;
+pub mod batch;
+pub mod executions;
+pub mod migrate;
+pub mod sessions;
+
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use futures_util::future::BoxFuture;
+use kailash_actors::store::{
+    EventRecord, ExecutionRecord, HistoryPage, HistoryQuery, NodeRunRecord, PruneCounts,
+    SessionRecord, Store, StoreError, StoreFuture, StoreHealth, WorkflowRecord, Write,
+};
+use kailash_actors::TenantId;
+use chrono::{DateTime, Utc};
+use tokio_postgres::{NoTls, types::ToSql};
+use uuid::Uuid;
+
+/// How the pool is sized and how long the database gets.
+#[derive(Debug, Clone, Copy)]
+pub struct PgOptions {
+    /// Most connections open at once.
+    pub pool_size: usize,
+    /// Limit of one statement (server side), of connecting, and of waiting for a connection.
+    pub timeout: Duration,
+}
+
+/// The store on PostgreSQL. Cheap to share behind an `Arc`.
+pub struct PgStore {
+    db: Db,
+    /// `Some` until dropped; see [`Drop`].
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// The pool and the queries' conventions: every tenant-owned statement takes the tenant as
+/// `$1`, and errors become [`StoreError`]s (connection trouble: `Unavailable`).
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+}
+
+impl Db {
+    /// A pooled connection; none within the timeout (the database is away) is `Unavailable`.
+    pub async fn client(&self) -> Result<Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|error| StoreError::Unavailable(error.to_string()))
+    }
+
+    /// Runs a prepared, tenant-scoped query: `tenant` is bound as `$1`, `params` follow.
+    pub async fn query(
+        &self,
+        sql: &str,
+        tenant: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(store_error)?;
+        client
+            .query(&statement, &scoped(&tenant, params))
+            .await
+            .map_err(store_error)
+    }
+}
+
+/// `tenant` first, then `params`: the binding every tenant-owned statement uses.
+pub fn scoped<'a>(
+    tenant: &'a (dyn ToSql + Sync),
+    params: &[&'a (dyn ToSql + Sync)],
+) -> Vec<&'a (dyn ToSql + Sync)> {
+    std::iter::once(tenant).chain(params.iter().copied()).collect()
+}
+
+/// A database error as the port reports it: connection trouble, a server shutting down or
+/// a statement timeout are `Unavailable` (retrying later may work); the rest `Failed`.
+pub fn store_error(error: tokio_postgres::Error) -> StoreError {
+    let transient = match error.code() {
+        None => true,
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || code.starts_with("57") || code.starts_with("53")
+        }
+    };
+    if transient {
+        StoreError::Unavailable(error.to_string())
+    } else {
+        StoreError::Failed(error.to_string())
+    }
+}
+
+impl PgStore {
+    /// Builds the pool for `url` (no connection is made yet) and the adapter's runtime.
+    pub fn new(url: &str, options: PgOptions) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|error: tokio_postgres::Error| StoreError::Failed(error.to_string()))?;
+        config
+            .connect_timeout(options.timeout)
+            .options(format!(
+                "-c statement_timeout={}",
+                options.timeout.as_millis()
+            ))
+            .application_name("kailash-gateway");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("kailash-store")
+            .enable_all()
+            .build()
+            .map_err(|error| StoreError::Failed(error.to_string()))?;
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .wait_timeout(Some(options.timeout))
+            .create_timeout(Some(options.timeout))
+            .recycle_timeout(Some(options.timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|error| StoreError::Failed(error.to_string()))?;
+        Ok(Self {
+            db: Db { pool },
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Runs the migrations (under an advisory lock); answers how many were applied.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let db = self.db.clone();
+        self.on_runtime(async move { migrate::run(&db).await }).await
+    }
+
+    /// The adapter's runtime, where every statement runs.
+    fn runtime_handle(&self) -> &tokio::runtime::Handle {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives as long as the store")
+            .handle()
+    }
+
+    /// Runs `work` on the adapter's runtime and answers its result.
+    pub fn on_runtime<T, F>(&self, work: F) -> StoreFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let task = self.runtime_handle().spawn(work);
+        Box::pin(async move {
+            task.await
+                .map_err(|error| StoreError::Failed(format!("store task failed: {error}")))?
+        })
+    }
+
+    fn with_db<T, F, Fut>(&self, work: F) -> StoreFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Db) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        self.on_runtime(work(self.db.clone()))
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // Dropping a runtime waits for its threads, which panics on an async thread (where
+        // the last actor holding the store may drop it); let them finish in the background.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Store for PgStore {
+    fn create_session<'a>(&'a self, session: &'a SessionRecord) -> StoreFuture<'a, ()> {
+        let session = session.clone();
+        self.with_db(|db| async move { sessions::create(&db, &session).await })
+    }
+
+    fn save_workflow<'a>(&'a self, workflow: &'a WorkflowRecord) -> StoreFuture<'a, ()> {
+        let workflow = workflow.clone();
+        self.with_db(|db| async move { sessions::save_workflow(&db, &workflow).await })
+    }
+
+    fn create_execution<'a>(&'a self, execution: &'a ExecutionRecord) -> StoreFuture<'a, ()> {
+        let execution = execution.clone();
+        self.with_db(|db| async move { executions::create(&db, &execution).await })
+    }
+
+    fn write_batch<'a>(&'a self, batch: &'a [Write]) -> StoreFuture<'a, ()> {
+        let columns = batch::Columns::of(batch);
+        self.with_db(|db| async move { columns.write(&db).await })
+    }
+
+    fn tenants(&self) -> StoreFuture<'_, Vec<TenantId>> {
+        self.with_db(|db| async move { sessions::tenants(&db).await })
+    }
+
+    fn active_sessions<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, Vec<SessionRecord>> {
+        let tenant = TenantId::from(tenant);
+        self.with_db(|db| async move { sessions::active(&db, &tenant).await })
+    }
+
+    fn workflows<'a>(
+        &'a self,
+        tenant: &'a str,
+        session_id: Uuid,
+    ) -> StoreFuture<'a, Vec<WorkflowRecord>> {
+        let tenant = TenantId::from(tenant);
+        self.with_db(|db| async move { sessions::workflows(&db, &tenant, session_id, None).await })
+    }
+
+    fn workflow_versions<'a>(
+        &'a self,
+        tenant: &'a str,
+        session_id: Uuid,
+        workflow_id: &'a str,
+    ) -> StoreFuture<'a, Vec<WorkflowRecord>> {
+        let (tenant, workflow_id) = (TenantId::from(tenant), workflow_id.to_owned());
+        self.with_db(|db| async move {
+            sessions::workflows(&db, &tenant, session_id, Some(&workflow_id)).await
+        })
+    }
+
+    fn executions<'a>(
+        &'a self,
+        tenant: &'a str,
+        session_id: Uuid,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<ExecutionRecord>> {
+        let tenant = TenantId::from(tenant);
+        self.with_db(|db| async move {
+            executions::of_session(&db, &tenant, session_id, limit).await
+        })
+    }
+
+    fn node_runs<'a>(
+        &'a self,
+        tenant: &'a str,
+        execution_id: Uuid,
+    ) -> StoreFuture<'a, Vec<NodeRunRecord>> {
+        let tenant = TenantId::from(tenant);
+        self.with_db(|db| async move { executions::node_runs(&db, &tenant, execution_id).await })
+    }
+
+    fn recent_events<'a>(
+        &'a self,
+        tenant: &'a str,
+        session_id: Uuid,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<EventRecord>> {
+        let tenant = TenantId::from(tenant);
+        self.with_db(|db| async move { batch::recent_events(&db, &tenant, session_id, limit).await })
+    }
+
+    fn fail_interrupted<'a>(
+        &'a self,
+        tenant: &'a str,
+        error: &'a str,
+        at: DateTime<Utc>,
+    ) -> StoreFuture<'a, Vec<ExecutionRecord>> {
+        let (tenant, error) = (TenantId::from(tenant), error.to_owned());
+        self.with_db(|db| async move { executions::fail_interrupted(&db, &tenant, &error, at).await })
+    }
+
+    fn execution_history<'a>(
+        &'a self,
+        tenant: &'a str,
+        query: &'a HistoryQuery,
+    ) -> StoreFuture<'a, HistoryPage> {
+        let (tenant, query) = (TenantId::from(tenant), query.clone());
+        self.with_db(|db| async move { executions::history(&db, &tenant, &query).await })
+    }
+
+    fn prune<'a>(
+        &'a self,
+        tenant: &'a str,
+        events_before: DateTime<Utc>,
+        executions_before: DateTime<Utc>,
+    ) -> StoreFuture<'a, PruneCounts> {
+        let tenant = TenantId::from(tenant);
+        self.with_db(|db| async move {
+            executions::prune(&db, &tenant, events_before, executions_before).await
+        })
+    }
+
+    fn health(&self) -> BoxFuture<'_, StoreHealth> {
+        let db = self.db.clone();
+        let checked = self.on_runtime(async move {
+            let started = Instant::now();
+            let client = db.client().await?;
+            client.simple_query("SELECT 1").await.map_err(store_error)?;
+            Ok(started.elapsed())
+        });
+        Box::pin(async move {
+            let latency = checked.await;
+            let status = self.db.pool.status();
+            StoreHealth {
+                kind: "postgres",
+                problem: latency.as_ref().err().map(ToString::to_string),
+                latency: latency.unwrap_or_default(),
+                pool_size: status.size,
+                pool_available: status.available,
+                pool_max: status.max_size,
+            }
+        })
+    }
+}

@@ -1,0 +1,156 @@
+//! Tenants, sessions and workflow versions.
+
+use kailash_actors::{
+    TenantId,
+    store::{SessionRecord, StoreError, WorkflowRecord},
+};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::{Db, scoped, store_error};
+
+/// Records the session, and its tenant the first time the tenant is seen, in one
+/// transaction.
+pub async fn create(db: &Db, session: &SessionRecord) -> Result<(), StoreError> {
+    let mut client = db.client().await?;
+    let tx = client.transaction().await.map_err(store_error)?;
+    let tenant: &str = &session.tenant_id;
+    let user: &str = &session.user_id;
+    let add_tenant = tx
+        .prepare_cached("INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .await
+        .map_err(store_error)?;
+    tx.execute(&add_tenant, &[&tenant])
+        .await
+        .map_err(store_error)?;
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO sessions (tenant_id, session_id, user_id, metadata, created_at, last_activity) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .await
+        .map_err(store_error)?;
+    tx.execute(
+        &insert,
+        &scoped(
+            &tenant,
+            &[
+                &session.session_id,
+                &user,
+                &session.metadata,
+                &session.created_at,
+                &session.last_activity,
+            ],
+        ),
+    )
+    .await
+    .map_err(store_error)?;
+    tx.commit().await.map_err(store_error)
+}
+
+pub async fn tenants(db: &Db) -> Result<Vec<TenantId>, StoreError> {
+    let client = db.client().await?;
+    let statement = client
+        .prepare_cached("SELECT tenant_id FROM tenants ORDER BY tenant_id")
+        .await
+        .map_err(store_error)?;
+    Ok(client
+        .query(&statement, &[])
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(|row| TenantId::from(row.get::<_, &str>(0)))
+        .collect())
+}
+
+pub async fn active(db: &Db, tenant: &TenantId) -> Result<Vec<SessionRecord>, StoreError> {
+    let rows = db
+        .query(
+            "SELECT session_id, user_id, metadata, created_at, last_activity FROM sessions \
+             WHERE tenant_id = $1 AND ended_at IS NULL ORDER BY created_at, session_id",
+            tenant,
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| SessionRecord {
+            tenant_id: tenant.clone(),
+            session_id: row.get(0),
+            user_id: row.get::<_, &str>(1).into(),
+            metadata: row.get(2),
+            created_at: row.get(3),
+            last_activity: row.get(4),
+        })
+        .collect())
+}
+
+pub async fn save_workflow(db: &Db, workflow: &WorkflowRecord) -> Result<(), StoreError> {
+    let tenant: &str = &workflow.tenant_id;
+    let version = i32::try_from(workflow.version)
+        .map_err(|_| StoreError::Failed("workflow version out of range".into()))?;
+    db.query(
+        "INSERT INTO workflow_versions (tenant_id, session_id, workflow_id, version, definition, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        tenant,
+        &[
+            &workflow.session_id,
+            &workflow.workflow_id,
+            &version,
+            &workflow.definition,
+            &workflow.created_at,
+        ],
+    )
+    .await
+    .map(drop)
+}
+
+/// The newest version of each workflow of a session, or (`workflow_id`) every version of
+/// one, oldest first.
+pub async fn workflows(
+    db: &Db,
+    tenant: &TenantId,
+    session_id: Uuid,
+    workflow_id: Option<&str>,
+) -> Result<Vec<WorkflowRecord>, StoreError> {
+    const COLUMNS: &str = "workflow_id, version, definition, created_at";
+    let rows = match workflow_id {
+        None => {
+            db.query(
+                &format!(
+                    "SELECT DISTINCT ON (workflow_id) {COLUMNS} FROM workflow_versions \
+                     WHERE tenant_id = $1 AND session_id = $2 ORDER BY workflow_id, version DESC"
+                ),
+                tenant,
+                &[&session_id],
+            )
+            .await?
+        }
+        Some(workflow_id) => {
+            db.query(
+                &format!(
+                    "SELECT {COLUMNS} FROM workflow_versions \
+                     WHERE tenant_id = $1 AND session_id = $2 AND workflow_id = $3 ORDER BY version"
+                ),
+                tenant,
+                &[&session_id, &workflow_id],
+            )
+            .await?
+        }
+    };
+    Ok(rows
+        .iter()
+        .map(|row| workflow_from_row(tenant, session_id, row))
+        .collect())
+}
+
+fn workflow_from_row(tenant: &TenantId, session_id: Uuid, row: &Row) -> WorkflowRecord {
+    WorkflowRecord {
+        tenant_id: tenant.clone(),
+        session_id,
+        workflow_id: row.get(0),
+        version: row.get::<_, i32>(1).max(1) as u32,
+        definition: row.get(2),
+        created_at: row.get(3),
+    }
+}
