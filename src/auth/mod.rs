@@ -38,8 +38,8 @@ const QUERY_TOKEN_PATHS: &[&str] = &["/ws", "/events"];
 /// Who is calling, as established by the gate.
 #[derive(Debug, Clone)]
 pub enum Identity {
-    /// Gated mode: a verified credential.
-    Authenticated(Caller),
+    /// Gated mode: a verified credential; `admin` when its roles include `admin`.
+    Authenticated { caller: Caller, admin: bool },
     /// Open mode: the request names its own user.
     Open { tenant_id: Arc<str> },
 }
@@ -49,13 +49,24 @@ impl Identity {
     /// mode.
     pub fn caller(&self, claimed_user: Option<&str>) -> Caller {
         match self {
-            Identity::Authenticated(caller) => caller.clone(),
+            Identity::Authenticated { caller, .. } => caller.clone(),
             Identity::Open { tenant_id } => Caller::open(
                 tenant_id.clone(),
                 claimed_user
                     .filter(|u| !u.is_empty())
                     .unwrap_or(ANONYMOUS_USER),
             ),
+        }
+    }
+}
+
+impl Identity {
+    /// Whether this caller may read other users' records of its tenant (execution history
+    /// by `user_id`): admins, and everyone in open mode (which trusts the request).
+    pub fn may_read_other_users(&self) -> bool {
+        match self {
+            Identity::Authenticated { admin, .. } => *admin,
+            Identity::Open { .. } => true,
         }
     }
 }
@@ -136,10 +147,10 @@ impl Authenticator {
         let tenant_id = principal
             .tenant_id
             .map_or_else(|| self.default_tenant.clone(), Arc::from);
-        Ok(Identity::Authenticated(Caller::authenticated(
-            tenant_id,
-            principal.user_id,
-        )))
+        Ok(Identity::Authenticated {
+            caller: Caller::authenticated(tenant_id, principal.user_id),
+            admin: principal.admin,
+        })
     }
 }
 

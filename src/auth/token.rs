@@ -52,6 +52,8 @@ pub struct Principal {
     pub user_id: String,
     /// `None`: the token names no tenant (as the Python gateway minted them).
     pub tenant_id: Option<String>,
+    /// The token's roles include `admin`.
+    pub admin: bool,
 }
 
 /// Why a token was refused.
@@ -126,6 +128,7 @@ impl TokenKeys {
         Ok(Principal {
             user_id,
             tenant_id: claims.tenant_id.filter(|t| !t.is_empty()),
+            admin: claims.roles.iter().any(|role| role == "admin"),
         })
     }
 

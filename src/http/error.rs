@@ -53,6 +53,7 @@ error_codes! {
     InvalidMessage => BAD_REQUEST, "invalid_message", "The WebSocket message is invalid";
     InvalidWorkflow => BAD_REQUEST, "invalid_workflow", "The workflow is invalid";
     DynamicWorkflowsDisabled => FORBIDDEN, "dynamic_workflows_disabled", "Dynamic workflow creation is disabled on this gateway";
+    Forbidden => FORBIDDEN, "forbidden", "You are not allowed to do this";
     MissingCredentials => UNAUTHORIZED, "missing_credentials", "Not authenticated";
     InvalidToken => UNAUTHORIZED, "invalid_token", "Invalid authentication credentials";
     TokenExpired => UNAUTHORIZED, "token_expired", "The token has expired";
