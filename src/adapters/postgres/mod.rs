@@ -114,10 +114,12 @@ impl PgStore {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|error: tokio_postgres::Error| StoreError::Failed(error.to_string()))?;
+        // synchronous_commit on whatever the server's default: a reply that says something
+        // was created must survive the database crashing right after it.
         config
             .connect_timeout(options.timeout)
             .options(format!(
-                "-c statement_timeout={}",
+                "-c statement_timeout={} -c synchronous_commit=on",
                 options.timeout.as_millis()
             ))
             .application_name("kailash-gateway");
