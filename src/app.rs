@@ -265,7 +265,13 @@ impl Application {
     /// the generated admin password when one was made, for the caller to show once.
     pub async fn open_accounts(&self) -> Result<Option<String>, BuildError> {
         let fail = |error: &dyn std::fmt::Display| BuildError::Accounts(error.to_string());
-        for role in self.state.accounts.all_roles().await.map_err(|e| fail(&e))? {
+        for role in self
+            .state
+            .accounts
+            .all_roles()
+            .await
+            .map_err(|e| fail(&e))?
+        {
             self.state.access.roles.put(role);
         }
         if self.state.settings.auth_mode == AuthMode::Open {
@@ -301,9 +307,11 @@ struct Stores {
 
 /// PostgreSQL (migrated) for both when `database_url` is set, else memory.
 async fn open_stores(settings: &Settings) -> Result<Stores, BuildError> {
-    let (store, accounts): (Arc<dyn Store>, Arc<dyn AccountStore>) = match &settings.database_url
-    {
-        None => (Arc::new(MemoryStore::new()), Arc::new(MemoryAccounts::new())),
+    let (store, accounts): (Arc<dyn Store>, Arc<dyn AccountStore>) = match &settings.database_url {
+        None => (
+            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryAccounts::new()),
+        ),
         Some(url) => {
             let store = Arc::new(connect(url.expose(), settings)?);
             let applied = store.migrate().await?;

@@ -29,7 +29,9 @@ pub enum Credential {
         family: Option<String>,
         expires_at: i64,
     },
-    ApiKey { key_id: String },
+    ApiKey {
+        key_id: String,
+    },
 }
 
 /// A verified caller and what it may do.
@@ -70,9 +72,10 @@ pub fn required(method: &Method, pattern: Option<&str>) -> Requirement {
             Permission("workflow:read")
         }
         ("POST", "/api/executions") => Permission("workflow:execute"),
-        ("GET", "/api/executions" | "/api/executions/{execution_id}") => {
-            Permission("execution:read")
-        }
+        (
+            "GET",
+            "/api/executions" | "/api/executions/history" | "/api/executions/{execution_id}",
+        ) => Permission("execution:read"),
         ("DELETE", "/api/executions/{execution_id}") => Permission("execution:cancel"),
         (_, p) if p.starts_with("/api/webhooks") => Permission("webhook:manage"),
         (_, p) if p.starts_with("/api/auth/api-keys") => Permission("apikey:manage"),
@@ -162,7 +165,12 @@ impl Access {
     }
 
     /// Audits a denial of `action` and gives the 403 to answer with.
-    pub async fn deny(&self, principal: &Principal, action: &str, request: Request<'_>) -> ApiError {
+    pub async fn deny(
+        &self,
+        principal: &Principal,
+        action: &str,
+        request: Request<'_>,
+    ) -> ApiError {
         self.audit
             .record(AuditEvent {
                 tenant_id: &principal.caller.tenant_id,

@@ -230,7 +230,10 @@ mod tests {
             keys.verify_access(&keys.mint(&refresh)),
             Err(TokenError::Invalid(_))
         ));
-        assert_eq!(keys.verify_refresh(&keys.mint(&refresh)).unwrap().user_id, "alice");
+        assert_eq!(
+            keys.verify_refresh(&keys.mint(&refresh)).unwrap().user_id,
+            "alice"
+        );
         assert!(keys.verify_refresh(&keys.mint(&access("alice"))).is_err());
         let expired = MintRequest {
             lifetime: chrono::Duration::minutes(-5),

@@ -53,6 +53,7 @@ error_codes! {
     InvalidMessage => BAD_REQUEST, "invalid_message", "The WebSocket message is invalid";
     InvalidWorkflow => BAD_REQUEST, "invalid_workflow", "The workflow is invalid";
     DynamicWorkflowsDisabled => FORBIDDEN, "dynamic_workflows_disabled", "Dynamic workflow creation is disabled on this gateway";
+    Forbidden => FORBIDDEN, "forbidden", "You are not allowed to do this";
     MissingCredentials => UNAUTHORIZED, "missing_credentials", "Not authenticated";
     InvalidToken => UNAUTHORIZED, "invalid_token", "Invalid authentication credentials";
     TokenExpired => UNAUTHORIZED, "token_expired", "The token has expired";
@@ -82,7 +83,6 @@ error_codes! {
     InvalidCredentials => UNAUTHORIZED, "invalid_credentials", "Invalid username or password";
     MfaRequired => UNAUTHORIZED, "mfa_required", "A valid totp_code is required for this account";
     AccountLocked => TOO_MANY_REQUESTS, "account_locked", "Too many failed logins; the account is locked for a while";
-    Forbidden => FORBIDDEN, "forbidden", "You are not allowed to do this";
     UserNotFound => NOT_FOUND, "user_not_found", "User not found";
     UserExists => CONFLICT, "user_exists", "A user with this name already exists";
     RoleNotFound => NOT_FOUND, "role_not_found", "Role not found";

@@ -1,12 +1,13 @@
 //! `GET /health` (the Kailash shape: status, components; 503 when unhealthy) and
 //! `GET /health/detailed` (the seeds' health monitor: component checks, CPU/memory/disk,
-//! sessions near their timeout, build and platform).
+//! sessions near their timeout, build and platform, and the store's latency, pool use and
+//! writer backlog).
 
 use std::time::Duration;
 
 use actix_web::{HttpResponse, http::StatusCode, web};
 use chrono::Utc;
-use kailash_actors::GatewayStats;
+use kailash_actors::{GatewayStats, store::StoreHealth};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -45,18 +46,45 @@ fn session_status(stats: &GatewayStats) -> Status {
     }
 }
 
-/// The backends, reported (with passwords redacted) even before they are used.
-fn backends(settings: &Settings) -> (Value, Value) {
+/// The backends, reported with passwords redacted: the store as its health check found it,
+/// the broker (in-process until clustering lands).
+fn backends(settings: &Settings, store: &StoreHealth) -> (Status, Value, Value) {
     let url = |url: &Option<crate::config::Secret>| url.as_ref().map(|u| redact_url(u.expose()));
+    let status = match store.problem {
+        Some(_) => Status::Unhealthy,
+        None => Status::Healthy,
+    };
     (
-        json!({"status": "healthy", "kind": "memory", "configured_url": url(&settings.database_url)}),
+        status,
+        json!({
+            "status": status,
+            "kind": store.kind,
+            "configured_url": url(&settings.database_url),
+            "error": store.problem,
+        }),
         json!({"status": "healthy", "kind": "in_process", "configured_url": url(&settings.redis_url)}),
     )
 }
 
+/// The background writer's counters, for `/health/detailed` and `/api/stats`.
+pub fn writer_json(state: &AppState) -> Value {
+    let writer = state.gateway.writer_stats();
+    json!({
+        "writes_accepted": writer.accepted(),
+        "writes_written": writer.written(),
+        "writes_pending": writer.pending(),
+        "events_written": writer.events_written(),
+        "batches": writer.batches(),
+        "failed_attempts": writer.failed_attempts(),
+        "backpressure_waits": writer.backpressure_waits(),
+        "failing": writer.failing(),
+    })
+}
+
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let now = Utc::now();
-    let (store, broker) = backends(&state.settings);
+    let (store_status, store, broker) =
+        backends(&state.settings, &state.gateway.store_health().await);
     let (status, agent_ui, realtime) = match state.gateway.stats().await {
         Ok(stats) => {
             let sessions = session_status(&stats);
@@ -80,6 +108,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             (Status::Unhealthy, failed.clone(), failed)
         }
     };
+    let status = status.max(store_status);
     HttpResponse::build(status.http()).json(json!({
         "status": status,
         "timestamp": now,
@@ -105,12 +134,24 @@ struct Check {
 
 pub async fn detailed(state: web::Data<AppState>) -> HttpResponse {
     let readings = host::read(&state.settings.data_dir, Duration::from_millis(200)).await;
-    let (store, broker) = backends(&state.settings);
+    let health = state.gateway.store_health().await;
+    let (store_status, mut store, broker) = backends(&state.settings, &health);
+    store["latency_ms"] = json!(health.latency.as_secs_f64() * 1000.0);
+    store["pool"] = json!({
+        "size": health.pool_size,
+        "available": health.pool_available,
+        "in_use": health.pool_size.saturating_sub(health.pool_available),
+        "max": health.pool_max,
+    });
+    store["writer"] = writer_json(&state);
     let mut checks = vec![
         Check {
             name: "store",
-            status: Status::Healthy,
-            message: "in-memory store".into(),
+            status: store_status,
+            message: match &health.problem {
+                Some(problem) => format!("{} store unavailable: {problem}", health.kind),
+                None => format!("{} store", health.kind),
+            },
             details: store,
         },
         Check {

@@ -35,14 +35,18 @@ pub async fn root(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
-/// 200 once the node serves traffic; 503 while starting or draining, so load balancers
-/// stop sending before the listener closes.
+/// 200 once the node serves traffic; 503 while starting, draining, or while the store is
+/// unavailable, so load balancers stop sending before the listener closes and while this
+/// node cannot record anything.
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if state.lifecycle.is_draining() {
         return Err(GatewayError::Draining.into());
     }
     if !state.lifecycle.is_ready() {
         return Err(ApiError::new(ErrorCode::NotReady));
+    }
+    if let Some(problem) = state.gateway.store_health().await.problem {
+        return Err(GatewayError::StoreUnavailable(problem).into());
     }
     Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
 }
@@ -95,5 +99,6 @@ pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         "schema_registry": {
             "node_types": state.gateway.node_registry().len(),
         },
+        "store": super::health::writer_json(&state),
     })))
 }

@@ -6,6 +6,7 @@ mod auth;
 mod events;
 mod executions;
 mod health;
+mod history;
 mod meta;
 mod sessions;
 mod webhooks;
@@ -71,6 +72,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .get(executions::list)
             .post(executions::start),
     )
+    // Before `{execution_id}`, which would otherwise take "history" as an id.
+    .service(resource("/api/executions/history").get(history::history))
     .service(
         resource("/api/executions/{execution_id}")
             .get(executions::get)

@@ -7,6 +7,7 @@ mod errors;
 mod executions;
 mod helpers;
 mod observability;
+mod persistence;
 mod process;
 mod python;
 mod realtime;

@@ -13,7 +13,7 @@ use crate::helpers::{TempPath, random_secret};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_kailash-gateway");
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -22,7 +22,7 @@ fn free_port() -> u16 {
 }
 
 /// A command with a clean environment: nothing of the developer's leaks in.
-fn gateway(data_dir: &Path) -> Command {
+pub fn gateway(data_dir: &Path) -> Command {
     let mut command = Command::new(BINARY);
     command
         .env_clear()
@@ -33,7 +33,7 @@ fn gateway(data_dir: &Path) -> Command {
     command
 }
 
-fn wait_ready(port: u16) {
+pub fn wait_ready(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(body) = blocking_get(port, "/ready", None)
@@ -47,7 +47,7 @@ fn wait_ready(port: u16) {
 }
 
 /// A minimal blocking HTTP GET (the test must not depend on the server's own runtime).
-fn blocking_get(port: u16, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+pub fn blocking_get(port: u16, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -72,7 +72,7 @@ fn blocking_get(port: u16, path: &str, token: Option<&str>) -> std::io::Result<(
     Ok((status, body))
 }
 
-struct Running(Child);
+pub struct Running(pub Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -191,6 +191,7 @@ fn the_embedded_default_generates_keeps_and_announces_its_secret() {
 
 #[test]
 fn configured_backends_are_reported_redacted_and_sigterm_stops_cleanly() {
+    let _server_up = crate::persistence::PG_FAULT.blocking_read();
     let data = TempPath::new("data");
     let dir = &data.0;
     let port = free_port();

@@ -121,7 +121,9 @@ impl StoreWriter {
                 return;
             }
         };
-        self.stats.backpressure_waits.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .backpressure_waits
+            .fetch_add(1, Ordering::Relaxed);
         if self.queue.send(command).is_err() {
             tracing::error!("the store writer stopped; a write is lost");
         }
@@ -203,7 +205,10 @@ fn write_until_written(
     if stats.failing.swap(false, Ordering::AcqRel) {
         tracing::info!("store writes succeed again");
     }
-    let events = batch.iter().filter(|w| matches!(w, Write::Event(_))).count();
+    let events = batch
+        .iter()
+        .filter(|w| matches!(w, Write::Event(_)))
+        .count();
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats
         .events_written

@@ -24,7 +24,8 @@ pub async fn run(db: &Db) -> Result<usize, StoreError> {
     let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await;
-    let report = report.map_err(|error| StoreError::Failed(format!("migration failed: {error}")))?;
+    let report =
+        report.map_err(|error| StoreError::Failed(format!("migration failed: {error}")))?;
     unlocked.map_err(store_error)?;
     Ok(report.applied_migrations().len())
 }

@@ -56,9 +56,8 @@ async fn write_batches(db: Db, mut pending: mpsc::Receiver<Pending>) {
 
 async fn insert(db: &Db, entries: &[AuditRecord]) -> AccountResult<()> {
     let column = |field: fn(&AuditRecord) -> String| entries.iter().map(field).collect::<Vec<_>>();
-    let optional = |field: fn(&AuditRecord) -> Option<String>| {
-        entries.iter().map(field).collect::<Vec<_>>()
-    };
+    let optional =
+        |field: fn(&AuditRecord) -> Option<String>| entries.iter().map(field).collect::<Vec<_>>();
     let tenants = column(|e| e.tenant_id.clone());
     let ids = column(|e| e.id.clone());
     let at: Vec<_> = entries.iter().map(|e| e.at).collect();

@@ -48,7 +48,10 @@ impl PgAccounts {
         F: FnOnce(Db) -> Fut,
         Fut: Future<Output = AccountResult<T>> + Send + 'static,
     {
-        let task = self.store.runtime_handle().spawn(work(self.store.db.clone()));
+        let task = self
+            .store
+            .runtime_handle()
+            .spawn(work(self.store.db.clone()));
         Box::pin(async move {
             task.await
                 .map_err(|error| AccountError::Unavailable(format!("store task failed: {error}")))?
@@ -78,7 +81,10 @@ async fn query(
 ) -> AccountResult<Vec<Row>> {
     let client = db.client().await.map_err(unavailable)?;
     let statement = client.prepare_cached(sql).await.map_err(account_error)?;
-    client.query(&statement, params).await.map_err(account_error)
+    client
+        .query(&statement, params)
+        .await
+        .map_err(account_error)
 }
 
 const USER_COLUMNS: &str = "tenant_id, username, password_hash, roles, attributes, disabled, \
@@ -233,7 +239,9 @@ impl AccountStore for PgAccounts {
         let (tenant, username) = (tenant_id.to_owned(), username.to_owned());
         self.run(|db| async move {
             let sql = "DELETE FROM users WHERE tenant_id = $1 AND username = $2 RETURNING 1";
-            Ok(!query(&db, sql, &scoped(&tenant, &[&username])).await?.is_empty())
+            Ok(!query(&db, sql, &scoped(&tenant, &[&username]))
+                .await?
+                .is_empty())
         })
     }
 
@@ -242,7 +250,11 @@ impl AccountStore for PgAccounts {
         self.run(|db| async move {
             let sql =
                 format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 ORDER BY username");
-            Ok(query(&db, &sql, &[&tenant]).await?.iter().map(user_row).collect())
+            Ok(query(&db, &sql, &[&tenant])
+                .await?
+                .iter()
+                .map(user_row)
+                .collect())
         })
     }
 
@@ -294,7 +306,9 @@ impl AccountStore for PgAccounts {
         self.run(|db| async move {
             let sql = "UPDATE users SET failed_logins = 0, locked_until = NULL \
                 WHERE tenant_id = $1 AND username = $2";
-            query(&db, sql, &scoped(&tenant, &[&username])).await.map(drop)
+            query(&db, sql, &scoped(&tenant, &[&username]))
+                .await
+                .map(drop)
         })
     }
 
@@ -376,8 +390,18 @@ impl AccountStore for PgAccounts {
 
     fn purge_revoked(&self, now: DateTime<Utc>) -> BoxFuture<'_, AccountResult<()>> {
         self.run(move |db| async move {
-            query(&db, "DELETE FROM revoked_tokens WHERE expires_at <= $1", &[&now]).await?;
-            query(&db, "DELETE FROM refresh_tokens WHERE expires_at <= $1", &[&now]).await?;
+            query(
+                &db,
+                "DELETE FROM revoked_tokens WHERE expires_at <= $1",
+                &[&now],
+            )
+            .await?;
+            query(
+                &db,
+                "DELETE FROM refresh_tokens WHERE expires_at <= $1",
+                &[&now],
+            )
+            .await?;
             Ok(())
         })
     }
@@ -411,7 +435,10 @@ impl AccountStore for PgAccounts {
         let key_hash = key_hash.to_owned();
         self.run(|db| async move {
             let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1");
-            Ok(query(&db, &sql, &[&key_hash]).await?.first().map(api_key_row))
+            Ok(query(&db, &sql, &[&key_hash])
+                .await?
+                .first()
+                .map(api_key_row))
         })
     }
 
@@ -470,7 +497,9 @@ impl AccountStore for PgAccounts {
         let (tenant, name) = (tenant_id.to_owned(), name.to_owned());
         self.run(|db| async move {
             let sql = "DELETE FROM roles WHERE tenant_id = $1 AND name = $2 RETURNING 1";
-            Ok(!query(&db, sql, &scoped(&tenant, &[&name])).await?.is_empty())
+            Ok(!query(&db, sql, &scoped(&tenant, &[&name]))
+                .await?
+                .is_empty())
         })
     }
 
@@ -503,7 +532,9 @@ impl AccountStore for PgAccounts {
         let (tenant, policy_id) = (tenant_id.to_owned(), policy_id.to_owned());
         self.run(|db| async move {
             let sql = "DELETE FROM policies WHERE tenant_id = $1 AND policy_id = $2 RETURNING 1";
-            Ok(!query(&db, sql, &scoped(&tenant, &[&policy_id])).await?.is_empty())
+            Ok(!query(&db, sql, &scoped(&tenant, &[&policy_id]))
+                .await?
+                .is_empty())
         })
     }
 

@@ -1,0 +1,126 @@
+//! Persistence against the real PostgreSQL that `scripts/test.sh` starts: each test gets
+//! its own freshly created database, and runs the real gateway (in-process, or the binary
+//! as a child for crash tests) on it.
+//!
+//! One test stops and restarts the PostgreSQL server itself; it takes [`PG_FAULT`] for
+//! writing, every other test that uses the server takes it for reading, so no test sees the
+//! server vanish unless it asked for that.
+
+mod faults;
+mod history;
+mod restart;
+mod store;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::RwLock;
+use tokio_postgres::NoTls;
+
+use crate::helpers::*;
+
+/// Held for reading while a test uses the PostgreSQL server, for writing while one stops it.
+pub static PG_FAULT: RwLock<()> = RwLock::const_new(());
+
+/// The test server's URL (exported by scripts/test.sh).
+pub fn server_url() -> String {
+    std::env::var("KAILASH_TEST_DATABASE_URL").expect(
+        "KAILASH_TEST_DATABASE_URL is not set: run the tests through scripts/test.sh, which starts PostgreSQL",
+    )
+}
+
+/// Creates an empty database with a random name; answers its URL.
+pub async fn fresh_database() -> String {
+    let server = server_url();
+    let name = format!("kailash_test_{}", uuid::Uuid::new_v4().simple());
+    let (client, connection) = tokio_postgres::connect(&server, NoTls)
+        .await
+        .expect("the test PostgreSQL answers");
+    let connection = actix_rt::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("CREATE DATABASE");
+    drop(client);
+    let _ = connection.await;
+    let (base, _) = server.rsplit_once('/').expect("a URL with a database");
+    format!("{base}/{name}")
+}
+
+/// A direct connection to `url`, for checking what the gateway stored.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("the test database answers");
+    actix_rt::spawn(connection);
+    client
+}
+
+/// A gateway storing in `url`.
+pub async fn spawn_on(
+    url: &str,
+    customize: impl FnOnce(&mut kailash_gateway::config::Settings),
+) -> TestApp {
+    let url = url.to_owned();
+    spawn_app_with(move |settings| {
+        settings.database_url = Some(kailash_gateway::config::Secret::new(url));
+        customize(settings);
+    })
+    .await
+}
+
+/// Stops a gateway as shutdown does: no more requests, then every accepted write flushed.
+pub async fn stop(app: &TestApp) {
+    app.server.stop(true).await;
+    app.state.gateway.flush().await;
+}
+
+/// A session of `user` with the Switch → Merge workflow; (session, workflow).
+pub async fn session_with_workflow(app: &TestApp, user: &str) -> (String, String) {
+    let session = app.create_session(user).await;
+    let created = app
+        .post_json(
+            user,
+            &format!("/api/workflows?session_id={session}"),
+            &route_and_merge(),
+        )
+        .await;
+    assert_eq!(created.status(), 200);
+    let workflow = json(created).await["workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (session, workflow)
+}
+
+/// Starts a run; answers the response as JSON (status asserted 200).
+pub async fn start_run(app: &TestApp, user: &str, session: &str, body: Value) -> String {
+    let started = app
+        .post_json(
+            user,
+            &format!("/api/executions?session_id={session}"),
+            &body,
+        )
+        .await;
+    assert_eq!(started.status(), 200);
+    json(started).await["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Runs the Switch → Merge workflow to its end; answers the execution id.
+pub async fn run_to_end(app: &TestApp, user: &str, session: &str, workflow: &str) -> String {
+    let body =
+        json!({"workflow_id": workflow, "inputs": {"route": {"input_data": {"tier": "gold"}}}});
+    let execution = start_run(app, user, session, body).await;
+    let path = format!("/api/executions/{execution}?session_id={session}");
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            app.json_as(user, reqwest::Method::GET, &path).await["status"] == "completed"
+        })
+        .await,
+        "the run completes"
+    );
+    execution
+}

@@ -1,0 +1,286 @@
+//! The PostgreSQL adapter through the `Store` port alone: migrations, every record type's
+//! round trip, and tenant scoping on every repository method.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use kailash_actors::{
+    execution::{ExecutionSnapshot, ExecutionStatus},
+    store::{
+        EventRecord, ExecutionRecord, HistoryQuery, NodeRunRecord, SessionRecord, Store,
+        WorkflowRecord, Write,
+    },
+};
+use kailash_gateway::{adapters::postgres::PgStore, app::connect, config::Settings};
+use serde_json::{Map, json};
+use uuid::Uuid;
+
+use super::{PG_FAULT, fresh_database};
+
+async fn migrated_store() -> PgStore {
+    let store = connect(&fresh_database().await, &Settings::default()).expect("pool builds");
+    store.migrate().await.expect("migrations run");
+    store
+}
+
+#[actix_web::test]
+async fn migrations_build_the_schema_from_empty_and_a_rerun_is_a_no_op() {
+    let _server_up = PG_FAULT.read().await;
+    let url = fresh_database().await;
+    let store = connect(&url, &Settings::default()).unwrap();
+    assert_eq!(
+        store.migrate().await,
+        Ok(1),
+        "V1 applied to an empty database"
+    );
+    assert_eq!(store.migrate().await, Ok(0), "a re-run applies nothing");
+    // A second node migrating concurrently waits for the lock and then finds nothing to do.
+    let other = connect(&url, &Settings::default()).unwrap();
+    let (a, b) = tokio::join!(store.migrate(), other.migrate());
+    assert_eq!((a, b), (Ok(0), Ok(0)));
+    let client = super::connect(&url).await;
+    let tables: Vec<String> = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for table in [
+        "events",
+        "executions",
+        "node_runs",
+        "sessions",
+        "tenants",
+        "workflow_versions",
+    ] {
+        assert!(tables.iter().any(|t| t == table), "{table} in {tables:?}");
+    }
+}
+
+/// One of everything, for `tenant`; answers (session, execution).
+async fn fill(store: &PgStore, tenant: &str) -> (SessionRecord, ExecutionRecord) {
+    let now = Utc::now();
+    let session = SessionRecord {
+        tenant_id: tenant.into(),
+        session_id: Uuid::new_v4(),
+        user_id: "alice".into(),
+        metadata: json!({"app": tenant}),
+        created_at: now,
+        last_activity: now,
+    };
+    store.create_session(&session).await.unwrap();
+    for version in [1, 2] {
+        store
+            .save_workflow(&WorkflowRecord {
+                tenant_id: tenant.into(),
+                session_id: session.session_id,
+                workflow_id: "flow".into(),
+                version,
+                definition: json!({"name": format!("v{version}"), "nodes": []}),
+                created_at: now,
+            })
+            .await
+            .unwrap();
+    }
+    let mut execution = ExecutionRecord {
+        tenant_id: tenant.into(),
+        session_id: session.session_id,
+        user_id: "alice".into(),
+        inputs: json!({"n": {"x": 1}}),
+        config_overrides: json!({}),
+        snapshot: ExecutionSnapshot {
+            execution_id: Uuid::new_v4(),
+            workflow_id: "flow".into(),
+            workflow_name: "v2".into(),
+            status: ExecutionStatus::Running,
+            progress: 0.0,
+            current_node: None,
+            created_at: now,
+            started_at: Some(now),
+            completed_at: None,
+            outputs: Map::new(),
+            error: None,
+            node_states: Map::new(),
+        },
+    };
+    store.create_execution(&execution).await.unwrap();
+    execution.snapshot.status = ExecutionStatus::Completed;
+    execution.snapshot.progress = 100.0;
+    execution.snapshot.completed_at = Some(now);
+    execution
+        .snapshot
+        .outputs
+        .insert("n".into(), json!({"y": 2}));
+    let event = |seq| {
+        Write::Event(EventRecord {
+            tenant_id: tenant.into(),
+            session_id: session.session_id,
+            seq,
+            event_id: Uuid::new_v4(),
+            event_type: "workflow.progress",
+            user_id: Some("alice".into()),
+            published_at: now,
+            json: format!(r#"{{"seq":{seq}}}"#).into(),
+        })
+    };
+    let batch = vec![
+        event(1),
+        event(2),
+        Write::NodeRun(NodeRunRecord {
+            tenant_id: tenant.into(),
+            execution_id: execution.snapshot.execution_id,
+            node_id: "n".into(),
+            node_type: "MergeNode".into(),
+            status: "completed".into(),
+            started_at: Some(now),
+            finished_at: now,
+            execution_time_ms: Some(1.5),
+            outputs: json!({"y": 2}),
+            error: None,
+        }),
+        Write::ExecutionFinished(Box::new(execution.clone())),
+        Write::SessionTouched {
+            tenant_id: tenant.into(),
+            session_id: session.session_id,
+            at: now + Duration::seconds(5),
+        },
+    ];
+    store.write_batch(&batch).await.unwrap();
+    // Retried after an unknown outcome: nothing doubles.
+    store.write_batch(&batch).await.unwrap();
+    (session, execution)
+}
+
+#[actix_web::test]
+async fn every_record_round_trips_and_no_method_answers_across_tenants() {
+    let _server_up = PG_FAULT.read().await;
+    let store = Arc::new(migrated_store().await);
+    let (a_session, a_run) = fill(&store, "tenant-a").await;
+    let (b_session, b_run) = fill(&store, "tenant-b").await;
+    let (a, b) = ("tenant-a", "tenant-b");
+    let (a_id, b_id) = (a_session.session_id, b_session.session_id);
+    let (a_run_id, b_run_id) = (a_run.snapshot.execution_id, b_run.snapshot.execution_id);
+
+    let tenants = store.tenants().await.unwrap();
+    assert_eq!(tenants.iter().map(|t| &**t).collect::<Vec<_>>(), [a, b]);
+
+    // Sessions: round trip (activity moved by the touch), and only the tenant's.
+    let sessions = store.active_sessions(a).await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].session_id, a_id);
+    assert_eq!(sessions[0].metadata, json!({"app": a}));
+    assert!(sessions[0].last_activity > a_session.last_activity);
+
+    // Workflows: newest version, every version; nothing under the other tenant's session.
+    let workflows = store.workflows(a, a_id).await.unwrap();
+    assert_eq!(workflows.len(), 1);
+    assert_eq!(
+        (
+            workflows[0].version,
+            workflows[0].definition["name"].clone()
+        ),
+        (2, json!("v2"))
+    );
+    assert_eq!(
+        store
+            .workflow_versions(a, a_id, "flow")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(store.workflows(a, b_id).await.unwrap().is_empty());
+    assert!(
+        store
+            .workflow_versions(a, b_id, "flow")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Executions: the finished state, inputs kept; none of the other tenant's.
+    let runs = store.executions(a, a_id, 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(run.snapshot.status, ExecutionStatus::Completed);
+    assert_eq!(run.snapshot.outputs["n"], json!({"y": 2}));
+    assert_eq!(run.inputs, json!({"n": {"x": 1}}));
+    assert!(store.executions(a, b_id, 10).await.unwrap().is_empty());
+
+    let node_runs = store.node_runs(a, a_run_id).await.unwrap();
+    assert_eq!(node_runs.len(), 1, "the retried batch did not double it");
+    assert_eq!(
+        (node_runs[0].status.as_ref(), node_runs[0].execution_time_ms),
+        ("completed", Some(1.5))
+    );
+    assert!(store.node_runs(a, b_run_id).await.unwrap().is_empty());
+
+    let events = store.recent_events(a, a_id, 10).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(&*events[1].json, r#"{"seq":2}"#);
+    assert!(store.recent_events(a, b_id, 10).await.unwrap().is_empty());
+
+    let history = store
+        .execution_history(
+            a,
+            &HistoryQuery {
+                limit: 10,
+                ..HistoryQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(history.executions.len(), 1);
+    assert_eq!(history.executions[0].snapshot.execution_id, a_run_id);
+
+    // Recovery and retention touch only the tenant named.
+    let mut running = b_run.clone();
+    running.snapshot.execution_id = Uuid::new_v4();
+    running.snapshot.status = ExecutionStatus::Running;
+    running.snapshot.completed_at = None;
+    store.create_execution(&running).await.unwrap();
+    assert!(
+        store
+            .fail_interrupted(a, "stopped", Utc::now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let failed = store
+        .fail_interrupted(b, "stopped", Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].snapshot.status, ExecutionStatus::Failed);
+    assert_eq!(failed[0].snapshot.error.as_deref(), Some("stopped"));
+
+    let later = Utc::now() + Duration::hours(1);
+    let pruned = store.prune(a, later, later).await.unwrap();
+    assert_eq!((pruned.events, pruned.executions), (2, 1));
+    assert!(store.recent_events(a, a_id, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store.recent_events(b, b_id, 10).await.unwrap().len(),
+        2,
+        "B untouched"
+    );
+    assert_eq!(store.executions(b, b_id, 10).await.unwrap().len(), 2);
+    assert_eq!(store.node_runs(b, b_run_id).await.unwrap().len(), 1);
+
+    // Ending a session hides it from the active ones.
+    store
+        .write_batch(&[Write::SessionEnded {
+            tenant_id: a.into(),
+            session_id: a_id,
+            at: Utc::now(),
+            reason: "closed",
+        }])
+        .await
+        .unwrap();
+    assert!(store.active_sessions(a).await.unwrap().is_empty());
+    assert_eq!(store.active_sessions(b).await.unwrap().len(), 1);
+    assert!(store.health().await.problem.is_none());
+}
