@@ -6,6 +6,7 @@
 //! writing, every other test that uses the server takes it for reading, so no test sees the
 //! server vanish unless it asked for that.
 
+mod accounts;
 mod faults;
 mod history;
 mod restart;
