@@ -240,7 +240,13 @@ impl Application {
     /// the generated admin password when one was made, for the caller to show once.
     pub async fn open_accounts(&self) -> Result<Option<String>, BuildError> {
         let fail = |error: &dyn std::fmt::Display| BuildError::Accounts(error.to_string());
-        for role in self.state.accounts.all_roles().await.map_err(|e| fail(&e))? {
+        for role in self
+            .state
+            .accounts
+            .all_roles()
+            .await
+            .map_err(|e| fail(&e))?
+        {
             self.state.access.roles.put(role);
         }
         if self.state.settings.auth_mode == AuthMode::Open {

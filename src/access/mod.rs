@@ -29,7 +29,9 @@ pub enum Credential {
         family: Option<String>,
         expires_at: i64,
     },
-    ApiKey { key_id: String },
+    ApiKey {
+        key_id: String,
+    },
 }
 
 /// A verified caller and what it may do.
@@ -162,7 +164,12 @@ impl Access {
     }
 
     /// Audits a denial of `action` and gives the 403 to answer with.
-    pub async fn deny(&self, principal: &Principal, action: &str, request: Request<'_>) -> ApiError {
+    pub async fn deny(
+        &self,
+        principal: &Principal,
+        action: &str,
+        request: Request<'_>,
+    ) -> ApiError {
         self.audit
             .record(AuditEvent {
                 tenant_id: &principal.caller.tenant_id,

@@ -178,7 +178,10 @@ impl Roles {
                 add(
                     name,
                     role.permissions.iter().map(|p| p.to_string()).collect(),
-                    role.denied_node_types.iter().map(|t| t.to_string()).collect(),
+                    role.denied_node_types
+                        .iter()
+                        .map(|t| t.to_string())
+                        .collect(),
                 );
                 true
             } else if let Some(role) = self.custom(tenant_id, name) {

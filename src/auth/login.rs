@@ -73,7 +73,10 @@ pub async fn login(
     let now = state.clock.now();
     let matched = state
         .passwords
-        .verify_or_dummy(request.password, user.as_ref().map(|u| u.password_hash.clone()))
+        .verify_or_dummy(
+            request.password,
+            user.as_ref().map(|u| u.password_hash.clone()),
+        )
         .await;
     let audit = |action: &'static str, outcome: Outcome| AuditEvent {
         tenant_id: &tenant_id,

@@ -132,17 +132,19 @@ async fn identify(state: &AppState, req: &ServiceRequest) -> Result<Identity, Ap
     if let Some(key) = req.headers().get("x-api-key")
         && bearer_token(req).is_none()
     {
-        let key = key.to_str().map_err(|_| ApiError::new(ErrorCode::InvalidToken))?;
+        let key = key
+            .to_str()
+            .map_err(|_| ApiError::new(ErrorCode::InvalidToken))?;
         return api_key_identity(state, key).await;
     }
     let token = bearer_token(req)
-            .or_else(|| {
-                QUERY_TOKEN_PATHS
-                    .contains(&req.path())
-                    .then(|| query_token(req))
-                    .flatten()
-            })
-            .ok_or_else(|| ApiError::new(ErrorCode::MissingCredentials))?;
+        .or_else(|| {
+            QUERY_TOKEN_PATHS
+                .contains(&req.path())
+                .then(|| query_token(req))
+                .flatten()
+        })
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingCredentials))?;
     let verified = keys.verify_access(&token).map_err(|error| match error {
         TokenError::Expired => ApiError::new(ErrorCode::TokenExpired),
         TokenError::Invalid(why) => ApiError::new(ErrorCode::InvalidToken)
@@ -263,7 +265,11 @@ pub async fn gate(
             resource: &resource,
             client_ip: client_ip.as_deref(),
         };
-        if let Err(error) = state.access.authorize(principal, requirement, request).await {
+        if let Err(error) = state
+            .access
+            .authorize(principal, requirement, request)
+            .await
+        {
             return Ok(req.into_response(error.error_response()));
         }
     }

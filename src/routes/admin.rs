@@ -171,7 +171,11 @@ pub async fn create_user(
     Ok(HttpResponse::Created().json(user_json(&user)))
 }
 
-async fn find_user(state: &AppState, admin: &Principal, name: &str) -> Result<UserRecord, ApiError> {
+async fn find_user(
+    state: &AppState,
+    admin: &Principal,
+    name: &str,
+) -> Result<UserRecord, ApiError> {
     state
         .accounts
         .user(&admin.caller.tenant_id, name)
@@ -286,8 +290,9 @@ pub async fn put_role(
 ) -> Result<HttpResponse, ApiError> {
     let admin = principal(&identity)?;
     if builtin(&path).is_some() {
-        return Err(ApiError::new(ErrorCode::RoleInUse)
-            .with_detail("Built-in roles cannot be changed"));
+        return Err(
+            ApiError::new(ErrorCode::RoleInUse).with_detail("Built-in roles cannot be changed")
+        );
     }
     let mut errors = Vec::new();
     if !valid_name(&path) {
@@ -300,7 +305,10 @@ pub async fn put_role(
     }
     for (i, node_type) in body.denied_node_types.iter().enumerate() {
         if state.gateway.node_registry().get(node_type).is_none() {
-            errors.push(field(format!("denied_node_types[{i}]"), "is not a node type"));
+            errors.push(field(
+                format!("denied_node_types[{i}]"),
+                "is not a node type",
+            ));
         }
     }
     invalid(errors)?;
@@ -318,9 +326,11 @@ pub async fn put_role(
         .map_err(store_error)?;
     state.access.roles.put(role.clone());
     audit(&state, &req, admin, "role.put", &role.name).await;
-    Ok(HttpResponse::Ok().json(json!({"name": role.name, "builtin": false,
+    Ok(
+        HttpResponse::Ok().json(json!({"name": role.name, "builtin": false,
         "permissions": role.permissions, "denied_node_types": role.denied_node_types,
-        "created_at": role.created_at})))
+        "created_at": role.created_at})),
+    )
 }
 
 pub async fn delete_role(
@@ -331,8 +341,9 @@ pub async fn delete_role(
 ) -> Result<HttpResponse, ApiError> {
     let admin = principal(&identity)?;
     if builtin(&path).is_some() {
-        return Err(ApiError::new(ErrorCode::RoleInUse)
-            .with_detail("Built-in roles cannot be deleted"));
+        return Err(
+            ApiError::new(ErrorCode::RoleInUse).with_detail("Built-in roles cannot be deleted")
+        );
     }
     if !state
         .accounts

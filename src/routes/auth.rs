@@ -105,8 +105,7 @@ pub async fn create_key(
     }
     // A key can only narrow its owner's permissions, never add to them.
     for (i, scope) in body.scopes.iter().enumerate() {
-        if !PERMISSIONS.contains(&scope.as_str()) || !principal.grants.permissions.contains(scope)
-        {
+        if !PERMISSIONS.contains(&scope.as_str()) || !principal.grants.permissions.contains(scope) {
             errors.push(FieldError {
                 path: format!("scopes[{i}]"),
                 message: "is not a permission you hold".into(),

@@ -5,6 +5,7 @@ mod auth;
 mod errors;
 mod executions;
 mod helpers;
+mod identity;
 mod observability;
 mod process;
 mod python;

@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use futures_util::future::{BoxFuture, FutureExt, ready};
 
 use super::{
-    AccountError, AccountResult, AccountStore, ApiKeyRecord, AuditQuery, AuditRecord,
-    PolicyRecord, RefreshRecord, RefreshUse, RevokedId, RoleRecord, UserRecord,
+    AccountError, AccountResult, AccountStore, ApiKeyRecord, AuditQuery, AuditRecord, PolicyRecord,
+    RefreshRecord, RefreshUse, RevokedId, RoleRecord, UserRecord,
 };
 
 type Key = (String, String);
@@ -348,16 +348,25 @@ mod tests {
     async fn failures_lock_at_the_limit_and_refresh_tokens_are_used_once() {
         let store = MemoryAccounts::new();
         store.insert_user(user("a")).await.unwrap();
-        assert_eq!(store.insert_user(user("a")).await, Err(AccountError::Conflict));
+        assert_eq!(
+            store.insert_user(user("a")).await,
+            Err(AccountError::Conflict)
+        );
         let until = Utc::now();
         for _ in 0..2 {
-            assert_eq!(store.record_failed_login("t", "a", 3, until).await, Ok(None));
+            assert_eq!(
+                store.record_failed_login("t", "a", 3, until).await,
+                Ok(None)
+            );
         }
         assert_eq!(
             store.record_failed_login("t", "a", 3, until).await,
             Ok(Some(until))
         );
-        assert_eq!(store.record_failed_login("t", "nobody", 3, until).await, Ok(None));
+        assert_eq!(
+            store.record_failed_login("t", "nobody", 3, until).await,
+            Ok(None)
+        );
 
         let token = RefreshRecord {
             jti: "j".into(),
@@ -368,8 +377,14 @@ mod tests {
             used_at: None,
         };
         store.insert_refresh(token).await.unwrap();
-        assert!(matches!(store.use_refresh("j", until).await, Ok(RefreshUse::Fresh(_))));
-        assert!(matches!(store.use_refresh("j", until).await, Ok(RefreshUse::Reused(_))));
+        assert!(matches!(
+            store.use_refresh("j", until).await,
+            Ok(RefreshUse::Fresh(_))
+        ));
+        assert!(matches!(
+            store.use_refresh("j", until).await,
+            Ok(RefreshUse::Reused(_))
+        ));
         assert_eq!(store.use_refresh("x", until).await, Ok(RefreshUse::Unknown));
     }
 }

@@ -162,8 +162,11 @@ pub struct AuditQuery {
 pub trait AccountStore: Send + Sync {
     /// `Conflict` when the user exists.
     fn insert_user(&self, user: UserRecord) -> BoxFuture<'_, AccountResult<()>>;
-    fn user(&self, tenant_id: &str, username: &str)
-    -> BoxFuture<'_, AccountResult<Option<UserRecord>>>;
+    fn user(
+        &self,
+        tenant_id: &str,
+        username: &str,
+    ) -> BoxFuture<'_, AccountResult<Option<UserRecord>>>;
     /// Replaces the row (matched by tenant and username); `NotFound` when there is none.
     fn update_user(&self, user: UserRecord) -> BoxFuture<'_, AccountResult<()>>;
     fn delete_user(&self, tenant_id: &str, username: &str) -> BoxFuture<'_, AccountResult<bool>>;
@@ -179,12 +182,19 @@ pub trait AccountStore: Send + Sync {
         lock_until: DateTime<Utc>,
     ) -> BoxFuture<'_, AccountResult<Option<DateTime<Utc>>>>;
     /// Clears the failure count and any lock (after a successful login).
-    fn clear_failed_logins(&self, tenant_id: &str, username: &str)
-    -> BoxFuture<'_, AccountResult<()>>;
+    fn clear_failed_logins(
+        &self,
+        tenant_id: &str,
+        username: &str,
+    ) -> BoxFuture<'_, AccountResult<()>>;
 
     fn insert_refresh(&self, token: RefreshRecord) -> BoxFuture<'_, AccountResult<()>>;
     /// Marks the refresh token used at `now`, saying whether it already was.
-    fn use_refresh(&self, jti: &str, now: DateTime<Utc>) -> BoxFuture<'_, AccountResult<RefreshUse>>;
+    fn use_refresh(
+        &self,
+        jti: &str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, AccountResult<RefreshUse>>;
 
     fn revoke(&self, revoked: RevokedId) -> BoxFuture<'_, AccountResult<()>>;
     /// Whether any of `ids` is revoked.
@@ -193,7 +203,8 @@ pub trait AccountStore: Send + Sync {
     fn purge_revoked(&self, now: DateTime<Utc>) -> BoxFuture<'_, AccountResult<()>>;
 
     fn insert_api_key(&self, key: ApiKeyRecord) -> BoxFuture<'_, AccountResult<()>>;
-    fn api_key_by_hash(&self, key_hash: &str) -> BoxFuture<'_, AccountResult<Option<ApiKeyRecord>>>;
+    fn api_key_by_hash(&self, key_hash: &str)
+    -> BoxFuture<'_, AccountResult<Option<ApiKeyRecord>>>;
     fn list_api_keys(
         &self,
         tenant_id: &str,
