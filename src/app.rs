@@ -29,7 +29,12 @@ use kailash_actors::{
 };
 
 use crate::{
-    access::{Access, audit::AuditLog, rbac::Roles},
+    access::{
+        Access,
+        abac::{Policies, PolicyLoadError},
+        audit::AuditLog,
+        rbac::Roles,
+    },
     auth::{self, Authenticator, passwords::Passwords, token::TokenKeys},
     clock::{Clock, SystemClock},
     config::{AuthMode, Secret, Settings},
@@ -128,6 +133,8 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Policies(#[from] PolicyLoadError),
     #[error("cannot open the accounts: {0}")]
     Accounts(String),
 }
@@ -164,9 +171,13 @@ impl Application {
             metrics,
             lifecycle: Lifecycle::new(),
             access: Access {
+                strategy: settings.access_strategy,
                 roles: Roles::default(),
+                policies: Policies::load(settings.policies_path.as_deref())?,
                 default_role: settings.default_role.clone(),
                 audit: AuditLog::new(services.accounts.clone(), services.clock.clone()),
+                accounts: services.accounts.clone(),
+                clock: services.clock.clone(),
             },
             passwords: Passwords::new(),
             accounts: services.accounts,
@@ -248,6 +259,15 @@ impl Application {
             .map_err(|e| fail(&e))?
         {
             self.state.access.roles.put(role);
+        }
+        for policy in self
+            .state
+            .accounts
+            .all_policies()
+            .await
+            .map_err(|e| fail(&e))?
+        {
+            self.state.access.policies.put(policy);
         }
         if self.state.settings.auth_mode == AuthMode::Open {
             return Ok(None);

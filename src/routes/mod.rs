@@ -7,6 +7,7 @@ mod events;
 mod executions;
 mod health;
 mod meta;
+mod policies;
 mod sessions;
 mod webhooks;
 mod workflows;
@@ -104,6 +105,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .delete(admin::delete_role),
     )
     .service(resource("/api/admin/audit").get(admin::audit_log))
+    .service(resource("/api/admin/policies").get(policies::list))
+    .service(
+        resource("/api/admin/policies/{policy_id}")
+            .put(policies::put)
+            .delete(policies::delete),
+    )
     .default_service(web::to(not_found));
 }
 

@@ -1,6 +1,7 @@
 //! Identity and access over the real server: logins and tokens, lockout, API keys, the
 //! JWT attack set, the RBAC matrix (HTTP and WebSocket) and the audit log.
 
+mod abac;
 mod api_keys;
 mod login;
 mod rbac;
