@@ -30,7 +30,12 @@ use kailash_actors::{
 };
 
 use crate::{
-    access::{Access, audit::AuditLog, rbac::Roles},
+    access::{
+        Access,
+        abac::{Policies, PolicyLoadError},
+        audit::AuditLog,
+        rbac::Roles,
+    },
     adapters::postgres::{PgOptions, PgStore, accounts::PgAccounts},
     auth::{self, Authenticator, passwords::Passwords, token::TokenKeys},
     clock::{Clock, SystemClock},
@@ -131,6 +136,8 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Policies(#[from] PolicyLoadError),
     #[error("cannot open the accounts: {0}")]
     Accounts(String),
     #[error("database: {0}")]
@@ -189,9 +196,13 @@ impl Application {
             metrics,
             lifecycle: Lifecycle::new(),
             access: Access {
+                strategy: settings.access_strategy,
                 roles: Roles::default(),
+                policies: Policies::load(settings.policies_path.as_deref())?,
                 default_role: settings.default_role.clone(),
                 audit: AuditLog::new(accounts.clone(), services.clock.clone()),
+                accounts: accounts.clone(),
+                clock: services.clock.clone(),
             },
             passwords: Passwords::new(),
             accounts,
@@ -273,6 +284,15 @@ impl Application {
             .map_err(|e| fail(&e))?
         {
             self.state.access.roles.put(role);
+        }
+        for policy in self
+            .state
+            .accounts
+            .all_policies()
+            .await
+            .map_err(|e| fail(&e))?
+        {
+            self.state.access.policies.put(policy);
         }
         if self.state.settings.auth_mode == AuthMode::Open {
             return Ok(None);

@@ -7,16 +7,29 @@
 //!
 //! A route with no row in the table is refused to everyone but holders of every permission,
 //! so a new route is closed until it is given a permission here.
+//!
+//! The deployment's strategy picks the checks: `rbac` (the permission from the caller's
+//! roles), `abac` (the Cedar policies in [`abac`]) or `hybrid` (both must allow).
 
+pub mod abac;
 pub mod audit;
 pub mod rbac;
 
 use std::sync::Arc;
 
 use actix_web::http::Method;
-use kailash_actors::{Caller, accounts::Outcome};
+use kailash_actors::{
+    Caller,
+    accounts::{AccountStore, Outcome},
+    engine::workflow::Workflow,
+};
 
-use crate::http::{ApiError, ErrorCode};
+use crate::{
+    clock::Clock,
+    config::AccessStrategy,
+    http::{ApiError, ErrorCode},
+};
+use abac::{Policies, Subject, Target};
 use audit::{AuditEvent, AuditLog};
 use rbac::{Grants, Roles};
 
@@ -119,9 +132,14 @@ pub fn ws_permission(kind: &str) -> Requirement {
 
 /// The decision point, and the audit log it writes denials to.
 pub struct Access {
+    pub strategy: AccessStrategy,
     pub roles: Roles,
+    pub policies: Policies,
     pub default_role: String,
     pub audit: AuditLog,
+    /// Where ABAC reads the caller's account attributes.
+    pub accounts: Arc<dyn AccountStore>,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Where a decision is asked from, for the audit entry.
@@ -147,20 +165,104 @@ impl Access {
         }
     }
 
-    /// Allows, or audits the denial and answers 403 `forbidden`.
+    /// Allows `requirement` on `target` as the strategy says, or audits the denial and
+    /// answers 403 `forbidden`.
     pub async fn authorize(
         &self,
         principal: &Principal,
         requirement: Requirement,
+        target: &Target<'_>,
         request: Request<'_>,
     ) -> Result<(), ApiError> {
-        if self.allows(principal, requirement) {
-            return Ok(());
-        }
         let action = match requirement {
             Requirement::Permission(permission) => permission,
-            _ => "unlisted",
+            Requirement::Authenticated => "authenticated",
+            Requirement::Unlisted => "unlisted",
         };
+        // Policy administration is decided by roles alone: a bad policy set must not lock
+        // out the administrators who would fix it.
+        let strategy = match requirement {
+            Requirement::Permission("policy:manage") => AccessStrategy::Rbac,
+            _ => self.strategy,
+        };
+        let allowed = match strategy {
+            AccessStrategy::Rbac => self.allows(principal, requirement),
+            AccessStrategy::Abac => {
+                self.policies_allow(principal, action, target, request)
+                    .await?
+            }
+            AccessStrategy::Hybrid => {
+                self.allows(principal, requirement)
+                    && self
+                        .policies_allow(principal, action, target, request)
+                        .await?
+            }
+        };
+        if allowed {
+            return Ok(());
+        }
+        Err(self.deny(principal, action, request).await)
+    }
+
+    /// The Cedar decision, with the caller's account attributes (none for a token whose
+    /// user has no account here).
+    async fn policies_allow(
+        &self,
+        principal: &Principal,
+        action: &str,
+        target: &Target<'_>,
+        request: Request<'_>,
+    ) -> Result<bool, ApiError> {
+        let caller = &principal.caller;
+        let account = self
+            .accounts
+            .user(&caller.tenant_id, &caller.user_id)
+            .await
+            .map_err(ApiError::internal)?;
+        let attributes = account.map(|a| a.attributes).unwrap_or_default();
+        let subject = Subject {
+            user_id: &caller.user_id,
+            tenant_id: &caller.tenant_id,
+            roles: &principal.grants.roles,
+            attributes: &attributes,
+        };
+        Ok(self.policies.allows(
+            &subject,
+            action,
+            target,
+            self.clock.now(),
+            request.client_ip,
+        ))
+    }
+
+    /// The checks a new workflow gets beyond `workflow:create`: the node-level rules of the
+    /// caller's roles (always), and the policies on the workflow's own attributes (`abac`
+    /// and `hybrid`).
+    pub async fn authorize_workflow(
+        &self,
+        principal: &Principal,
+        workflow: &Workflow,
+        request: Request<'_>,
+    ) -> Result<(), ApiError> {
+        let denied = &principal.grants.denied_node_types;
+        if workflow.nodes.iter().any(|n| denied.contains(n.node_type)) {
+            return Err(self.deny(principal, "workflow:node_type", request).await);
+        }
+        if self.strategy == AccessStrategy::Rbac {
+            return Ok(());
+        }
+        let target = Target::Workflow {
+            name: &workflow.name,
+            metadata: &workflow.metadata,
+            node_types: workflow.nodes.iter().map(|n| n.node_type).collect(),
+        };
+        let action = "workflow:create";
+        if self
+            .policies_allow(principal, action, &target, request)
+            .await?
+        {
+            return Ok(());
+        }
         Err(self.deny(principal, action, request).await)
     }
 

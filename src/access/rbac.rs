@@ -112,14 +112,6 @@ pub struct Roles {
 }
 
 impl Roles {
-    pub fn new(records: Vec<RoleRecord>) -> Self {
-        let roles = Self::default();
-        for record in records {
-            roles.put(record);
-        }
-        roles
-    }
-
     pub fn put(&self, record: RoleRecord) {
         let key = (record.tenant_id.clone(), record.name.clone());
         self.write().insert(key, Arc::new(record));

@@ -270,7 +270,12 @@ pub async fn gate(
         Err(error) => return Ok(req.into_response(error.error_response())),
     };
     if let Identity::Authenticated(principal) = &identity {
-        let requirement = access::required(req.method(), req.match_pattern().as_deref());
+        let pattern = req.match_pattern();
+        let requirement = access::required(req.method(), pattern.as_deref());
+        let target = access::abac::Target::Route {
+            method: req.method().as_str(),
+            pattern: pattern.as_deref().unwrap_or("unmatched"),
+        };
         let resource = format!("{} {}", req.method(), req.path());
         let client_ip = client_ip(req.request());
         let request = access::Request {
@@ -279,7 +284,7 @@ pub async fn gate(
         };
         if let Err(error) = state
             .access
-            .authorize(principal, requirement, request)
+            .authorize(principal, requirement, &target, request)
             .await
         {
             return Ok(req.into_response(error.error_response()));

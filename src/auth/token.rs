@@ -130,6 +130,12 @@ impl TokenKeys {
     }
 
     fn verify(&self, token: &str, expected: TokenType) -> Result<Verified, TokenError> {
+        // The HS256 key has no id: a token naming one was signed with a key we do not hold.
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| TokenError::Invalid("malformed token"))?;
+        if header.kid.is_some() {
+            return Err(TokenError::Invalid("unknown key id"));
+        }
         let claims = decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,

@@ -369,6 +369,16 @@ pub const SETTINGS: &[SettingSpec] = &[
         "Role of token holders whose token names no role of their tenant (tokens from a Python Kailash gateway)",
     ),
     setting(
+        "access_strategy",
+        "KAILASH_ACCESS_STRATEGY",
+        "`rbac` (roles), `abac` (Cedar policies) or `hybrid` (both must allow)",
+    ),
+    setting(
+        "policies_path",
+        "KAILASH_POLICIES_PATH",
+        "Cedar policy file, or directory of `*.cedar` files, loaded at start for every tenant",
+    ),
+    setting(
         "max_login_attempts",
         "KAILASH_MAX_LOGIN_ATTEMPTS",
         "Failed logins after which an account is locked (429 account_locked)",

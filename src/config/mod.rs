@@ -23,6 +23,15 @@ pub enum AuthMode {
     Open,
 }
 
+/// How requests are authorized: roles only, Cedar policies only, or both must allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessStrategy {
+    Rbac,
+    Abac,
+    Hybrid,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -122,6 +131,8 @@ pub struct Settings {
     pub python_max_print_bytes: usize,
     pub python_worker_max_runs: u32,
     pub default_role: String,
+    pub access_strategy: AccessStrategy,
+    pub policies_path: Option<PathBuf>,
     pub max_login_attempts: u32,
     pub lockout_minutes: f64,
     pub access_token_minutes: f64,
@@ -204,6 +215,8 @@ impl Default for Settings {
             python_max_print_bytes: 64 * 1024,
             python_worker_max_runs: 0,
             default_role: "developer".into(),
+            access_strategy: AccessStrategy::Rbac,
+            policies_path: None,
             max_login_attempts: 5,
             lockout_minutes: 15.0,
             access_token_minutes: 15.0,

@@ -23,7 +23,14 @@ use crate::{
 const MAX_NAME_CHARS: usize = 64;
 const MAX_AUDIT_LIMIT: usize = 1000;
 
-async fn audit(state: &AppState, req: &HttpRequest, who: &Principal, action: &str, on: &str) {
+/// Audits a successful administrative change.
+pub(super) async fn audit(
+    state: &AppState,
+    req: &HttpRequest,
+    who: &Principal,
+    action: &str,
+    on: &str,
+) {
     let ip = auth::client_ip(req);
     state
         .access

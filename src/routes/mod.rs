@@ -8,6 +8,7 @@ mod executions;
 mod health;
 mod history;
 mod meta;
+mod policies;
 mod sessions;
 mod webhooks;
 mod workflows;
@@ -107,6 +108,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .delete(admin::delete_role),
     )
     .service(resource("/api/admin/audit").get(admin::audit_log))
+    .service(resource("/api/admin/policies").get(policies::list))
+    .service(
+        resource("/api/admin/policies/{policy_id}")
+            .put(policies::put)
+            .delete(policies::delete),
+    )
     .default_service(web::to(not_found));
 }
 

@@ -49,25 +49,15 @@ pub async fn create(
         }
     };
     if let Identity::Authenticated(principal) = &identity {
-        let denied = &principal.grants.denied_node_types;
-        let barred: Vec<_> = workflow
-            .nodes
-            .iter()
-            .filter(|node| denied.contains(node.node_type))
-            .map(|node| node.node_type)
-            .collect();
-        if !barred.is_empty() {
-            // Node-level rules: the role may not use these node types. Audited, not explained.
-            let resource = format!("workflow node types {}", barred.join(","));
-            let request = access::Request {
-                resource: &resource,
-                client_ip: None,
-            };
-            return Err(state
-                .access
-                .deny(principal, "workflow:node_type", request)
-                .await);
-        }
+        let resource = format!("POST /api/workflows workflow {}", workflow.name);
+        let request = access::Request {
+            resource: &resource,
+            client_ip: None,
+        };
+        state
+            .access
+            .authorize_workflow(principal, &workflow, request)
+            .await?;
     }
     let workflow = state
         .gateway

@@ -137,7 +137,7 @@ async fn bad_credentials_get_401_with_a_challenge() {
 }
 
 #[actix_web::test]
-async fn query_tokens_only_count_on_streaming_paths_and_api_keys_are_not_yet_accepted() {
+async fn query_tokens_only_count_on_streaming_paths_and_unknown_api_keys_are_refused() {
     let app = spawn_app().await;
     let token = app.token_for("alice");
     let response = app
@@ -156,7 +156,7 @@ async fn query_tokens_only_count_on_streaming_paths_and_api_keys_are_not_yet_acc
         response,
         401,
         "invalid_token",
-        "API keys are not enabled on this gateway yet; use a bearer token",
+        "Invalid authentication credentials: unknown or revoked API key",
     )
     .await;
 }

@@ -13,6 +13,9 @@ use kailash_gateway::{
 use reqwest::{Client, Method, RequestBuilder, Response};
 use serde_json::Value;
 
+/// The bootstrap `admin` user's password in tests.
+pub const ADMIN_PASSWORD: &str = "admin-test-password";
+
 pub struct TestApp {
     pub address: String,
     pub client: Client,
@@ -34,6 +37,7 @@ pub fn test_settings() -> Settings {
         python_executable: std::env::var("KAILASH_TEST_PYTHON")
             .unwrap_or_else(|_| "python3".into()),
         python_workers: 1,
+        admin_password: Some(Secret::new(ADMIN_PASSWORD)),
         ..Settings::default()
     }
 }
@@ -73,9 +77,18 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     customize(&mut settings);
     settings.validate().expect("test settings are valid");
     let signing = (settings.auth_mode == AuthMode::Gated).then(|| Secret::new(secret.clone()));
-    let app = Application::build(settings, signing.as_ref())
-        .await
-        .expect("app builds");
+    spawn(
+        Application::build(settings, signing.as_ref())
+            .await
+            .expect("app builds"),
+        secret,
+    )
+    .await
+}
+
+/// Opens the accounts of a built gateway, starts serving it and connects a client.
+pub async fn spawn(app: Application, secret: String) -> TestApp {
+    app.open_accounts().await.expect("accounts open");
     let address = format!("http://127.0.0.1:{}", app.port());
     let (state, server) = (app.state(), app.server_handle());
     actix_rt::spawn(app.run_until_stopped());

@@ -6,6 +6,7 @@ mod deploy;
 mod errors;
 mod executions;
 mod helpers;
+mod identity;
 mod observability;
 mod persistence;
 mod process;

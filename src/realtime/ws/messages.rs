@@ -129,7 +129,15 @@ impl Connection {
         };
         self.state
             .access
-            .authorize(principal, access::ws_permission(kind), request)
+            .authorize(
+                principal,
+                access::ws_permission(kind),
+                &access::abac::Target::Route {
+                    method: "WS",
+                    pattern: &resource,
+                },
+                request,
+            )
             .await
     }
 

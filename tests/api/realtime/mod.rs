@@ -1,7 +1,7 @@
 //! Real-time delivery end to end over real sockets: WebSocket (`/ws`), SSE (`/events`),
 //! rooms and webhooks.
 
-mod client;
+pub mod client;
 mod rooms;
 mod sse;
 mod webhooks;
