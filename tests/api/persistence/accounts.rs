@@ -1,7 +1,7 @@
 //! The PostgreSQL adapter of the accounts port: every record's round trip, tenant scoping
 //! on each tenant-owned method, the two races the port names (failed-login counting and
 //! refresh-token exchange) under real concurrency, the group-committed audit log, and
-//! accounts surviving a gateway restart.
+//! accounts, API keys and the audit log surviving a gateway restart.
 
 use std::sync::Arc;
 
@@ -12,9 +12,14 @@ use kailash_actors::accounts::{
     RefreshRecord, RefreshUse, RevokedId, RoleRecord, UserRecord,
 };
 use kailash_gateway::{adapters::postgres::accounts::PgAccounts, app::connect, config::Settings};
+use reqwest::Method;
 use serde_json::json;
 
-use super::{PG_FAULT, fresh_database};
+use super::{PG_FAULT, fresh_database, spawn_on, stop};
+use crate::{
+    helpers::TestApp,
+    identity::{admin_token, audit, tokens, user_with_roles},
+};
 
 async fn accounts() -> PgAccounts {
     let store = connect(&fresh_database().await, &Settings::default()).expect("pool builds");
@@ -367,4 +372,75 @@ async fn concurrent_audit_entries_are_all_committed_and_filtered_per_tenant() {
         .unwrap();
     assert_eq!(window.len(), 30);
     assert_eq!(window[0].id, "entry-0199");
+}
+
+/// A user's key, by `POST /api/auth/api-keys`: (key, key_id).
+async fn create_api_key(app: &TestApp, token: &str, name: &str) -> (String, String) {
+    let created = app
+        .request(Method::POST, "/api/auth/api-keys")
+        .bearer_auth(token)
+        .json(&json!({"name": name}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created = crate::helpers::json(created).await;
+    (
+        created["api_key"].as_str().unwrap().to_owned(),
+        created["key_id"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn sessions_with_key(app: &TestApp, key: &str) -> u16 {
+    app.request(Method::GET, "/api/sessions")
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[actix_web::test]
+async fn accounts_keys_and_audit_survive_a_gateway_restart() {
+    let _server_up = PG_FAULT.read().await;
+    let url = fresh_database().await;
+    let first = spawn_on(&url, |_| {}).await;
+    let token = user_with_roles(&first, "carol", &["developer"]).await;
+    let (kept, _) = create_api_key(&first, &token, "kept").await;
+    let (revoked, revoked_id) = create_api_key(&first, &token, "revoked").await;
+    let revoke = first
+        .request(Method::DELETE, &format!("/api/auth/api-keys/{revoked_id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(revoke.status().is_success(), "{}", revoke.status());
+    assert_eq!(sessions_with_key(&first, &kept).await, 200);
+    stop(&first).await;
+
+    // Same database, new process state: the bootstrap finds its admin and creates no other.
+    let second = spawn_on(&url, |_| {}).await;
+    tokens(&second, "carol", "carol-password").await;
+    assert_eq!(sessions_with_key(&second, &kept).await, 200);
+    assert_eq!(sessions_with_key(&second, &revoked).await, 401);
+    let logins = audit(&second, "action=auth.login&user=carol").await;
+    assert!(
+        logins.len() >= 2,
+        "the first run's login is still in the audit log: {logins:?}"
+    );
+    let users = second
+        .request(Method::GET, "/api/admin/users")
+        .bearer_auth(admin_token(&second).await)
+        .send()
+        .await
+        .unwrap();
+    let users = crate::helpers::json(users).await;
+    let names: Vec<&str> = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin", "carol"]);
 }
