@@ -21,8 +21,10 @@ use actix_web::{
 };
 use chrono::{DateTime, Utc};
 use kailash_actors::{
-    Gateway, GatewayConfig, GatewayError, Persistence, bus::BusConfig,
-    engine::workflow::WorkflowLimits, execution::RunLimits,
+    Gateway, GatewayConfig, GatewayError, Persistence,
+    bus::BusConfig,
+    engine::workflow::WorkflowLimits,
+    execution::RunLimits,
     store::{MemoryStore, StoreError},
 };
 

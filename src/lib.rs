@@ -5,9 +5,9 @@
 //! into callers; `http` holds the error table and request plumbing; `routes` the handlers;
 //! `metrics`, `logging` and `host` observe; `shutdown` drains.
 
+pub mod adapters;
 pub mod app;
 pub mod auth;
-pub mod adapters;
 pub mod config;
 pub mod host;
 pub mod http;

@@ -53,8 +53,7 @@ fn cli() -> Command {
                 ),
         )
         .subcommand(
-            Command::new("migrate")
-                .about("Apply the database migrations (DATABASE_URL) and exit"),
+            Command::new("migrate").about("Apply the database migrations (DATABASE_URL) and exit"),
         )
         .subcommand(Command::new("settings").about("Print every setting as a Markdown table"))
         .subcommand(

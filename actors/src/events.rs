@@ -227,15 +227,14 @@ impl PublishedEvent {
     /// An event loaded from the store, aged as it was: history retention counts from when it
     /// was first published, not from the restart.
     pub fn restored(record: &crate::store::EventRecord) -> Self {
-        let age = (Utc::now() - record.published_at).to_std().unwrap_or_default();
+        let age = (Utc::now() - record.published_at)
+            .to_std()
+            .unwrap_or_default();
         let now = Instant::now();
         Self {
             seq: record.seq,
             published_at: now.checked_sub(age).unwrap_or(now),
-            event_type: record
-                .event_type
-                .parse()
-                .unwrap_or(EventType::SystemStatus),
+            event_type: record.event_type.parse().unwrap_or(EventType::SystemStatus),
             session_id: Some(record.session_id),
             tenant_id: record.tenant_id.clone(),
             user_id: record.user_id.clone(),

@@ -216,9 +216,9 @@ impl ExecutionActor {
     fn record_node_run(&self, status: &'static str, node: usize, outcome: &NodeOutcome) {
         let spec = &self.spec.workflow.nodes[node];
         let finished_at = Utc::now();
-        let started_at = outcome.execution_time_ms.map(|ms| {
-            finished_at - chrono::Duration::microseconds((ms * 1000.0) as i64)
-        });
+        let started_at = outcome
+            .execution_time_ms
+            .map(|ms| finished_at - chrono::Duration::microseconds((ms * 1000.0) as i64));
         self.spec.writer.write(Write::NodeRun(NodeRunRecord {
             tenant_id: self.spec.tenant_id.clone(),
             execution_id: self.spec.execution_id,
@@ -447,9 +447,9 @@ impl ExecutionActor {
         };
         self.publish_workflow_event(event_type, data);
         let snapshot = self.snapshot();
-        self.spec
-            .writer
-            .write(Write::ExecutionFinished(Box::new(self.record(snapshot.clone()))));
+        self.spec.writer.write(Write::ExecutionFinished(Box::new(
+            self.record(snapshot.clone()),
+        )));
         self.spec.session.do_send(ExecutionFinished { snapshot });
         self.spec.gateway.do_send(ExecutionEnded { ran: true });
         ctx.stop();

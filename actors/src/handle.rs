@@ -24,14 +24,12 @@ use crate::{
     execution::{ExecutionSnapshot, RunLimits},
     registry::{CreateSession, Drain, ExecutionEnded, RegistryActor, ReserveExecution, Stats},
     rooms::{JoinRoom, LeaveRoom, LeaveRooms, RoomError, RoomHub, RoomMember, SendToRoom},
-    store::{
-        HistoryPage, HistoryQuery, MemoryStore, Store, StoreHealth, StoreWriter, WriterStats,
-    },
     session::{
         AddWorkflow, CancelExecution, Describe, ExecutionSummary, FindWorkflow, GetExecution,
         ListExecutions, ListWorkflows, SessionActor, SessionDetail, SessionSummary, StartExecution,
         WorkflowSummary,
     },
+    store::{HistoryPage, HistoryQuery, MemoryStore, Store, StoreHealth, StoreWriter, WriterStats},
     subscriber::SubscriberQueue,
     tenant::{EndSession, ForSession, ListSessions},
 };

@@ -44,12 +44,12 @@ impl Gateway {
         let store = self.store.clone();
         let mut restored = Restored::default();
         for tenant in store.tenants().await? {
-            let interrupted = store.fail_interrupted(&tenant, INTERRUPTED, Utc::now()).await?;
+            let interrupted = store
+                .fail_interrupted(&tenant, INTERRUPTED, Utc::now())
+                .await?;
             for session in store.active_sessions(&tenant).await? {
                 let session_id = session.session_id;
-                let workflows = self.restore_workflows(
-                    store.workflows(&tenant, session_id).await?,
-                );
+                let workflows = self.restore_workflows(store.workflows(&tenant, session_id).await?);
                 let finished: Vec<_> = store
                     .executions(
                         &tenant,

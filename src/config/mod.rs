@@ -233,7 +233,10 @@ impl Settings {
             ("execution_history_days", self.execution_history_days),
         ] {
             if !(days.is_finite() && days > 0.0 && days <= 36_500.0) {
-                return bad(key, "must be a number of days above 0 and at most 100 years".into());
+                return bad(
+                    key,
+                    "must be a number of days above 0 and at most 100 years".into(),
+                );
             }
         }
         let minutes = self.retention_interval_minutes;

@@ -66,7 +66,10 @@ fn parse(params: HistoryParams) -> Result<HistoryQuery, ApiError> {
         Some(raw) => match raw.parse::<usize>() {
             Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => limit,
             _ => {
-                bad("limit", format!("must be a whole number from 1 to {MAX_LIMIT}"));
+                bad(
+                    "limit",
+                    format!("must be a whole number from 1 to {MAX_LIMIT}"),
+                );
                 DEFAULT_LIMIT
             }
         },

@@ -286,7 +286,8 @@ impl Store for MemoryStore {
             })
             .cloned()
             .collect();
-        matching.sort_by_key(|e| std::cmp::Reverse((e.snapshot.created_at, e.snapshot.execution_id)));
+        matching
+            .sort_by_key(|e| std::cmp::Reverse((e.snapshot.created_at, e.snapshot.execution_id)));
         matching.truncate(query.limit + 1);
         Self::answer(HistoryPage::from_newest_first(matching, query.limit))
     }

@@ -27,6 +27,9 @@ const MAX_BATCH: usize = 2000;
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
 
+// Nearly every command is a write; boxing it to shrink the rare flush would cost an
+// allocation per event.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     Write(Write),
     /// Answered once everything accepted before it is written.
@@ -121,7 +124,9 @@ impl StoreWriter {
                 return;
             }
         };
-        self.stats.backpressure_waits.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .backpressure_waits
+            .fetch_add(1, Ordering::Relaxed);
         if self.queue.send(command).is_err() {
             tracing::error!("the store writer stopped; a write is lost");
         }
@@ -203,7 +208,10 @@ fn write_until_written(
     if stats.failing.swap(false, Ordering::AcqRel) {
         tracing::info!("store writes succeed again");
     }
-    let events = batch.iter().filter(|w| matches!(w, Write::Event(_))).count();
+    let events = batch
+        .iter()
+        .filter(|w| matches!(w, Write::Event(_)))
+        .count();
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats
         .events_written

@@ -5,9 +5,7 @@ use chrono::{DateTime, Utc};
 use kailash_actors::{
     TenantId,
     execution::{ExecutionSnapshot, ExecutionStatus},
-    store::{
-        ExecutionRecord, HistoryPage, HistoryQuery, NodeRunRecord, PruneCounts, StoreError,
-    },
+    store::{ExecutionRecord, HistoryPage, HistoryQuery, NodeRunRecord, PruneCounts, StoreError},
 };
 use serde_json::{Map, Value};
 use tokio_postgres::Row;
@@ -106,7 +104,10 @@ pub async fn of_session(
             &[&session_id, &limit],
         )
         .await?;
-    Ok(rows.iter().map(|row| execution_from_row(tenant, row)).collect())
+    Ok(rows
+        .iter()
+        .map(|row| execution_from_row(tenant, row))
+        .collect())
 }
 
 pub async fn node_runs(
@@ -157,7 +158,10 @@ pub async fn fail_interrupted(
             &[&error, &at],
         )
         .await?;
-    Ok(rows.iter().map(|row| execution_from_row(tenant, row)).collect())
+    Ok(rows
+        .iter()
+        .map(|row| execution_from_row(tenant, row))
+        .collect())
 }
 
 /// One page, newest first. Every filter is a parameter (NULL: not filtered), so this is
@@ -196,7 +200,10 @@ pub async fn history(
             ],
         )
         .await?;
-    let matching = rows.iter().map(|row| execution_from_row(tenant, row)).collect();
+    let matching = rows
+        .iter()
+        .map(|row| execution_from_row(tenant, row))
+        .collect();
     Ok(HistoryPage::from_newest_first(matching, query.limit))
 }
 

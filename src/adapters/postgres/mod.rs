@@ -24,14 +24,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures_util::future::BoxFuture;
+use kailash_actors::TenantId;
 use kailash_actors::store::{
     EventRecord, ExecutionRecord, HistoryPage, HistoryQuery, NodeRunRecord, PruneCounts,
     SessionRecord, Store, StoreError, StoreFuture, StoreHealth, WorkflowRecord, Write,
 };
-use kailash_actors::TenantId;
-use chrono::{DateTime, Utc};
 use tokio_postgres::{NoTls, types::ToSql};
 use uuid::Uuid;
 
@@ -88,7 +88,9 @@ pub fn scoped<'a>(
     tenant: &'a (dyn ToSql + Sync),
     params: &[&'a (dyn ToSql + Sync)],
 ) -> Vec<&'a (dyn ToSql + Sync)> {
-    std::iter::once(tenant).chain(params.iter().copied()).collect()
+    std::iter::once(tenant)
+        .chain(params.iter().copied())
+        .collect()
 }
 
 /// A database error as the port reports it: connection trouble, a server shutting down or
@@ -153,7 +155,8 @@ impl PgStore {
     /// Runs the migrations (under an advisory lock); answers how many were applied.
     pub async fn migrate(&self) -> Result<usize, StoreError> {
         let db = self.db.clone();
-        self.on_runtime(async move { migrate::run(&db).await }).await
+        self.on_runtime(async move { migrate::run(&db).await })
+            .await
     }
 
     /// Runs `work` on the adapter's runtime and answers its result.
@@ -251,9 +254,9 @@ impl Store for PgStore {
         limit: usize,
     ) -> StoreFuture<'a, Vec<ExecutionRecord>> {
         let tenant = TenantId::from(tenant);
-        self.with_db(|db| async move {
-            executions::of_session(&db, &tenant, session_id, limit).await
-        })
+        self.with_db(
+            |db| async move { executions::of_session(&db, &tenant, session_id, limit).await },
+        )
     }
 
     fn node_runs<'a>(
@@ -272,7 +275,9 @@ impl Store for PgStore {
         limit: usize,
     ) -> StoreFuture<'a, Vec<EventRecord>> {
         let tenant = TenantId::from(tenant);
-        self.with_db(|db| async move { batch::recent_events(&db, &tenant, session_id, limit).await })
+        self.with_db(
+            |db| async move { batch::recent_events(&db, &tenant, session_id, limit).await },
+        )
     }
 
     fn fail_interrupted<'a>(
@@ -282,7 +287,9 @@ impl Store for PgStore {
         at: DateTime<Utc>,
     ) -> StoreFuture<'a, Vec<ExecutionRecord>> {
         let (tenant, error) = (TenantId::from(tenant), error.to_owned());
-        self.with_db(|db| async move { executions::fail_interrupted(&db, &tenant, &error, at).await })
+        self.with_db(
+            |db| async move { executions::fail_interrupted(&db, &tenant, &error, at).await },
+        )
     }
 
     fn execution_history<'a>(

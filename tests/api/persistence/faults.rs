@@ -30,7 +30,13 @@ fn start_binary(data: &TempPath, database_url: &str, secret: &str, port: u16) ->
     running
 }
 
-async fn call(client: &Client, token: &str, method: Method, url: String, body: Option<Value>) -> Value {
+async fn call(
+    client: &Client,
+    token: &str,
+    method: Method,
+    url: String,
+    body: Option<Value>,
+) -> Value {
     let mut request = client.request(method, url).bearer_auth(token);
     if let Some(body) = body {
         request = request.json(&body);
@@ -57,16 +63,28 @@ async fn a_run_interrupted_by_sigkill_is_failed_with_a_terminal_event_on_the_nex
     let port = free_port();
     let mut first = start_binary(&data, &url, &secret, port);
     let base = format!("http://127.0.0.1:{port}");
-    let session = call(&client, &token, Method::POST, format!("{base}/api/sessions"), Some(json!({}))).await
-        ["session_id"]
+    let session = call(
+        &client,
+        &token,
+        Method::POST,
+        format!("{base}/api/sessions"),
+        Some(json!({})),
+    )
+    .await["session_id"]
         .as_str()
         .unwrap()
         .to_owned();
     let slow = json!({"name": "slow", "nodes": [
         {"id": "py", "type": "PythonCodeNode", "config": {"code": "import time\ntime.sleep(60)\nresult = {}"}}
     ]});
-    let workflow = call(&client, &token, Method::POST, format!("{base}/api/workflows?session_id={session}"), Some(slow)).await
-        ["workflow_id"]
+    let workflow = call(
+        &client,
+        &token,
+        Method::POST,
+        format!("{base}/api/workflows?session_id={session}"),
+        Some(slow),
+    )
+    .await["workflow_id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -121,7 +139,8 @@ async fn a_run_interrupted_by_sigkill_is_failed_with_a_terminal_event_on_the_nex
 }
 
 fn pg_ctl(args: &[&str]) {
-    let pg_ctl = std::env::var("KAILASH_TEST_PG_CTL").expect("KAILASH_TEST_PG_CTL from scripts/test.sh");
+    let pg_ctl =
+        std::env::var("KAILASH_TEST_PG_CTL").expect("KAILASH_TEST_PG_CTL from scripts/test.sh");
     let status = Command::new(pg_ctl).args(args).status().unwrap();
     assert!(status.success(), "pg_ctl {args:?}");
 }
@@ -146,9 +165,19 @@ async fn with_the_database_down_requests_get_503_and_it_recovers_without_losing_
     let health = app.request(Method::GET, "/health").send().await.unwrap();
     assert_eq!(health.status(), 503);
     let health = json(health).await;
-    assert_eq!(health["components"]["store"]["status"], "unhealthy", "{health}");
+    assert_eq!(
+        health["components"]["store"]["status"], "unhealthy",
+        "{health}"
+    );
     assert!(health["components"]["store"]["error"].is_string());
-    assert_eq!(app.request(Method::GET, "/ready").send().await.unwrap().status(), 503);
+    assert_eq!(
+        app.request(Method::GET, "/ready")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
     // Accepted while the database is away: the close is queued and retried, not dropped.
     let closed = app
         .send_as("alice", Method::DELETE, &format!("/api/sessions/{session}"))
@@ -158,12 +187,22 @@ async fn with_the_database_down_requests_get_503_and_it_recovers_without_losing_
     pg_ctl(&["start", "-w"]);
     assert!(
         eventually(Duration::from_secs(20), async || {
-            app.send_as("alice", Method::POST, "/api/sessions").await.status() == 200
+            app.send_as("alice", Method::POST, "/api/sessions")
+                .await
+                .status()
+                == 200
         })
         .await,
         "the gateway reconnects by itself"
     );
-    assert_eq!(app.request(Method::GET, "/ready").send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.request(Method::GET, "/ready")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     app.state.gateway.flush().await;
     let db = connect(&url).await;
     let ended = db
@@ -183,7 +222,13 @@ async fn with_the_database_down_requests_get_503_and_it_recovers_without_losing_
         .unwrap()
         .get(0);
     assert_eq!(closed_events, 1);
-    let detailed = json(app.request(Method::GET, "/health/detailed").send().await.unwrap()).await;
+    let detailed = json(
+        app.request(Method::GET, "/health/detailed")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     let store = detailed["checks"]
         .as_array()
         .unwrap()
@@ -194,5 +239,10 @@ async fn with_the_database_down_requests_get_503_and_it_recovers_without_losing_
     assert_eq!(store["status"], "healthy");
     assert!(store["details"]["latency_ms"].as_f64().unwrap() > 0.0);
     assert!(store["details"]["pool"]["max"].as_u64().unwrap() > 0);
-    assert!(store["details"]["writer"]["failed_attempts"].as_u64().unwrap() > 0);
+    assert!(
+        store["details"]["writer"]["failed_attempts"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 }

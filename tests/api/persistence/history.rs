@@ -56,13 +56,27 @@ async fn history_pages_by_cursor_filters_and_shows_only_the_callers_own() {
         }
     }
     let newest_first: Vec<String> = runs.iter().rev().cloned().collect();
-    assert_eq!(seen, newest_first, "every run once, newest first, none of bob's");
+    assert_eq!(
+        seen, newest_first,
+        "every run once, newest first, none of bob's"
+    );
 
-    let completed = history(&app, &alice, &format!("status=completed&workflow_id={workflow}")).await;
+    let completed = history(
+        &app,
+        &alice,
+        &format!("status=completed&workflow_id={workflow}"),
+    )
+    .await;
     assert_eq!(completed["count"], 5);
     assert_eq!(history(&app, &alice, "status=failed").await["count"], 0);
-    assert_eq!(history(&app, &alice, "since=2999-01-01T00:00:00Z").await["count"], 0);
-    assert_eq!(history(&app, &alice, "until=2000-01-01T00:00:00Z").await["count"], 0);
+    assert_eq!(
+        history(&app, &alice, "since=2999-01-01T00:00:00Z").await["count"],
+        0
+    );
+    assert_eq!(
+        history(&app, &alice, "until=2000-01-01T00:00:00Z").await["count"],
+        0
+    );
     let first = &history(&app, &alice, "limit=1").await["executions"][0];
     assert_eq!(first["session_id"], session.as_str());
     assert_eq!(first["user_id"], "alice");
@@ -75,7 +89,13 @@ async fn history_pages_by_cursor_filters_and_shows_only_the_callers_own() {
         .send()
         .await
         .unwrap();
-    assert_error(refused, 403, "forbidden", "Only admins may read other users' execution history").await;
+    assert_error(
+        refused,
+        403,
+        "forbidden",
+        "Only admins may read other users' execution history",
+    )
+    .await;
     let admin = app.mint(MintRequest {
         subject: "root".into(),
         tenant_id: None,
@@ -148,7 +168,9 @@ async fn the_retention_job_prunes_old_events_and_finished_executions() {
     };
     assert!(
         eventually(Duration::from_secs(10), async || {
-            count("executions").await == 0 && count("events").await == 0 && count("node_runs").await == 0
+            count("executions").await == 0
+                && count("events").await == 0
+                && count("node_runs").await == 0
         })
         .await,
         "old history is pruned"

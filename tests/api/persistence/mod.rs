@@ -57,7 +57,10 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
 }
 
 /// A gateway storing in `url`.
-pub async fn spawn_on(url: &str, customize: impl FnOnce(&mut kailash_gateway::config::Settings)) -> TestApp {
+pub async fn spawn_on(
+    url: &str,
+    customize: impl FnOnce(&mut kailash_gateway::config::Settings),
+) -> TestApp {
     let url = url.to_owned();
     spawn_app_with(move |settings| {
         settings.database_url = Some(kailash_gateway::config::Secret::new(url));
@@ -83,22 +86,33 @@ pub async fn session_with_workflow(app: &TestApp, user: &str) -> (String, String
         )
         .await;
     assert_eq!(created.status(), 200);
-    let workflow = json(created).await["workflow_id"].as_str().unwrap().to_owned();
+    let workflow = json(created).await["workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     (session, workflow)
 }
 
 /// Starts a run; answers the response as JSON (status asserted 200).
 pub async fn start_run(app: &TestApp, user: &str, session: &str, body: Value) -> String {
     let started = app
-        .post_json(user, &format!("/api/executions?session_id={session}"), &body)
+        .post_json(
+            user,
+            &format!("/api/executions?session_id={session}"),
+            &body,
+        )
         .await;
     assert_eq!(started.status(), 200);
-    json(started).await["execution_id"].as_str().unwrap().to_owned()
+    json(started).await["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Runs the Switch → Merge workflow to its end; answers the execution id.
 pub async fn run_to_end(app: &TestApp, user: &str, session: &str, workflow: &str) -> String {
-    let body = json!({"workflow_id": workflow, "inputs": {"route": {"input_data": {"tier": "gold"}}}});
+    let body =
+        json!({"workflow_id": workflow, "inputs": {"route": {"input_data": {"tier": "gold"}}}});
     let execution = start_run(app, user, session, body).await;
     let path = format!("/api/executions/{execution}?session_id={session}");
     assert!(

@@ -6,13 +6,19 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{PG_FAULT, connect, fresh_database, run_to_end, session_with_workflow, spawn_on, start_run, stop};
+use super::{
+    PG_FAULT, connect, fresh_database, run_to_end, session_with_workflow, spawn_on, start_run, stop,
+};
 use crate::helpers::*;
 
 /// The SSE events of `session` after `last_event_id`, up to and including `last_type`.
 async fn resume(app: &TestApp, session: &str, last_event_id: u64, last_type: &str) -> Vec<Value> {
     let response = app
-        .as_user("alice", Method::GET, &format!("/events?session_id={session}"))
+        .as_user(
+            "alice",
+            Method::GET,
+            &format!("/events?session_id={session}"),
+        )
         .header("Last-Event-ID", last_event_id.to_string())
         .send()
         .await
@@ -53,12 +59,20 @@ async fn a_restart_keeps_sessions_workflow_versions_executions_and_resumable_his
     second_version["workflow_id"] = json!(workflow);
     second_version["name"] = json!("route_and_merge v2");
     let updated = first
-        .post_json("alice", &format!("/api/workflows?session_id={session}"), &second_version)
+        .post_json(
+            "alice",
+            &format!("/api/workflows?session_id={session}"),
+            &second_version,
+        )
         .await;
     assert_eq!(json(updated).await["version"], 2);
     let execution = run_to_end(&first, "alice", &session, &workflow).await;
     let before = first
-        .json_as("alice", Method::GET, &format!("/api/executions/{execution}?session_id={session}"))
+        .json_as(
+            "alice",
+            Method::GET,
+            &format!("/api/executions/{execution}?session_id={session}"),
+        )
         .await;
     let bobs = first.create_session("bob").await;
     stop(&first).await;
@@ -70,14 +84,24 @@ async fn a_restart_keeps_sessions_workflow_versions_executions_and_resumable_his
     assert_eq!(detail["session_id"], session.as_str());
     assert_eq!(detail["workflows"], json!([workflow]));
     let listed = second.json_as("alice", Method::GET, "/api/sessions").await;
-    assert_eq!(listed["total"], 1, "alice still sees only her session: {listed}");
     assert_eq!(
-        second.send_as("bob", Method::GET, &format!("/api/sessions/{bobs}")).await.status(),
+        listed["total"], 1,
+        "alice still sees only her session: {listed}"
+    );
+    assert_eq!(
+        second
+            .send_as("bob", Method::GET, &format!("/api/sessions/{bobs}"))
+            .await
+            .status(),
         200
     );
 
     let workflows = second
-        .json_as("alice", Method::GET, &format!("/api/workflows?session_id={session}"))
+        .json_as(
+            "alice",
+            Method::GET,
+            &format!("/api/workflows?session_id={session}"),
+        )
         .await;
     let own = workflows["workflows"]
         .as_array()
@@ -86,7 +110,10 @@ async fn a_restart_keeps_sessions_workflow_versions_executions_and_resumable_his
         .find(|w| w["workflow_id"] == workflow.as_str())
         .cloned()
         .unwrap();
-    assert_eq!(own["name"], "route_and_merge v2", "the newest version: {own}");
+    assert_eq!(
+        own["name"], "route_and_merge v2",
+        "the newest version: {own}"
+    );
     let versions: i64 = connect(&url)
         .await
         .query_one("SELECT count(*) FROM workflow_versions", &[])
@@ -96,20 +123,41 @@ async fn a_restart_keeps_sessions_workflow_versions_executions_and_resumable_his
     assert_eq!(versions, 2, "each update is a stored version");
 
     let after = second
-        .json_as("alice", Method::GET, &format!("/api/executions/{execution}?session_id={session}"))
+        .json_as(
+            "alice",
+            Method::GET,
+            &format!("/api/executions/{execution}?session_id={session}"),
+        )
         .await;
-    for field in ["status", "outputs", "node_states", "workflow_id", "progress", "error"] {
+    for field in [
+        "status",
+        "outputs",
+        "node_states",
+        "workflow_id",
+        "progress",
+        "error",
+    ] {
         assert_eq!(after[field], before[field], "{field}");
     }
     let runs = second
-        .json_as("alice", Method::GET, &format!("/api/executions?session_id={session}"))
+        .json_as(
+            "alice",
+            Method::GET,
+            &format!("/api/executions?session_id={session}"),
+        )
         .await;
     assert_eq!(runs["total"], 1);
 
     // The stored history resumes: from the first event on, everything up to the completion.
     let replayed = resume(&second, &session, 1, "workflow.completed").await;
-    assert_eq!(replayed[0]["seq"], 2, "resumed right after the client's last event");
-    let seqs: Vec<u64> = replayed.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        replayed[0]["seq"], 2,
+        "resumed right after the client's last event"
+    );
+    let seqs: Vec<u64> = replayed
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     assert_eq!(replayed.last().unwrap()["execution_id"], execution.as_str());
 
@@ -126,12 +174,14 @@ async fn concurrent_runs_on_one_session_are_stored_in_one_gapless_order() {
     let url = fresh_database().await;
     let app = spawn_on(&url, |_| {}).await;
     let (session, workflow) = session_with_workflow(&app, "alice").await;
-    let body = json!({"workflow_id": workflow, "inputs": {"route": {"input_data": {"tier": "gold"}}}});
+    let body =
+        json!({"workflow_id": workflow, "inputs": {"route": {"input_data": {"tier": "gold"}}}});
     let starts = (0..20).map(|_| start_run(&app, "alice", &session, body.clone()));
     let executions = futures_util::future::join_all(starts).await;
     assert!(
         eventually(Duration::from_secs(15), async || {
-            app.json_as("alice", Method::GET, "/api/stats").await["agent_ui"]["active_executions"] == 0
+            app.json_as("alice", Method::GET, "/api/stats").await["agent_ui"]["active_executions"]
+                == 0
         })
         .await
     );
@@ -146,7 +196,11 @@ async fn concurrent_runs_on_one_session_are_stored_in_one_gapless_order() {
         .await
         .unwrap();
     let seqs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "no gap, no repeat");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "no gap, no repeat"
+    );
     for execution in &executions {
         let types: Vec<String> = rows
             .iter()
@@ -154,8 +208,16 @@ async fn concurrent_runs_on_one_session_are_stored_in_one_gapless_order() {
             .filter(|e| e["execution_id"] == execution.as_str())
             .map(|e| e["type"].as_str().unwrap().to_owned())
             .collect();
-        assert_eq!(types.first().map(String::as_str), Some("workflow.started"), "{types:?}");
-        assert_eq!(types.last().map(String::as_str), Some("workflow.completed"), "{types:?}");
+        assert_eq!(
+            types.first().map(String::as_str),
+            Some("workflow.started"),
+            "{types:?}"
+        );
+        assert_eq!(
+            types.last().map(String::as_str),
+            Some("workflow.completed"),
+            "{types:?}"
+        );
     }
     let finished: i64 = db
         .query_one(
@@ -166,6 +228,14 @@ async fn concurrent_runs_on_one_session_are_stored_in_one_gapless_order() {
         .unwrap()
         .get(0);
     assert_eq!(finished, 20);
-    let node_runs: i64 = db.query_one("SELECT count(*) FROM node_runs", &[]).await.unwrap().get(0);
-    assert_eq!(node_runs, 20 * 3, "every node of every run (one branch skipped)");
+    let node_runs: i64 = db
+        .query_one("SELECT count(*) FROM node_runs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        node_runs,
+        20 * 3,
+        "every node of every run (one branch skipped)"
+    );
 }

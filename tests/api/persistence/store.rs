@@ -28,7 +28,11 @@ async fn migrations_build_the_schema_from_empty_and_a_rerun_is_a_no_op() {
     let _server_up = PG_FAULT.read().await;
     let url = fresh_database().await;
     let store = connect(&url, &Settings::default()).unwrap();
-    assert_eq!(store.migrate().await, Ok(1), "V1 applied to an empty database");
+    assert_eq!(
+        store.migrate().await,
+        Ok(1),
+        "V1 applied to an empty database"
+    );
     assert_eq!(store.migrate().await, Ok(0), "a re-run applies nothing");
     // A second node migrating concurrently waits for the lock and then finds nothing to do.
     let other = connect(&url, &Settings::default()).unwrap();
@@ -45,7 +49,14 @@ async fn migrations_build_the_schema_from_empty_and_a_rerun_is_a_no_op() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    for table in ["events", "executions", "node_runs", "sessions", "tenants", "workflow_versions"] {
+    for table in [
+        "events",
+        "executions",
+        "node_runs",
+        "sessions",
+        "tenants",
+        "workflow_versions",
+    ] {
         assert!(tables.iter().any(|t| t == table), "{table} in {tables:?}");
     }
 }
@@ -100,7 +111,10 @@ async fn fill(store: &PgStore, tenant: &str) -> (SessionRecord, ExecutionRecord)
     execution.snapshot.status = ExecutionStatus::Completed;
     execution.snapshot.progress = 100.0;
     execution.snapshot.completed_at = Some(now);
-    execution.snapshot.outputs.insert("n".into(), json!({"y": 2}));
+    execution
+        .snapshot
+        .outputs
+        .insert("n".into(), json!({"y": 2}));
     let event = |seq| {
         Write::Event(EventRecord {
             tenant_id: tenant.into(),
@@ -164,10 +178,29 @@ async fn every_record_round_trips_and_no_method_answers_across_tenants() {
     // Workflows: newest version, every version; nothing under the other tenant's session.
     let workflows = store.workflows(a, a_id).await.unwrap();
     assert_eq!(workflows.len(), 1);
-    assert_eq!((workflows[0].version, workflows[0].definition["name"].clone()), (2, json!("v2")));
-    assert_eq!(store.workflow_versions(a, a_id, "flow").await.unwrap().len(), 2);
+    assert_eq!(
+        (
+            workflows[0].version,
+            workflows[0].definition["name"].clone()
+        ),
+        (2, json!("v2"))
+    );
+    assert_eq!(
+        store
+            .workflow_versions(a, a_id, "flow")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     assert!(store.workflows(a, b_id).await.unwrap().is_empty());
-    assert!(store.workflow_versions(a, b_id, "flow").await.unwrap().is_empty());
+    assert!(
+        store
+            .workflow_versions(a, b_id, "flow")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Executions: the finished state, inputs kept; none of the other tenant's.
     let runs = store.executions(a, a_id, 10).await.unwrap();
@@ -180,7 +213,10 @@ async fn every_record_round_trips_and_no_method_answers_across_tenants() {
 
     let node_runs = store.node_runs(a, a_run_id).await.unwrap();
     assert_eq!(node_runs.len(), 1, "the retried batch did not double it");
-    assert_eq!((node_runs[0].status.as_ref(), node_runs[0].execution_time_ms), ("completed", Some(1.5)));
+    assert_eq!(
+        (node_runs[0].status.as_ref(), node_runs[0].execution_time_ms),
+        ("completed", Some(1.5))
+    );
     assert!(store.node_runs(a, b_run_id).await.unwrap().is_empty());
 
     let events = store.recent_events(a, a_id, 10).await.unwrap();
@@ -189,7 +225,13 @@ async fn every_record_round_trips_and_no_method_answers_across_tenants() {
     assert!(store.recent_events(a, b_id, 10).await.unwrap().is_empty());
 
     let history = store
-        .execution_history(a, &HistoryQuery { limit: 10, ..HistoryQuery::default() })
+        .execution_history(
+            a,
+            &HistoryQuery {
+                limit: 10,
+                ..HistoryQuery::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(history.executions.len(), 1);
@@ -201,8 +243,17 @@ async fn every_record_round_trips_and_no_method_answers_across_tenants() {
     running.snapshot.status = ExecutionStatus::Running;
     running.snapshot.completed_at = None;
     store.create_execution(&running).await.unwrap();
-    assert!(store.fail_interrupted(a, "stopped", Utc::now()).await.unwrap().is_empty());
-    let failed = store.fail_interrupted(b, "stopped", Utc::now()).await.unwrap();
+    assert!(
+        store
+            .fail_interrupted(a, "stopped", Utc::now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let failed = store
+        .fail_interrupted(b, "stopped", Utc::now())
+        .await
+        .unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].snapshot.status, ExecutionStatus::Failed);
     assert_eq!(failed[0].snapshot.error.as_deref(), Some("stopped"));
@@ -211,7 +262,11 @@ async fn every_record_round_trips_and_no_method_answers_across_tenants() {
     let pruned = store.prune(a, later, later).await.unwrap();
     assert_eq!((pruned.events, pruned.executions), (2, 1));
     assert!(store.recent_events(a, a_id, 10).await.unwrap().is_empty());
-    assert_eq!(store.recent_events(b, b_id, 10).await.unwrap().len(), 2, "B untouched");
+    assert_eq!(
+        store.recent_events(b, b_id, 10).await.unwrap().len(),
+        2,
+        "B untouched"
+    );
     assert_eq!(store.executions(b, b_id, 10).await.unwrap().len(), 2);
     assert_eq!(store.node_runs(b, b_run_id).await.unwrap().len(), 1);
 
