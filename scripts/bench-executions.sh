@@ -5,6 +5,7 @@
 #   bash scripts/bench-executions.sh [--duration S] [--runs R]
 #                                    [--connections N] [--no-build]
 #                                    [--bin PATH] [--workflow W] [--rate R]
+#                                    [--with-postgres]
 #
 # executions.e2e: executions per second of a 2-node native workflow
 # (SwitchNode -> MergeNode, "route_and_merge") started AND completed over
@@ -15,6 +16,13 @@
 # before each request; wrk's delay()): unpaced, starts outrun completions and
 # the execution latency measures the backlog; paced below capacity, it
 # measures an execution.
+#
+# --with-postgres runs the whole measurement twice in one invocation: first
+# with the in-memory store, then with a private PostgreSQL (scripts/lib/
+# services.sh, data under the work dir) as DATABASE_URL; prints both
+# summaries, the PostgreSQL throughput as a share of the in-memory one
+# (target: >= 70%), and the event rows written per second (the store
+# writer's events_written from GET /api/stats over each run).
 #
 # One server (KAILASH_MAX_EXECUTIONS_PER_SESSION and
 # KAILASH_MAX_CONCURRENT_EXECUTIONS = 100000000, KAILASH_MAX_SESSIONS=1000)
@@ -53,6 +61,7 @@ WORKFLOW=route_and_merge
 RATE=0
 WARMUP_SECONDS=2
 IDLE_TIMEOUT=60
+WITH_POSTGRES=0
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -69,6 +78,7 @@ while [ $# -gt 0 ]; do
     --workflow=*) WORKFLOW="${1#*=}"; shift ;;
     --rate) need_value "$@"; RATE="$2"; shift 2 ;;
     --rate=*) RATE="${1#*=}"; shift ;;
+    --with-postgres) WITH_POSTGRES=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
@@ -88,10 +98,12 @@ SERVER_ENV=(
 )
 WRK_LUA="$ROOT/scripts/bench/start_execution.lua"
 WRK_PATH=/api/executions
-LABEL="executions.e2e $WORKFLOW c=$CONNECTIONS"
-[ "$RATE" -eq 0 ] || LABEL="$LABEL rate=$RATE/s"
-RESULTS="$WORK/results.txt"
-: >"$RESULTS"
+BASE_LABEL="executions.e2e $WORKFLOW c=$CONNECTIONS"
+[ "$RATE" -eq 0 ] || BASE_LABEL="$BASE_LABEL rate=$RATE/s"
+LABEL="$BASE_LABEL"
+RESULTS=""
+# Where measure appends each run's event rows written/s (the PostgreSQL pass only).
+EVENTS=""
 
 helper() { "$SVC_PYTHON" "$ROOT/scripts/bench/executions.py" "$@"; }
 
@@ -104,14 +116,16 @@ wait_idle() {
 # One wrk run of SECONDS; with a run number, prints the result line and
 # appends its data to $RESULTS. Sets NON2XX.
 measure() { # SECONDS OUTFILE [RUN]
-    local secs="$1" out="$2" run="${3:-}" before t0 idle t1 after line latency
+    local secs="$1" out="$2" run="${3:-}" before t0 idle t1 after line latency ev0 ev1
     idle="$(wait_idle)"
     before="${idle#* }"
+    ev0="$(helper events-written --port "$SERVER_PORT" --token "$TOKEN")"
     t0="$(date +%s.%N)"
     run_wrk "$CONNECTIONS" "$secs" "$out"
     idle="$(wait_idle)"
     t1="${idle% *}"
     after="${idle#* }"
+    ev1="$(helper events-written --port "$SERVER_PORT" --token "$TOKEN")"
     NON2XX="$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' "$out")"
     NON2XX="${NON2XX:-0}"
     if [ -z "$run" ]; then
@@ -125,15 +139,37 @@ measure() { # SECONDS OUTFILE [RUN]
         die "could not parse wrk output ($out)"
     grep -v '^DATA ' <<<"$line"
     grep '^DATA ' <<<"$line" >>"$RESULTS"
+    if [ -n "$EVENTS" ]; then
+        awk -v a="$ev0" -v b="$ev1" -v s="$t0" -v e="$t1" \
+            'BEGIN { printf "%.0f\n", (b - a) / (e - s) }' | tee -a "$EVENTS" |
+            sed 's/^/  event rows written\/s: /'
+    fi
 }
 
 print_summary() {
     local line
     printf '\n================== execution benchmark summary ==================\n'
-    if line="$(helper summary --label "$LABEL" "$RESULTS" 2>/dev/null)"; then
-        echo "$line"
-    else
-        echo "$LABEL: no completed runs"
+    local results
+    for results in "$WORK"/results-*.txt; do
+        LABEL="$BASE_LABEL $(basename "$results" .txt | sed 's/^results-//')"
+        if line="$(helper summary --label "$LABEL" "$results" 2>/dev/null)"; then
+            echo "$line"
+        else
+            echo "$LABEL: no completed runs"
+        fi
+    done
+    if [ -s "$WORK/events-postgres.txt" ]; then
+        echo "postgres: event rows written/s median $(sort -n "$WORK/events-postgres.txt" | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')"
+        "$SVC_PYTHON" - "$WORK/results-memory.txt" "$WORK/results-postgres.txt" <<'PY'
+import json, statistics, sys
+def median(path):
+    rates = [json.loads(l[5:])["rate"] for l in open(path) if l.startswith("DATA ")]
+    return statistics.median(rates) if rates else 0.0
+memory, postgres = median(sys.argv[1]), median(sys.argv[2])
+if memory:
+    print("postgres/memory throughput: %.0f%% (persistence costs %.0f%%; target <= 30%%)"
+          % (100 * postgres / memory, 100 * (1 - postgres / memory)))
+PY
     fi
     printf 'workflow %s, %s sessions, 1 per wrk connection;\n' "$WORKFLOW" "$CONNECTIONS"
     printf 'completed/s = server agent_ui.workflows_executed delta / (wrk start -> no active executions);\n'
@@ -146,30 +182,52 @@ print_summary() {
 echo "kailash-gateway execution benchmark: $(nproc) cores, binary $BIN"
 echo "settings: duration ${DURATION}s, runs $RUNS, connections $CONNECTIONS"
 
-step "$LABEL: fresh server, $CONNECTIONS sessions with workflow $WORKFLOW"
-start_server
-TOKEN="$(mint_token bench-user)"
-TARGETS="$(helper setup --port "$SERVER_PORT" --token "$TOKEN" --sessions "$CONNECTIONS" --workflow "$WORKFLOW")" ||
-    die "creating the sessions and workflows failed (log: $SERVER_LOG)"
-WRK_ENV=(KAILASH_BENCH_TARGETS="$TARGETS" KAILASH_BENCH_INPUTS="$(helper inputs --workflow "$WORKFLOW")"
-    KAILASH_BENCH_RATE="$RATE" KAILASH_BENCH_CONNECTIONS="$CONNECTIONS")
-echo "created $CONNECTIONS sessions, each with one workflow"
+# One measurement pass on a fresh server; STORE names it (memory, postgres).
+run_pass() { # STORE
+    LABEL="$BASE_LABEL $1"
+    RESULTS="$WORK/results-$1.txt"
+    : >"$RESULTS"
+    step "$LABEL: fresh server, $CONNECTIONS sessions with workflow $WORKFLOW"
+    start_server
+    TOKEN="$(mint_token bench-user)"
+    TARGETS="$(helper setup --port "$SERVER_PORT" --token "$TOKEN" --sessions "$CONNECTIONS" --workflow "$WORKFLOW")" ||
+        die "creating the sessions and workflows failed (log: $SERVER_LOG)"
+    WRK_ENV=(KAILASH_BENCH_TARGETS="$TARGETS" KAILASH_BENCH_INPUTS="$(helper inputs --workflow "$WORKFLOW")"
+        KAILASH_BENCH_RATE="$RATE" KAILASH_BENCH_CONNECTIONS="$CONNECTIONS")
+    echo "created $CONNECTIONS sessions, each with one workflow"
 
-step "$LABEL: ${WARMUP_SECONDS}s warm-up (not counted), then $RUNS x ${DURATION}s"
-NON2XX=0
-measure "$WARMUP_SECONDS" "$WORK/wrk-warmup.txt"
-if [ "$NON2XX" -ne 0 ]; then
-    echo "WARNING: wrk saw $NON2XX non-2xx responses in the warm-up (see $WORK/wrk-warmup.txt)" >&2
-    FAILED=1
-fi
-for ((r = 1; r <= RUNS; r++)); do
-    measure "$DURATION" "$WORK/wrk-run$r.txt" "$r"
+    step "$LABEL: ${WARMUP_SECONDS}s warm-up (not counted), then $RUNS x ${DURATION}s"
+    NON2XX=0
+    measure "$WARMUP_SECONDS" "$WORK/wrk-warmup.txt"
     if [ "$NON2XX" -ne 0 ]; then
-        echo "WARNING: wrk saw $NON2XX non-2xx responses in run $r (see $WORK/wrk-run$r.txt)" >&2
+        echo "WARNING: wrk saw $NON2XX non-2xx responses in the warm-up (see $WORK/wrk-warmup.txt)" >&2
         FAILED=1
     fi
-done
-stop_server
+    for ((r = 1; r <= RUNS; r++)); do
+        measure "$DURATION" "$WORK/wrk-run$r.txt" "$r"
+        if [ "$NON2XX" -ne 0 ]; then
+            echo "WARNING: wrk saw $NON2XX non-2xx responses in run $r (see $WORK/wrk-run$r.txt)" >&2
+            FAILED=1
+        fi
+    done
+    stop_server
+}
+
+if [ "$WITH_POSTGRES" -eq 1 ]; then
+    svc_ensure_postgres
+    # Stop the private PostgreSQL on any exit, then the common cleanup.
+    trap 'rc=$?; svc_stop_all "$WORK/pg-state" >/dev/null 2>&1; (exit $rc); on_exit' EXIT
+    run_pass memory
+    mkdir -p "$WORK/pg-state"
+    svc_start_postgres "$WORK/pg-state"
+    SERVER_ENV+=("DATABASE_URL=postgres://postgres@127.0.0.1:${SVC_PG_PORT}/postgres")
+    EVENTS="$WORK/events-postgres.txt"
+    : >"$EVENTS"
+    run_pass postgres
+    svc_stop_all "$WORK/pg-state"
+else
+    run_pass memory
+fi
 
 print_summary
 if [ "$FAILED" -ne 0 ]; then

@@ -140,6 +140,11 @@ def cmd_executed(a):
     print(executed, active)
 
 
+def cmd_events_written(a):
+    store = Client(a.port, a.token).call("GET", "/api/stats")["store"]
+    print(int(store["events_written"]))
+
+
 def cmd_wait_idle(a):
     c = Client(a.port, a.token)
     deadline = time.monotonic() + a.timeout
@@ -218,6 +223,9 @@ def main():
     s = sub.add_parser("executed")
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--token", required=True)
+    s = sub.add_parser("events-written")
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--token", required=True)
     s = sub.add_parser("wait-idle")
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--token", required=True)
@@ -239,6 +247,7 @@ def main():
     try:
         return {"setup": cmd_setup, "inputs": cmd_inputs, "latency": cmd_latency,
                 "executed": cmd_executed, "wait-idle": cmd_wait_idle,
+                "events-written": cmd_events_written,
                 "run-line": cmd_run_line, "summary": cmd_summary}[a.cmd](a) or 0
     except (OSError, http.client.HTTPException, RuntimeError, ValueError, KeyError) as exc:
         print("ERROR: %s: %s" % (a.cmd, exc), file=sys.stderr)

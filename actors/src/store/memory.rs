@@ -55,6 +55,13 @@ impl MemoryStore {
     }
 }
 
+/// History order: creation time at the microsecond (what a cursor carries, and what
+/// PostgreSQL keeps), then id.
+fn newest_first_key(execution: &ExecutionRecord) -> (i64, Uuid) {
+    let s = &execution.snapshot;
+    (s.created_at.timestamp_micros(), s.execution_id)
+}
+
 impl Store for MemoryStore {
     fn create_session<'a>(&'a self, session: &'a SessionRecord) -> StoreFuture<'a, ()> {
         self.tables()
@@ -281,13 +288,12 @@ impl Store for MemoryStore {
                     && query.since.is_none_or(|since| s.created_at >= since)
                     && query.until.is_none_or(|until| s.created_at < until)
                     && query.cursor.is_none_or(|c| {
-                        (s.created_at, s.execution_id) < (c.created_at, c.execution_id)
+                        newest_first_key(e) < (c.created_at.timestamp_micros(), c.execution_id)
                     })
             })
             .cloned()
             .collect();
-        matching
-            .sort_by_key(|e| std::cmp::Reverse((e.snapshot.created_at, e.snapshot.execution_id)));
+        matching.sort_by_key(|e| std::cmp::Reverse(newest_first_key(e)));
         matching.truncate(query.limit + 1);
         Self::answer(HistoryPage::from_newest_first(matching, query.limit))
     }
@@ -299,7 +305,7 @@ impl Store for MemoryStore {
         executions_before: DateTime<Utc>,
     ) -> StoreFuture<'a, PruneCounts> {
         let mut tables = self.tables();
-        let mut pruned = Vec::new();
+        let mut pruned = std::collections::HashSet::new();
         if let Some(executions) = tables.executions.get_mut(tenant) {
             executions.retain(|id, e| {
                 let old = e
@@ -307,7 +313,7 @@ impl Store for MemoryStore {
                     .completed_at
                     .is_some_and(|done| done < executions_before);
                 if old {
-                    pruned.push(*id);
+                    pruned.insert(*id);
                 }
                 !old
             });

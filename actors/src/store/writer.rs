@@ -27,6 +27,9 @@ const MAX_BATCH: usize = 2000;
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
 
+// Nearly every command is a write; boxing it to shrink the rare flush would cost an
+// allocation per event.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     Write(Write),
     /// Answered once everything accepted before it is written.

@@ -10,7 +10,7 @@ use super::{Db, store_error};
 refinery::embed_migrations!("src/adapters/postgres/migrations");
 
 /// The advisory lock key all gateway nodes take while migrating ("kailash" in ASCII).
-const MIGRATION_LOCK: i64 = 0x6b61_696c_6173_68;
+const MIGRATION_LOCK: i64 = 0x006b_6169_6c61_7368;
 
 /// Applies the migrations not yet applied; answers how many ran.
 pub async fn run(db: &Db) -> Result<usize, StoreError> {
