@@ -348,6 +348,11 @@ pub const SETTINGS: &[SettingSpec] = &[
         "KAILASH_POLICIES_PATH",
         "Cedar policy file, or directory of `*.cedar` files, loaded at start for every tenant",
     ),
+    list(
+        "mfa_required_roles",
+        "KAILASH_MFA_REQUIRED_ROLES",
+        "Roles whose users must log in with a TOTP code (enrolled at /api/auth/mfa/enroll)",
+    ),
     setting(
         "max_login_attempts",
         "KAILASH_MAX_LOGIN_ATTEMPTS",

@@ -4,9 +4,18 @@
 mod abac;
 mod api_keys;
 mod login;
+mod mfa;
 mod rbac;
 mod tokens;
 
+use std::sync::Arc;
+
+use kailash_gateway::{
+    Application,
+    app::Services,
+    clock::ManualClock,
+    config::{Secret, Settings},
+};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
@@ -62,4 +71,22 @@ pub async fn audit(app: &TestApp, query: &str) -> Vec<Value> {
         .unwrap();
     assert_eq!(response.status(), 200);
     json(response).await["entries"].as_array().unwrap().clone()
+}
+
+/// A gateway whose identity decisions read `clock`, with `customize` applied to the settings.
+pub async fn spawn_with_clock(
+    clock: Arc<ManualClock>,
+    customize: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let secret = random_secret();
+    let mut settings = test_settings();
+    settings.api_gateway_secret = Some(Secret::new(secret.clone()));
+    customize(&mut settings);
+    let services = Services {
+        clock,
+        ..Services::default()
+    };
+    let signing = Secret::new(secret.clone());
+    let app = Application::build_with(settings, Some(&signing), services).unwrap();
+    spawn(app, secret).await
 }
