@@ -57,6 +57,8 @@ pub struct GatewayConfig {
     pub bus: BusConfig,
     /// Most connections one collaboration room holds.
     pub max_room_members: usize,
+    /// Most live sessions one user may hold in a tenant (0: no limit).
+    pub concurrent_sessions_limit: usize,
 }
 
 /// What sessions and executions share: read-only engine configuration and the addresses

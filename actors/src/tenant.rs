@@ -1,12 +1,14 @@
 //! `TenantActor`: one per active tenant; owns the tenant's session directory — which sessions
-//! exist, who owns each, when each was last used — and so is the one place that decides
-//! whether a caller may reach a session, and when an idle one expires.
+//! exist, who owns each, when each was last used, how many each user holds — and so is the
+//! one place that decides whether a caller may reach a session, whether a user may open
+//! another (`concurrent_sessions_limit`), and when an idle one expires.
 //!
 //! Owned by the [`RegistryActor`], which routes requests here by the caller's tenant.
 //! Messages: [`StartSession`], [`ForSession`], [`EndSession`], [`ListSessions`],
 //! [`CountNearTimeout`], and [`ChildStopped`] from its sessions.
 
 use std::{
+    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -34,6 +36,8 @@ pub(crate) struct TenantActor {
     registry: Addr<RegistryActor>,
     bus: Addr<EventBus>,
     sessions: ShardedMap<SessionEntry>,
+    /// Live sessions per owner, for `concurrent_sessions_limit`.
+    sessions_per_owner: HashMap<UserId, usize>,
 }
 
 struct SessionEntry {
@@ -68,6 +72,7 @@ impl TenantActor {
             registry,
             bus,
             sessions: ShardedMap::new(),
+            sessions_per_owner: HashMap::new(),
         }
     }
 
@@ -131,6 +136,12 @@ impl TenantActor {
                 EndReason::Closed => EventType::SessionClosed,
                 EndReason::Expired => EventType::SessionExpired,
             };
+            if let Some(count) = self.sessions_per_owner.get_mut(&entry.owner) {
+                *count -= 1;
+                if *count == 0 {
+                    self.sessions_per_owner.remove(&entry.owner);
+                }
+            }
             self.publish(event_type, session_id, entry.owner);
             self.registry.do_send(SessionEnded {
                 expired: event_type == EventType::SessionExpired,
@@ -182,8 +193,14 @@ impl Handler<StartSession> for TenantActor {
     type Result = Result<SessionSummary, GatewayError>;
 
     fn handle(&mut self, msg: StartSession, ctx: &mut Self::Context) -> Self::Result {
-        let session_id = Uuid::new_v4();
         let owner = msg.caller.user_id;
+        let held = self.sessions_per_owner.entry(owner.clone()).or_default();
+        let limit = self.config.concurrent_sessions_limit;
+        if limit > 0 && *held >= limit {
+            return Err(GatewayError::TooManySessions { limit });
+        }
+        *held += 1;
+        let session_id = Uuid::new_v4();
         let session = SessionActor::new(
             session_id,
             self.tenant_id.clone(),

@@ -348,6 +348,11 @@ pub const SETTINGS: &[SettingSpec] = &[
         "KAILASH_POLICIES_PATH",
         "Cedar policy file, or directory of `*.cedar` files, loaded at start for every tenant",
     ),
+    setting(
+        "concurrent_sessions_limit",
+        "KAILASH_CONCURRENT_SESSIONS_LIMIT",
+        "Live sessions one user may hold (0: no limit); more answer 429 too_many_sessions",
+    ),
     list(
         "mfa_required_roles",
         "KAILASH_MFA_REQUIRED_ROLES",

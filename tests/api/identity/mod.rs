@@ -3,6 +3,7 @@
 
 mod abac;
 mod api_keys;
+mod limits;
 mod login;
 mod mfa;
 mod rbac;
