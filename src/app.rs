@@ -396,6 +396,7 @@ fn gateway_config(settings: &Settings) -> Result<GatewayConfig, BuildError> {
             recent_capacity: settings.recent_events_capacity,
         },
         max_room_members: settings.max_room_members,
+        concurrent_sessions_limit: settings.concurrent_sessions_limit,
     })
 }
 

@@ -66,6 +66,7 @@ fn gateway() -> Gateway {
             recent_capacity: 1000,
         },
         max_room_members: 100,
+        concurrent_sessions_limit: 0,
     })
 }
 

@@ -12,6 +12,9 @@ pub enum GatewayError {
     /// (the idle-expiry sweep is what frees slots without a client's help).
     #[error("the maximum number of sessions ({limit}) is reached")]
     MaxSessionsReached { limit: usize, retry_after: Duration },
+    /// The caller already holds `concurrent_sessions_limit` live sessions.
+    #[error("at most {limit} sessions per user")]
+    TooManySessions { limit: usize },
     /// No workflow with that id in the session, nor a shared one.
     #[error("workflow not found")]
     WorkflowNotFound,

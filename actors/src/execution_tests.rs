@@ -41,6 +41,7 @@ fn gateway_expiring_after(
             recent_capacity: 1000,
         },
         max_room_members: 100,
+        concurrent_sessions_limit: 0,
     })
 }
 

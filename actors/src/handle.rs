@@ -58,6 +58,8 @@ pub struct GatewayConfig {
     pub bus: BusConfig,
     /// Most connections one collaboration room holds.
     pub max_room_members: usize,
+    /// Most live sessions one user may hold in a tenant (0: no limit).
+    pub concurrent_sessions_limit: usize,
 }
 
 /// Where the tree keeps what must outlive the process, and for how long.

@@ -1,6 +1,7 @@
 //! `TenantActor`: one per active tenant; owns the tenant's session directory — which sessions
-//! exist, who owns each, when each was last used — and so is the one place that decides
-//! whether a caller may reach a session, and when an idle one expires.
+//! exist, who owns each, when each was last used, how many each user holds — and so is the
+//! one place that decides whether a caller may reach a session, whether a user may open
+//! another (`concurrent_sessions_limit`), and when an idle one expires.
 //!
 //! Owned by the [`RegistryActor`], which routes requests here by the caller's tenant.
 //! Messages: [`StartSession`], [`RestoreSession`], [`ForSession`], [`EndSession`],
@@ -10,6 +11,7 @@
 //! is written (coalesced) at each expiry sweep, and its end when it is forgotten.
 
 use std::{
+    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -41,6 +43,8 @@ pub(crate) struct TenantActor {
     registry: Addr<RegistryActor>,
     bus: Addr<EventBus>,
     sessions: ShardedMap<SessionEntry>,
+    /// Live sessions per owner, for `concurrent_sessions_limit`.
+    sessions_per_owner: HashMap<UserId, usize>,
 }
 
 struct SessionEntry {
@@ -77,6 +81,7 @@ impl TenantActor {
             registry,
             bus,
             sessions: ShardedMap::new(),
+            sessions_per_owner: HashMap::new(),
         }
     }
 
@@ -163,6 +168,16 @@ impl TenantActor {
         summary
     }
 
+    /// Gives back one of `owner`'s sessions under `concurrent_sessions_limit`.
+    fn release_owner_slot(&mut self, owner: &UserId) {
+        if let Some(count) = self.sessions_per_owner.get_mut(owner) {
+            *count -= 1;
+            if *count == 0 {
+                self.sessions_per_owner.remove(owner);
+            }
+        }
+    }
+
     /// Tells the store of the activity of sessions used since the last sweep.
     fn persist_activity(&mut self) {
         let now = (Instant::now(), Utc::now());
@@ -196,6 +211,7 @@ impl TenantActor {
                     _ => "closed",
                 },
             });
+            self.release_owner_slot(&entry.owner);
             self.publish(event_type, session_id, entry.owner);
             self.registry.do_send(SessionEnded {
                 expired: event_type == EventType::SessionExpired,
@@ -248,11 +264,19 @@ impl Handler<StartSession> for TenantActor {
     type Result = ResponseActFuture<Self, Result<SessionSummary, GatewayError>>;
 
     fn handle(&mut self, msg: StartSession, _: &mut Self::Context) -> Self::Result {
+        let owner = msg.caller.user_id;
+        let held = self.sessions_per_owner.entry(owner.clone()).or_default();
+        let limit = self.config.concurrent_sessions_limit;
+        if limit > 0 && *held >= limit {
+            return Box::pin(fut::ready(Err(GatewayError::TooManySessions { limit })));
+        }
+        // Reserved now: other starts may be handled while this one's write is in flight.
+        *held += 1;
         let now = Utc::now();
         let record = SessionRecord {
             tenant_id: self.tenant_id.clone(),
             session_id: Uuid::new_v4(),
-            user_id: msg.caller.user_id,
+            user_id: owner.clone(),
             metadata: msg.metadata,
             created_at: now,
             last_activity: now,
@@ -262,8 +286,8 @@ impl Handler<StartSession> for TenantActor {
         Box::pin(
             async move { store.create_session(&record).await.map(|()| record) }
                 .into_actor(self)
-                .map(|stored, tenant, ctx| {
-                    let record = stored?;
+                .map(move |stored, tenant, ctx| {
+                    let record = stored.inspect_err(|_| tenant.release_owner_slot(&owner))?;
                     let (session_id, owner) = (record.session_id, record.user_id.clone());
                     let summary = tenant.adopt(record, Vec::new(), Vec::new(), ctx);
                     tenant.publish(EventType::SessionCreated, session_id, owner);
@@ -286,6 +310,10 @@ impl Handler<RestoreSession> for TenantActor {
     type Result = ();
 
     fn handle(&mut self, msg: RestoreSession, ctx: &mut Self::Context) {
+        *self
+            .sessions_per_owner
+            .entry(msg.record.user_id.clone())
+            .or_default() += 1;
         self.adopt(msg.record, msg.workflows, msg.finished, ctx);
     }
 }

@@ -1,6 +1,10 @@
 //! Accounts in use: login (with lockout), refresh-token rotation (reuse revokes the family),
 //! logout, and the first start's `admin` user.
 //!
+//! A login whose user needs a second factor ([`mfa::required`]) must carry `totp_code`:
+//! without one it is answered 401 `mfa_required`; a wrong one counts as a failed login.
+//! Enrolment proves the password the same way, so a role that demands MFA can enrol first.
+//!
 //! Timing parity: every login attempt — unknown user, locked account, wrong or right
 //! password — verifies one argon2id hash before answering, and unknown users get the same
 //! 401 `invalid_credentials` as a wrong password.
@@ -13,7 +17,10 @@ use kailash_actors::accounts::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::token::{MintRequest, TokenKeys, TokenType};
+use super::{
+    mfa,
+    token::{MintRequest, TokenKeys, TokenType},
+};
 use crate::{
     access::{Credential, Principal, audit::AuditEvent},
     app::AppState,
@@ -27,6 +34,19 @@ pub struct LoginRequest {
     /// The tenant the user belongs to; the deployment's default tenant when absent.
     #[serde(default)]
     pub tenant_id: Option<String>,
+    #[serde(default)]
+    pub totp_code: Option<String>,
+}
+
+/// Which second factor an attempt must show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecondFactor {
+    /// A login: a code when [`mfa::required`] says so.
+    Login,
+    /// Starting enrolment: the password alone.
+    None,
+    /// Confirming enrolment: a code of the pending secret.
+    Pending,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,6 +80,31 @@ pub async fn login(
     client_ip: Option<&str>,
 ) -> Result<TokenPair, ApiError> {
     keys(state)?;
+    let user = authenticate(state, request, SecondFactor::Login, client_ip).await?;
+    let pair = issue_pair(state, &user, &uuid::Uuid::new_v4().to_string()).await?;
+    state
+        .access
+        .audit
+        .record(AuditEvent {
+            tenant_id: &user.tenant_id,
+            user_id: &user.username,
+            action: "auth.login",
+            outcome: Outcome::Success,
+            resource: None,
+            client_ip,
+        })
+        .await;
+    Ok(pair)
+}
+
+/// Checks the password and the `factor` the attempt needs, with lockout; the user on
+/// success. Failures are audited as `auth.login`.
+pub async fn authenticate(
+    state: &AppState,
+    request: LoginRequest,
+    factor: SecondFactor,
+    client_ip: Option<&str>,
+) -> Result<UserRecord, ApiError> {
     let settings = &state.settings;
     let tenant_id = request
         .tenant_id
@@ -96,9 +141,31 @@ pub async fn login(
             .await;
         return Err(locked(until - now));
     }
-    let user = match user {
-        Some(user) if matched && !user.disabled => user,
-        known => {
+    let code = request.totp_code.as_deref();
+    let verdict = match &user {
+        Some(user) if matched && !user.disabled => second_factor(settings, user, factor, code, now),
+        _ => Verdict::Wrong,
+    };
+    match (verdict, user) {
+        (Verdict::Passed, Some(user)) => {
+            if user.failed_logins > 0 || user.locked_until.is_some() {
+                state
+                    .accounts
+                    .clear_failed_logins(&tenant_id, &user.username)
+                    .await
+                    .map_err(store_error)?;
+            }
+            Ok(user)
+        }
+        (Verdict::CodeMissing(detail), _) => {
+            state
+                .access
+                .audit
+                .record(audit("auth.login", Outcome::Failure))
+                .await;
+            Err(ApiError::new(ErrorCode::MfaRequired).with_detail(detail))
+        }
+        (_, known) => {
             if known.is_some() {
                 let locked_now = state
                     .accounts
@@ -123,23 +190,44 @@ pub async fn login(
                 .audit
                 .record(audit("auth.login", Outcome::Failure))
                 .await;
-            return Err(ApiError::new(ErrorCode::InvalidCredentials));
+            Err(ApiError::new(ErrorCode::InvalidCredentials))
         }
-    };
-    if user.failed_logins > 0 || user.locked_until.is_some() {
-        state
-            .accounts
-            .clear_failed_logins(&tenant_id, &user.username)
-            .await
-            .map_err(store_error)?;
     }
-    let pair = issue_pair(state, &user, &uuid::Uuid::new_v4().to_string()).await?;
-    state
-        .access
-        .audit
-        .record(audit("auth.login", Outcome::Success))
-        .await;
-    Ok(pair)
+}
+
+enum Verdict {
+    Passed,
+    /// The password was right; the second factor is missing (the detail says which).
+    CodeMissing(&'static str),
+    Wrong,
+}
+
+fn second_factor(
+    settings: &crate::config::Settings,
+    user: &UserRecord,
+    factor: SecondFactor,
+    code: Option<&str>,
+    now: chrono::DateTime<Utc>,
+) -> Verdict {
+    let secret = match factor {
+        SecondFactor::None => return Verdict::Passed,
+        SecondFactor::Login if !mfa::required(settings, user) => return Verdict::Passed,
+        SecondFactor::Login if !user.totp_enabled => {
+            return Verdict::CodeMissing(
+                "Your role requires a second factor: enrol at /api/auth/mfa/enroll first",
+            );
+        }
+        SecondFactor::Pending if user.totp_enabled => {
+            return Verdict::CodeMissing("MFA is already enabled for this account");
+        }
+        SecondFactor::Login | SecondFactor::Pending => user.totp_secret.as_deref(),
+    };
+    match (secret, code) {
+        (None, _) => Verdict::CodeMissing("Start enrolment at /api/auth/mfa/enroll first"),
+        (Some(_), None) => Verdict::CodeMissing(ErrorCode::MfaRequired.default_detail()),
+        (Some(secret), Some(code)) if mfa::code_matches(secret, code, now) => Verdict::Passed,
+        _ => Verdict::Wrong,
+    }
 }
 
 /// A new access and refresh token of `family` for `user`.

@@ -10,6 +10,7 @@
 
 pub mod api_keys;
 pub mod login;
+pub mod mfa;
 pub mod passwords;
 pub mod secret;
 pub mod token;
@@ -39,7 +40,12 @@ use token::{TokenError, TokenKeys};
 pub const ANONYMOUS_USER: &str = "anonymous";
 
 /// Paths that take credentials in their body rather than a header.
-const LOGIN_PATHS: &[&str] = &["/api/auth/login", "/api/auth/refresh"];
+const LOGIN_PATHS: &[&str] = &[
+    "/api/auth/login",
+    "/api/auth/refresh",
+    "/api/auth/mfa/enroll",
+    "/api/auth/mfa/confirm",
+];
 
 /// Paths where browsers, which cannot set headers on WebSocket/EventSource, may pass the
 /// token as `?access_token=`.

@@ -379,6 +379,16 @@ pub const SETTINGS: &[SettingSpec] = &[
         "Cedar policy file, or directory of `*.cedar` files, loaded at start for every tenant",
     ),
     setting(
+        "concurrent_sessions_limit",
+        "KAILASH_CONCURRENT_SESSIONS_LIMIT",
+        "Live sessions one user may hold (0: no limit); more answer 429 too_many_sessions",
+    ),
+    list(
+        "mfa_required_roles",
+        "KAILASH_MFA_REQUIRED_ROLES",
+        "Roles whose users must log in with a TOTP code (enrolled at /api/auth/mfa/enroll)",
+    ),
+    setting(
         "max_login_attempts",
         "KAILASH_MAX_LOGIN_ATTEMPTS",
         "Failed logins after which an account is locked (429 account_locked)",

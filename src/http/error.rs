@@ -238,6 +238,10 @@ impl From<GatewayError> for ApiError {
                     .with_detail(format!("Invalid {path}: {message}"))
                     .with_errors(vec![FieldError { path, message }])
             }
+            GatewayError::TooManySessions { limit } => ApiError::new(ErrorCode::TooManySessions)
+                .with_detail(format!(
+                    "You already have {limit} open sessions; close one first"
+                )),
             GatewayError::WorkflowNotFound => ApiError::new(ErrorCode::WorkflowNotFound),
             GatewayError::ExecutionNotFound => ApiError::new(ErrorCode::ExecutionNotFound),
             GatewayError::ExecutionNotRunning => ApiError::new(ErrorCode::ExecutionNotRunning),

@@ -1,15 +1,16 @@
-//! `/api/auth/*`: login, refresh, logout, who am I, and the caller's own API keys.
+//! `/api/auth/*`: login, refresh, logout, who am I, TOTP enrolment, and the caller's own
+//! API keys.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
-use kailash_actors::accounts::{ApiKeyRecord, Outcome};
+use kailash_actors::accounts::{ApiKeyRecord, Outcome, UserRecord};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
     access::{Principal, audit::AuditEvent, rbac::PERMISSIONS},
     app::AppState,
-    auth::{self, Identity, api_keys, login},
+    auth::{self, Identity, api_keys, login, mfa},
     http::{ApiError, ErrorCode, FieldError, JsonBody},
 };
 
@@ -205,4 +206,66 @@ pub async fn revoke_key(
         })
         .await;
     Ok(HttpResponse::Ok().json(json!({"message": "API key revoked"})))
+}
+
+/// Starts TOTP enrolment with the password: a new secret (shown once) that logins need once
+/// [`confirm_mfa`] proves the authenticator app has it.
+pub async fn enroll_mfa(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    JsonBody(body): JsonBody<login::LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let ip = auth::client_ip(&req);
+    let mut user =
+        login::authenticate(&state, body, login::SecondFactor::None, ip.as_deref()).await?;
+    if user.totp_enabled {
+        return Err(ApiError::new(ErrorCode::InvalidRequest)
+            .with_detail("MFA is already enabled for this account"));
+    }
+    let secret = mfa::new_secret();
+    user.totp_secret = Some(secret.clone());
+    state
+        .accounts
+        .update_user(user.clone())
+        .await
+        .map_err(login::store_error)?;
+    mfa_audit(&state, &user, "mfa.enroll", ip.as_deref()).await;
+    Ok(HttpResponse::Ok().json(json!({
+        "secret": secret,
+        "otpauth_url": mfa::otpauth_url(&state.settings.title, &user.username, &secret),
+    })))
+}
+
+/// Completes enrolment: password and a code from the new secret turn MFA on.
+pub async fn confirm_mfa(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    JsonBody(body): JsonBody<login::LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let ip = auth::client_ip(&req);
+    let mut user =
+        login::authenticate(&state, body, login::SecondFactor::Pending, ip.as_deref()).await?;
+    user.totp_enabled = true;
+    state
+        .accounts
+        .update_user(user.clone())
+        .await
+        .map_err(login::store_error)?;
+    mfa_audit(&state, &user, "mfa.enable", ip.as_deref()).await;
+    Ok(HttpResponse::Ok().json(json!({"message": "MFA enabled"})))
+}
+
+async fn mfa_audit(state: &AppState, user: &UserRecord, action: &str, ip: Option<&str>) {
+    state
+        .access
+        .audit
+        .record(AuditEvent {
+            tenant_id: &user.tenant_id,
+            user_id: &user.username,
+            action,
+            outcome: Outcome::Success,
+            resource: None,
+            client_ip: ip,
+        })
+        .await;
 }

@@ -84,6 +84,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/api/auth/refresh").post(auth::refresh))
     .service(resource("/api/auth/logout").post(auth::logout))
     .service(resource("/api/auth/me").get(auth::me))
+    .service(resource("/api/auth/mfa/enroll").post(auth::enroll_mfa))
+    .service(resource("/api/auth/mfa/confirm").post(auth::confirm_mfa))
     .service(
         resource("/api/auth/api-keys")
             .get(auth::list_keys)

@@ -5,12 +5,7 @@ use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use kailash_actors::accounts::UserRecord;
-use kailash_gateway::{
-    Application,
-    app::Services,
-    clock::ManualClock,
-    config::{AccessStrategy, Secret},
-};
+use kailash_gateway::{clock::ManualClock, config::AccessStrategy};
 use reqwest::Method;
 use serde_json::json;
 
@@ -31,20 +26,13 @@ async fn spawn_with_policy(
     for name in ["00-base.cedar", file] {
         std::fs::copy(format!("{EXAMPLES}/{name}"), dir.0.join(name)).unwrap();
     }
-    let secret = random_secret();
-    let mut settings = test_settings();
-    settings.api_gateway_secret = Some(Secret::new(secret.clone()));
-    settings.access_strategy = strategy;
-    settings.policies_path = Some(dir.0.clone());
-    let services = Services {
-        clock,
-        ..Services::default()
-    };
-    let signing = Secret::new(secret.clone());
-    let app = Application::build_with(settings, Some(&signing), services)
-        .await
-        .unwrap();
-    (spawn(app, secret).await, dir)
+    let policies = dir.0.clone();
+    let app = spawn_with_clock(clock, |s| {
+        s.access_strategy = strategy;
+        s.policies_path = Some(policies);
+    })
+    .await;
+    (app, dir)
 }
 
 /// Adds a user straight to the accounts store (the admin API may itself be under policy)

@@ -3,10 +3,20 @@
 
 mod abac;
 mod api_keys;
+mod limits;
 mod login;
+mod mfa;
 mod rbac;
 mod tokens;
 
+use std::sync::Arc;
+
+use kailash_gateway::{
+    Application,
+    app::Services,
+    clock::ManualClock,
+    config::{Secret, Settings},
+};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
@@ -62,4 +72,24 @@ pub async fn audit(app: &TestApp, query: &str) -> Vec<Value> {
         .unwrap();
     assert_eq!(response.status(), 200);
     json(response).await["entries"].as_array().unwrap().clone()
+}
+
+/// A gateway whose identity decisions read `clock`, with `customize` applied to the settings.
+pub async fn spawn_with_clock(
+    clock: Arc<ManualClock>,
+    customize: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let secret = random_secret();
+    let mut settings = test_settings();
+    settings.api_gateway_secret = Some(Secret::new(secret.clone()));
+    customize(&mut settings);
+    let services = Services {
+        clock,
+        ..Services::default()
+    };
+    let signing = Secret::new(secret.clone());
+    let app = Application::build_with(settings, Some(&signing), services)
+        .await
+        .unwrap();
+    spawn(app, secret).await
 }
