@@ -12,8 +12,9 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use kailash_actors::accounts::{
-    AccountError, Outcome, RefreshRecord, RefreshUse, RevokedId, UserRecord,
+use kailash_actors::{
+    GatewayError,
+    accounts::{AccountError, Outcome, RefreshRecord, RefreshUse, RevokedId, UserRecord},
 };
 use serde::{Deserialize, Serialize};
 
@@ -58,8 +59,13 @@ pub struct TokenPair {
     pub expires_in: i64,
 }
 
+/// An accounts failure as an answer: the database being away is the same 503
+/// `store_unavailable` (with `Retry-After`) every other route gives; anything else is a bug.
 pub fn store_error(error: AccountError) -> ApiError {
-    ApiError::internal(error)
+    match error {
+        AccountError::Unavailable(reason) => GatewayError::StoreUnavailable(reason).into(),
+        other => ApiError::internal(other),
+    }
 }
 
 fn keys(state: &AppState) -> Result<&TokenKeys, ApiError> {

@@ -10,6 +10,8 @@
 //! refresh token (exactly one of two concurrent exchanges sees it fresh).
 
 mod audit;
+mod revoked;
+mod rows;
 
 use std::{future::Future, sync::Arc};
 
@@ -25,20 +27,32 @@ use kailash_actors::{
 use serde_json::Value;
 use tokio_postgres::{Row, error::SqlState};
 
-use self::audit::{AuditWriter, outcome_from_name, outcome_name};
+use self::{
+    audit::{AuditWriter, outcome_name},
+    revoked::RevokedIds,
+    rows::{
+        API_KEY_COLUMNS, USER_COLUMNS, api_key_row, audit_row, policy_row, refresh_row, role_row,
+        user_row,
+    },
+};
 use super::{Db, PgStore, scoped};
 
 /// The accounts on PostgreSQL.
 pub struct PgAccounts {
     store: Arc<PgStore>,
     audit: AuditWriter,
+    revoked: RevokedIds,
 }
 
 impl PgAccounts {
     /// Accounts on `store`'s database (migrated with it).
     pub fn new(store: Arc<PgStore>) -> Self {
         let audit = AuditWriter::start(store.db.clone(), store.runtime_handle());
-        Self { store, audit }
+        Self {
+            store,
+            audit,
+            revoked: RevokedIds::default(),
+        }
     }
 
     /// Runs `work` on the store's runtime, like every statement of the adapter.
@@ -87,28 +101,6 @@ async fn query(
         .map_err(account_error)
 }
 
-const USER_COLUMNS: &str = "tenant_id, username, password_hash, roles, attributes, disabled, \
-    failed_logins, locked_until, totp_secret, totp_enabled, created_at";
-
-fn user_row(row: &Row) -> UserRecord {
-    UserRecord {
-        tenant_id: row.get(0),
-        username: row.get(1),
-        password_hash: row.get(2),
-        roles: row.get(3),
-        attributes: match row.get::<_, Value>(4) {
-            Value::Object(map) => map,
-            _ => Default::default(),
-        },
-        disabled: row.get(5),
-        failed_logins: row.get::<_, i32>(6).max(0) as u32,
-        locked_until: row.get(7),
-        totp_secret: row.get(8),
-        totp_enabled: row.get(9),
-        created_at: row.get(10),
-    }
-}
-
 /// The user's columns after the key, in `USER_COLUMNS` order, as `$3..$11`.
 async fn write_user(db: &Db, sql: &str, user: &UserRecord) -> AccountResult<u64> {
     let attributes = Value::Object(user.attributes.clone());
@@ -136,67 +128,6 @@ async fn write_user(db: &Db, sql: &str, user: &UserRecord) -> AccountResult<u64>
         )
         .await
         .map_err(account_error)
-}
-
-fn refresh_row(row: &Row) -> RefreshRecord {
-    RefreshRecord {
-        jti: row.get(0),
-        family_id: row.get(1),
-        tenant_id: row.get(2),
-        username: row.get(3),
-        expires_at: row.get(4),
-        used_at: row.get(5),
-    }
-}
-
-const API_KEY_COLUMNS: &str = "tenant_id, key_id, username, name, key_hash, prefix, scopes, \
-    created_at, expires_at, revoked_at";
-
-fn api_key_row(row: &Row) -> ApiKeyRecord {
-    ApiKeyRecord {
-        tenant_id: row.get(0),
-        key_id: row.get(1),
-        username: row.get(2),
-        name: row.get(3),
-        key_hash: row.get(4),
-        prefix: row.get(5),
-        scopes: row.get(6),
-        created_at: row.get(7),
-        expires_at: row.get(8),
-        revoked_at: row.get(9),
-    }
-}
-
-fn role_row(row: &Row) -> RoleRecord {
-    RoleRecord {
-        tenant_id: row.get(0),
-        name: row.get(1),
-        permissions: row.get(2),
-        denied_node_types: row.get(3),
-        created_at: row.get(4),
-    }
-}
-
-fn policy_row(row: &Row) -> PolicyRecord {
-    PolicyRecord {
-        tenant_id: row.get(0),
-        policy_id: row.get(1),
-        text: row.get(2),
-        created_at: row.get(3),
-    }
-}
-
-fn audit_row(row: &Row) -> AuditRecord {
-    AuditRecord {
-        tenant_id: row.get(0),
-        id: row.get(1),
-        at: row.get(2),
-        user_id: row.get(3),
-        action: row.get(4),
-        outcome: outcome_from_name(row.get(5)),
-        resource: row.get(6),
-        client_ip: row.get(7),
-    }
 }
 
 impl AccountStore for PgAccounts {
@@ -371,24 +302,43 @@ impl AccountStore for PgAccounts {
     }
 
     fn revoke(&self, revoked: RevokedId) -> BoxFuture<'_, AccountResult<()>> {
+        let known = self.revoked.clone();
         self.run(|db| async move {
             let sql = "INSERT INTO revoked_tokens (id, expires_at) VALUES ($1, $2) \
                 ON CONFLICT (id) DO UPDATE SET expires_at = GREATEST(revoked_tokens.expires_at, EXCLUDED.expires_at)";
-            query(&db, sql, &[&revoked.id, &revoked.expires_at])
-                .await
-                .map(drop)
+            query(&db, sql, &[&revoked.id, &revoked.expires_at]).await?;
+            known.remember(revoked.id, revoked.expires_at);
+            Ok(())
         })
     }
 
     fn any_revoked(&self, ids: &[&str]) -> BoxFuture<'_, AccountResult<bool>> {
+        if self.revoked.any(ids, Utc::now()) {
+            return Box::pin(std::future::ready(Ok(true)));
+        }
         let ids: Vec<String> = ids.iter().map(|id| (*id).to_owned()).collect();
+        let known = self.revoked.clone();
         self.run(|db| async move {
-            let sql = "SELECT 1 FROM revoked_tokens WHERE id = ANY($1) LIMIT 1";
-            Ok(!query(&db, sql, &[&ids]).await?.is_empty())
+            let sql = "SELECT id, expires_at FROM revoked_tokens WHERE id = ANY($1)";
+            match query(&db, sql, &[&ids]).await {
+                Ok(rows) => {
+                    for row in &rows {
+                        known.remember(row.get(0), row.get(1));
+                    }
+                    Ok(!rows.is_empty())
+                }
+                // See `RevokedIds`: with the database away, what this node knows decides.
+                Err(AccountError::Unavailable(reason)) => {
+                    tracing::warn!(%reason, "revocation check answered from this node's revocations: the database is unavailable");
+                    Ok(false)
+                }
+                Err(error) => Err(error),
+            }
         })
     }
 
     fn purge_revoked(&self, now: DateTime<Utc>) -> BoxFuture<'_, AccountResult<()>> {
+        self.revoked.forget_expired(now);
         self.run(move |db| async move {
             query(
                 &db,
