@@ -183,7 +183,7 @@ async fn unknown_users_take_as_long_as_wrong_passwords() {
     user_with_roles(&app, "tim", &["viewer"]).await;
     let (mut known, mut unknown) = (Vec::new(), Vec::new());
     // Interleaved, so load from other tests falls on both alike.
-    for _ in 0..7 {
+    for _ in 0..15 {
         for (user, times) in [("tim", &mut known), ("nobody-here", &mut unknown)] {
             let started = Instant::now();
             let response = login(&app, user, "wrong-password").await;
@@ -198,7 +198,8 @@ async fn unknown_users_take_as_long_as_wrong_passwords() {
         }
     }
     // Both paths verify one argon2id hash; skipping it would make unknown users tens of
-    // times faster, far outside this band.
+    // times faster, far outside this band (which is wide because the other tests' load
+    // falls on the machine's two cores while these run).
     let median = |mut v: Vec<Duration>| {
         v.sort();
         v[v.len() / 2]
@@ -206,7 +207,7 @@ async fn unknown_users_take_as_long_as_wrong_passwords() {
     let (known, unknown) = (median(known), median(unknown));
     let ratio = known.as_secs_f64() / unknown.as_secs_f64();
     assert!(
-        (1.0 / 3.0..3.0).contains(&ratio),
+        (1.0 / 5.0..5.0).contains(&ratio),
         "known {known:?} vs unknown {unknown:?}"
     );
 }
