@@ -1,12 +1,16 @@
 //! [`StoreWriter`]: the bounded, ordered background writer of high-volume facts (events,
 //! node runs, finished executions, session activity and ends).
 //!
-//! One thread drains a bounded queue in batches and hands each batch to
-//! [`Store::write_batch`]; a batch that fails is retried (with a growing pause) until it is
-//! written, so nothing accepted is dropped while the database is away. When the queue is
-//! full, [`StoreWriter::write`] blocks its caller until there is room: backpressure, not
-//! loss. The thread is the queue's only consumer, so writes reach the store in the order
-//! they were accepted (a session's events in `seq` order).
+//! One thread drains a bounded queue in batches, in acceptance order, and hands each batch
+//! to [`Store::write_batch`], up to [`CONCURRENT_BATCHES`] at once; a batch that fails is
+//! retried (with a growing pause) until it is written, so nothing accepted is dropped while
+//! the database is away. When the queue is full, [`StoreWriter::write`] blocks its caller
+//! until there is room: backpressure, not loss.
+//!
+//! Batches may commit out of order, which is safe because every write commutes: events and
+//! node runs are inserts keyed by `seq` / node (readers order by `seq`), finished
+//! executions and session ends set final values, activity only moves forward. A flush
+//! answers once every batch accepted before it is written.
 
 use std::{
     sync::{
@@ -17,12 +21,16 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
 use super::{Store, Write};
 
 /// Most writes applied in one `write_batch` call.
 const MAX_BATCH: usize = 2000;
+/// Batches written at once. One connection writing one batch after another capped the
+/// event rate well below what the engine produces; batches commute (see the module docs),
+/// so several can commit concurrently.
+const CONCURRENT_BATCHES: u32 = 4;
 /// Pause after the first failed attempt; doubles up to [`MAX_RETRY_PAUSE`].
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
@@ -150,15 +158,19 @@ impl StoreWriter {
     }
 }
 
-/// The writer thread: batch, write (retrying until written), repeat; ends when every handle
-/// is gone and the queue is empty.
+/// The writer thread: batch, hand the batch to one of [`CONCURRENT_BATCHES`] write slots
+/// (waiting for a free one), repeat; ends when every handle is gone, after the queue and
+/// the batches in flight are written.
 fn drain(store: Arc<dyn Store>, receiver: Receiver<Command>, stats: Arc<WriterStats>) {
-    // The store's futures may do their I/O elsewhere (the PostgreSQL adapter runs its own
-    // runtime); this one only drives them.
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Drives the batches in flight while this thread waits on the queue. The store's own I/O
+    // may run elsewhere (the PostgreSQL adapter has its own runtime).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("kailash-store-batches")
         .enable_all()
         .build()
         .expect("the store writer's runtime starts");
+    let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES as usize));
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut flushes = Vec::new();
     while let Ok(first) = receiver.recv() {
@@ -172,26 +184,42 @@ fn drain(store: Arc<dyn Store>, receiver: Receiver<Command>, stats: Arc<WriterSt
                 next = receiver.try_recv().ok();
             }
         }
-        write_until_written(&runtime, store.as_ref(), &batch, &stats);
-        batch.clear();
-        for done in flushes.drain(..) {
-            let _ = done.send(());
+        if !batch.is_empty() {
+            // With every slot busy this waits, the queue fills, and writers wait: backpressure.
+            let slot = runtime
+                .block_on(slots.clone().acquire_owned())
+                .expect("the slots are never closed");
+            let batch = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+            let (store, stats) = (store.clone(), stats.clone());
+            runtime.spawn(async move {
+                write_until_written(store.as_ref(), &batch, &stats).await;
+                drop(slot);
+            });
+        }
+        if !flushes.is_empty() {
+            // Everything accepted before the flush is written once every slot is free.
+            drop(wait_for_batches_in_flight(&runtime, &slots));
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
         }
     }
+    drop(wait_for_batches_in_flight(&runtime, &slots));
 }
 
-fn write_until_written(
+fn wait_for_batches_in_flight<'a>(
     runtime: &tokio::runtime::Runtime,
-    store: &dyn Store,
-    batch: &[Write],
-    stats: &WriterStats,
-) {
-    if batch.is_empty() {
-        return;
-    }
+    slots: &'a Semaphore,
+) -> tokio::sync::SemaphorePermit<'a> {
+    runtime
+        .block_on(slots.acquire_many(CONCURRENT_BATCHES))
+        .expect("the slots are never closed")
+}
+
+async fn write_until_written(store: &dyn Store, batch: &[Write], stats: &WriterStats) {
     let mut pause = FIRST_RETRY_PAUSE;
     loop {
-        match runtime.block_on(store.write_batch(batch)) {
+        match store.write_batch(batch).await {
             Ok(()) => break,
             Err(error) => {
                 stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
@@ -200,7 +228,7 @@ fn write_until_written(
                 }
                 *stats.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(error.to_string());
-                std::thread::sleep(pause);
+                tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(MAX_RETRY_PAUSE);
             }
         }
