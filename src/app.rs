@@ -20,6 +20,7 @@ use actix_web::{
     web,
 };
 use chrono::{DateTime, Utc};
+use jsonwebtoken::Algorithm;
 use kailash_actors::{
     Gateway, GatewayConfig,
     accounts::{AccountStore, MemoryAccounts},
@@ -37,7 +38,7 @@ use crate::{
     },
     auth::{self, Authenticator, passwords::Passwords, token::TokenKeys},
     clock::{Clock, SystemClock},
-    config::{AuthMode, Secret, Settings},
+    config::{AuthMode, JwtAlgorithm, Secret, Settings},
     metrics::Metrics,
     nodes::{self, NodeEnvironment},
     realtime::webhooks::Webhooks,
@@ -135,6 +136,8 @@ pub enum BuildError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Policies(#[from] PolicyLoadError),
+    #[error("jwt_keys_dir: {0}")]
+    Keys(String),
     #[error("cannot open the accounts: {0}")]
     Accounts(String),
 }
@@ -161,7 +164,9 @@ impl Application {
         services: Services,
     ) -> Result<Self, BuildError> {
         let settings = Arc::new(settings);
-        let keys = signing_secret.map(|secret| TokenKeys::hs256(secret.expose().as_bytes()));
+        let keys = signing_secret
+            .map(|secret| token_keys(&settings, secret))
+            .transpose()?;
         let gateway = Gateway::start(gateway_config(&settings)?);
         let metrics = Arc::new(Metrics::new());
         let state = web::Data::new(AppState {
@@ -292,6 +297,18 @@ impl Application {
         tracing::info!(port = self.port, "kailash gateway ready");
         self.server.await
     }
+}
+
+/// The HS256 secret's key, plus the RS256/EdDSA key set when one is configured.
+fn token_keys(settings: &Settings, secret: &Secret) -> Result<TokenKeys, BuildError> {
+    let secret = secret.expose().as_bytes();
+    let algorithm = match settings.jwt_algorithm {
+        JwtAlgorithm::HS256 => return Ok(TokenKeys::hs256(secret)),
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::EdDSA => Algorithm::EdDSA,
+    };
+    let keys = auth::secret::signing_keys(settings).map_err(|e| BuildError::Keys(e.to_string()))?;
+    TokenKeys::asymmetric(secret, algorithm, keys).map_err(|e| BuildError::Keys(e.to_string()))
 }
 
 fn gateway_config(settings: &Settings) -> Result<GatewayConfig, BuildError> {
