@@ -45,6 +45,9 @@ use crate::{
     routes, shared_workflows, tls,
 };
 
+/// How often expired revocations and refresh tokens are dropped from the accounts store.
+const REVOCATION_PURGE_INTERVAL: Duration = Duration::from_secs(600);
+
 /// Everything a request handler may need; shared by all workers.
 pub struct AppState {
     pub gateway: Gateway,
@@ -277,6 +280,17 @@ impl Application {
         if self.state.settings.auth_mode == AuthMode::Open {
             return Ok(None);
         }
+        // Revocations and spent refresh tokens are kept only until the tokens they stop expire.
+        let state = self.state.clone();
+        actix_rt::spawn(async move {
+            let mut every = tokio::time::interval(REVOCATION_PURGE_INTERVAL);
+            loop {
+                every.tick().await;
+                if let Err(error) = state.accounts.purge_revoked(Utc::now()).await {
+                    tracing::warn!(%error, "purging expired revocations failed");
+                }
+            }
+        });
         auth::login::bootstrap_admin(&self.state)
             .await
             .map_err(|e| fail(&e))
