@@ -20,6 +20,7 @@ use actix_web::{
     web,
 };
 use chrono::{DateTime, Utc};
+use jsonwebtoken::Algorithm;
 use kailash_actors::{
     Gateway, GatewayConfig, GatewayError, Persistence,
     accounts::{AccountStore, MemoryAccounts},
@@ -39,12 +40,15 @@ use crate::{
     adapters::postgres::{PgOptions, PgStore, accounts::PgAccounts},
     auth::{self, Authenticator, passwords::Passwords, token::TokenKeys},
     clock::{Clock, SystemClock},
-    config::{AuthMode, Secret, Settings},
+    config::{AuthMode, JwtAlgorithm, Secret, Settings},
     metrics::Metrics,
     nodes::{self, NodeEnvironment},
     realtime::webhooks::Webhooks,
     routes, shared_workflows, tls,
 };
+
+/// How often expired revocations and refresh tokens are dropped from the accounts store.
+const REVOCATION_PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Everything a request handler may need; shared by all workers.
 pub struct AppState {
@@ -138,6 +142,8 @@ pub enum BuildError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Policies(#[from] PolicyLoadError),
+    #[error("jwt_keys_dir: {0}")]
+    Keys(String),
     #[error("cannot open the accounts: {0}")]
     Accounts(String),
     #[error("database: {0}")]
@@ -172,7 +178,9 @@ impl Application {
         services: Services,
     ) -> Result<Self, BuildError> {
         let settings = Arc::new(settings);
-        let keys = signing_secret.map(|secret| TokenKeys::hs256(secret.expose().as_bytes()));
+        let keys = signing_secret
+            .map(|secret| token_keys(&settings, secret))
+            .transpose()?;
         let config = gateway_config(&settings)?;
         let stores = open_stores(&settings).await?;
         let accounts = services.accounts.unwrap_or(stores.accounts);
@@ -297,6 +305,17 @@ impl Application {
         if self.state.settings.auth_mode == AuthMode::Open {
             return Ok(None);
         }
+        // Revocations and spent refresh tokens are kept only until the tokens they stop expire.
+        let state = self.state.clone();
+        actix_rt::spawn(async move {
+            let mut every = tokio::time::interval(REVOCATION_PURGE_INTERVAL);
+            loop {
+                every.tick().await;
+                if let Err(error) = state.accounts.purge_revoked(Utc::now()).await {
+                    tracing::warn!(%error, "purging expired revocations failed");
+                }
+            }
+        });
         auth::login::bootstrap_admin(&self.state)
             .await
             .map_err(|e| fail(&e))
@@ -358,6 +377,18 @@ pub fn connect(url: &str, settings: &Settings) -> Result<PgStore, StoreError> {
             timeout: Duration::from_millis(settings.database_timeout_ms),
         },
     )
+}
+
+/// The HS256 secret's key, plus the RS256/EdDSA key set when one is configured.
+fn token_keys(settings: &Settings, secret: &Secret) -> Result<TokenKeys, BuildError> {
+    let secret = secret.expose().as_bytes();
+    let algorithm = match settings.jwt_algorithm {
+        JwtAlgorithm::HS256 => return Ok(TokenKeys::hs256(secret)),
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::EdDSA => Algorithm::EdDSA,
+    };
+    let keys = auth::secret::signing_keys(settings).map_err(|e| BuildError::Keys(e.to_string()))?;
+    TokenKeys::asymmetric(secret, algorithm, keys).map_err(|e| BuildError::Keys(e.to_string()))
 }
 
 fn gateway_config(settings: &Settings) -> Result<GatewayConfig, BuildError> {

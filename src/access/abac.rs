@@ -22,8 +22,8 @@ use std::{
 };
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, Entity, EntityUid, PolicyId, PolicySet, Request,
-    RestrictedExpression,
+    ActionConstraint, Authorizer, Context, Decision, Entities, Entity, EntityUid, PolicyId,
+    PolicySet, Request, RestrictedExpression,
 };
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use kailash_actors::accounts::PolicyRecord;
@@ -212,7 +212,9 @@ pub struct Policies {
     /// From `policies_path`: (source name, text), for every tenant.
     shipped: Vec<(String, String)>,
     stored: RwLock<HashMap<(String, String), PolicyRecord>>,
-    compiled: RwLock<HashMap<String, Arc<PolicySet>>>,
+    /// Per (tenant, action): only the policies whose action scope can match it, so a
+    /// decision evaluates none that cannot apply.
+    compiled: RwLock<HashMap<(String, String), Arc<PolicySet>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -263,10 +265,7 @@ impl Policies {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, record);
-        self.compiled
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&tenant);
+        self.forget_compiled(&tenant);
     }
 
     pub fn remove(&self, tenant_id: &str, policy_id: &str) {
@@ -275,10 +274,7 @@ impl Policies {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
-        self.compiled
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(tenant_id);
+        self.forget_compiled(tenant_id);
     }
 
     /// The shipped policies' sources and texts, then the tenant's stored ones.
@@ -295,12 +291,20 @@ impl Policies {
         (self.shipped.clone(), stored)
     }
 
-    fn set_for(&self, tenant_id: &str) -> Arc<PolicySet> {
+    fn forget_compiled(&self, tenant_id: &str) {
+        self.compiled
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(tenant, _), _| tenant != tenant_id);
+    }
+
+    fn set_for(&self, tenant_id: &str, action: &EntityUid) -> Arc<PolicySet> {
+        let key = (tenant_id.to_owned(), action.id().unescaped().to_owned());
         if let Some(set) = self
             .compiled
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(tenant_id)
+            .get(&key)
         {
             return set.clone();
         }
@@ -315,7 +319,15 @@ impl Policies {
             // Each text was validated when it was loaded or stored.
             if let Ok(parsed) = parse(&source, &text) {
                 for policy in parsed.policies() {
-                    let _ = set.add(policy.clone());
+                    let applies = match policy.action_constraint() {
+                        ActionConstraint::Any => true,
+                        ActionConstraint::Eq(uid) => uid == *action,
+                        // No action has parents here, so `in [...]` is membership of the list.
+                        ActionConstraint::In(uids) => uids.contains(action),
+                    };
+                    if applies {
+                        let _ = set.add(policy.clone());
+                    }
                 }
             }
         }
@@ -323,7 +335,7 @@ impl Policies {
         self.compiled
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(tenant_id.to_owned(), set.clone());
+            .insert(key, set.clone());
         set
     }
 
@@ -338,9 +350,11 @@ impl Policies {
     ) -> bool {
         let principal = principal(subject);
         let resource = target.entity();
+        let action = uid("Action", action);
+        let policies = self.set_for(subject.tenant_id, &action);
         let request = Request::new(
             principal.uid(),
-            uid("Action", action),
+            action,
             resource.uid(),
             context(now, client_ip),
             None,
@@ -352,7 +366,7 @@ impl Policies {
             return false;
         };
         Authorizer::new()
-            .is_authorized(&request, &self.set_for(subject.tenant_id), &entities)
+            .is_authorized(&request, &policies, &entities)
             .decision()
             == Decision::Allow
     }

@@ -39,12 +39,14 @@ use token::{TokenError, TokenKeys};
 /// The user open-mode requests act for when they name none.
 pub const ANONYMOUS_USER: &str = "anonymous";
 
-/// Paths that take credentials in their body rather than a header.
+/// Paths always served without a header credential: the login routes (credentials in the
+/// body) and the public keys.
 const LOGIN_PATHS: &[&str] = &[
     "/api/auth/login",
     "/api/auth/refresh",
     "/api/auth/mfa/enroll",
     "/api/auth/mfa/confirm",
+    "/.well-known/jwks.json",
 ];
 
 /// Paths where browsers, which cannot set headers on WebSocket/EventSource, may pass the

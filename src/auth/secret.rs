@@ -1,6 +1,7 @@
-//! Where the HS256 signing secret comes from: the configuration, or — only in the
-//! single-node embedded default — a secret generated once into the data directory
-//! (mode 0600) and reused on every later start.
+//! Where the signing material comes from: the HS256 secret from the configuration, or —
+//! only in the single-node embedded default — generated once into the data directory
+//! (mode 0600) and reused on every later start; and the RS256/EdDSA private keys of
+//! `jwt_keys_dir`.
 
 use std::{
     fs::{self, OpenOptions},
@@ -9,6 +10,7 @@ use std::{
     path::PathBuf,
 };
 
+use super::token::PrivateKey;
 use crate::config::{MIN_SECRET_BYTES, Secret, Settings};
 
 const SECRET_FILE: &str = "jwt_secret";
@@ -93,4 +95,36 @@ pub fn resolve(settings: &Settings) -> Result<SigningSecret, SecretError> {
         }
         Err(error) => Err(file_error(error.to_string())),
     }
+}
+
+/// The private keys of `jwt_keys_dir` (`<kid>.pem`), for RS256 or EdDSA signing.
+pub fn signing_keys(settings: &Settings) -> Result<Vec<PrivateKey>, SecretError> {
+    let Some(dir) = &settings.jwt_keys_dir else {
+        return Ok(Vec::new());
+    };
+    let fail = |why: String| SecretError::File {
+        path: dir.clone(),
+        why,
+    };
+    let mut keys = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| fail(e.to_string()))? {
+        let path = entry.map_err(|e| fail(e.to_string()))?.path();
+        if path.extension().is_none_or(|e| e != "pem") {
+            continue;
+        }
+        let kid = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .ok_or_else(|| fail(format!("{} is not a UTF-8 key id", path.display())))?
+            .to_owned();
+        let pem = fs::read(&path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        keys.push(PrivateKey { kid, pem });
+    }
+    if keys.is_empty() {
+        return Err(fail(
+            "holds no <kid>.pem key (e.g. openssl genpkey -algorithm ed25519 -out 2026-11.pem)"
+                .into(),
+        ));
+    }
+    Ok(keys)
 }

@@ -2,13 +2,19 @@
 //! `token_type`) and minting. A token minted by another program with the same secret and
 //! claims verifies here, so Kailash deployments switch without re-issuing tokens.
 //!
-//! RFC 8725: the algorithm is pinned per key (HS256 here), so `alg: none` and any other
-//! algorithm are refused before the signature is looked at. Tokens the gateway mints at login
+//! Signing is HS256 with the gateway's secret by default, or RS256/EdDSA with the newest of a
+//! set of key-id'd private keys (`jwt_keys_dir`); every key of the set still verifies, so a
+//! rotation keeps older tokens valid until they expire, and the HS256 secret keeps verifying
+//! tokens minted by Kailash programs. RFC 8725: each key verifies only its own algorithm and
+//! is picked by the token's (`alg`, `kid`), so `alg: none`, an HS256 token "signed" with an RSA
+//! public key, or an unknown `kid` never reach a signature check that could pass. Tokens the gateway mints at login
 //! carry `fam`, the id of their login's token family, so a logout or a refresh-token reuse
 //! can revoke every token of the family at once.
 
 use jsonwebtoken::{
-    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode, errors::ErrorKind,
+    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode,
+    errors::ErrorKind,
+    jwk::{Jwk, JwkSet, PublicKeyUse},
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -97,25 +103,128 @@ pub struct MintRequest {
     pub token_type: TokenType,
 }
 
-/// The HS256 keys made from the gateway's secret.
-pub struct TokenKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+/// One key that verifies: its id (none for the HS256 secret) and its pinned algorithm.
+struct Verifier {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
     validation: Validation,
+}
+
+/// A private key of the set, as read from `<kid>.pem`.
+#[derive(Clone)]
+pub struct PrivateKey {
+    pub kid: String,
+    pub pem: Vec<u8>,
+}
+
+/// Why a key set could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("signing key '{kid}': {why}")]
+pub struct KeyError {
+    kid: String,
+    why: String,
+}
+
+/// DER prefix of a PKCS#8 v1 Ed25519 private key (RFC 8410), before the 32-byte seed.
+const ED25519_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// An Ed25519 key from PKCS#8 PEM. OpenSSL writes v1 (the seed alone); other tools write v2
+/// (seed and public key), which the JWT library cannot derive a JWK from, so a v2 key is
+/// rewritten as v1 — same seed, same key.
+fn ed25519_key(pem_text: &[u8]) -> jsonwebtoken::errors::Result<EncodingKey> {
+    let invalid = || jsonwebtoken::errors::Error::from(ErrorKind::InvalidEddsaKey);
+    let der = pem::parse(pem_text).map_err(|_| invalid())?.into_contents();
+    // v1 and v2 share the first 16 bytes but the outer length and version.
+    let seed = der.get(16..48).ok_or_else(invalid)?;
+    if der.get(5..16) != Some(&ED25519_V1_PREFIX[5..]) {
+        return Err(invalid());
+    }
+    let mut v1 = ED25519_V1_PREFIX.to_vec();
+    v1.extend_from_slice(seed);
+    Ok(EncodingKey::from_ed_der(&v1))
+}
+
+/// The signing key and every key that verifies.
+pub struct TokenKeys {
+    header: Header,
+    encoding: EncodingKey,
+    verifiers: Vec<Verifier>,
+    /// The public halves of the asymmetric keys, as JWKs.
+    public: Vec<Jwk>,
+}
+
+fn validation(algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.set_issuer(&[ISSUER]);
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    validation.validate_nbf = true;
+    validation.leeway = LEEWAY_SECONDS;
+    validation
 }
 
 impl TokenKeys {
     pub fn hs256(secret: &[u8]) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[ISSUER]);
-        validation.set_audience(&[AUDIENCE]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        validation.validate_nbf = true;
-        validation.leeway = LEEWAY_SECONDS;
         Self {
+            header: Header::new(Algorithm::HS256),
             encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
+            verifiers: vec![Verifier {
+                kid: None,
+                algorithm: Algorithm::HS256,
+                key: DecodingKey::from_secret(secret),
+                validation: validation(Algorithm::HS256),
+            }],
+            public: Vec::new(),
+        }
+    }
+
+    /// Signs with the last of `keys` in key-id order (RS256 or EdDSA); verifies with all of
+    /// them and with the HS256 `secret`.
+    pub fn asymmetric(
+        secret: &[u8],
+        algorithm: Algorithm,
+        mut keys: Vec<PrivateKey>,
+    ) -> Result<Self, KeyError> {
+        keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+        let mut set = Self::hs256(secret);
+        for key in keys {
+            let fail = |why: String| KeyError {
+                kid: key.kid.clone(),
+                why,
+            };
+            let encoding = match algorithm {
+                Algorithm::RS256 => EncodingKey::from_rsa_pem(&key.pem),
+                Algorithm::EdDSA => ed25519_key(&key.pem),
+                other => return Err(fail(format!("{other:?} is not an asymmetric algorithm"))),
+            }
+            .map_err(|e| fail(format!("not a PKCS#8 {algorithm:?} private key: {e}")))?;
+            let mut jwk = Jwk::from_encoding_key(&encoding, algorithm)
+                .map_err(|e| fail(format!("no public key: {e}")))?;
+            jwk.common.key_id = Some(key.kid.clone());
+            jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+            let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| fail(e.to_string()))?;
+            set.verifiers.push(Verifier {
+                kid: Some(key.kid.clone()),
+                algorithm,
+                key: decoding,
+                validation: validation(algorithm),
+            });
+            set.public.push(jwk);
+            let mut header = Header::new(algorithm);
+            header.kid = Some(key.kid);
+            set.header = header;
+            set.encoding = encoding;
+        }
+        Ok(set)
+    }
+
+    /// `{"keys": [...]}`: the public keys that verify tokens, for `/.well-known/jwks.json`.
+    pub fn jwks(&self) -> JwkSet {
+        JwkSet {
+            keys: self.public.clone(),
         }
     }
 
@@ -130,13 +239,20 @@ impl TokenKeys {
     }
 
     fn verify(&self, token: &str, expected: TokenType) -> Result<Verified, TokenError> {
-        // The HS256 key has no id: a token naming one was signed with a key we do not hold.
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| TokenError::Invalid("malformed token"))?;
-        if header.kid.is_some() {
-            return Err(TokenError::Invalid("unknown key id"));
-        }
-        let claims = decode::<Claims>(token, &self.decoding, &self.validation)
+        let verifier = self
+            .verifiers
+            .iter()
+            .find(|v| v.kid == header.kid && v.algorithm == header.alg)
+            .ok_or_else(|| {
+                if self.verifiers.iter().any(|v| v.kid == header.kid) {
+                    TokenError::Invalid("algorithm not allowed")
+                } else {
+                    TokenError::Invalid("unknown key id")
+                }
+            })?;
+        let claims = decode::<Claims>(token, &verifier.key, &verifier.validation)
             .map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 ErrorKind::InvalidSignature => TokenError::Invalid("bad signature"),
@@ -198,8 +314,8 @@ impl TokenKeys {
             permissions: request.permissions.clone(),
             fam: family.map(str::to_owned),
         };
-        let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .expect("HS256 signing of plain claims cannot fail");
+        let token = encode(&self.header, &claims, &self.encoding)
+            .expect("signing plain claims with a loaded key cannot fail");
         Minted {
             token,
             jti,

@@ -369,6 +369,16 @@ pub const SETTINGS: &[SettingSpec] = &[
         "Role of token holders whose token names no role of their tenant (tokens from a Python Kailash gateway)",
     ),
     setting(
+        "jwt_algorithm",
+        "KAILASH_JWT_ALGORITHM",
+        "`HS256` (the secret), `RS256` or `EdDSA` (the newest key of jwt_keys_dir) for tokens issued at login",
+    ),
+    setting(
+        "jwt_keys_dir",
+        "KAILASH_JWT_KEYS_DIR",
+        "Directory of `<kid>.pem` PKCS#8 private keys: the last kid in name order signs, all verify (rotation)",
+    ),
+    setting(
         "access_strategy",
         "KAILASH_ACCESS_STRATEGY",
         "`rbac` (roles), `abac` (Cedar policies) or `hybrid` (both must allow)",

@@ -23,6 +23,14 @@ pub enum AuthMode {
     Open,
 }
 
+/// How the gateway signs the tokens it issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    RS256,
+    EdDSA,
+}
+
 /// How requests are authorized: roles only, Cedar policies only, or both must allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -132,6 +140,8 @@ pub struct Settings {
     pub python_worker_max_runs: u32,
     pub default_role: String,
     pub access_strategy: AccessStrategy,
+    pub jwt_algorithm: JwtAlgorithm,
+    pub jwt_keys_dir: Option<PathBuf>,
     pub policies_path: Option<PathBuf>,
     pub mfa_required_roles: Vec<String>,
     pub concurrent_sessions_limit: usize,
@@ -218,6 +228,8 @@ impl Default for Settings {
             python_worker_max_runs: 0,
             default_role: "developer".into(),
             access_strategy: AccessStrategy::Rbac,
+            jwt_algorithm: JwtAlgorithm::HS256,
+            jwt_keys_dir: None,
             policies_path: None,
             mfa_required_roles: Vec::new(),
             concurrent_sessions_limit: 0,
@@ -443,6 +455,12 @@ impl Settings {
             return bad(
                 "default_role",
                 "must be a built-in role: admin, developer, operator or viewer".into(),
+            );
+        }
+        if self.jwt_algorithm != JwtAlgorithm::HS256 && self.jwt_keys_dir.is_none() {
+            return bad(
+                "jwt_keys_dir",
+                "is required with jwt_algorithm RS256 or EdDSA: a directory of <kid>.pem PKCS#8 private keys".into(),
             );
         }
         if self.max_login_attempts == 0 {

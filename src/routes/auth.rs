@@ -3,6 +3,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
+use jsonwebtoken::jwk::JwkSet;
 use kailash_actors::accounts::{ApiKeyRecord, Outcome, UserRecord};
 use serde::Deserialize;
 use serde_json::json;
@@ -13,6 +14,16 @@ use crate::{
     auth::{self, Identity, api_keys, login, mfa},
     http::{ApiError, ErrorCode, FieldError, JsonBody},
 };
+
+/// The public keys that verify the gateway's RS256/EdDSA tokens (none under HS256).
+pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
+    let keys = state
+        .auth
+        .keys()
+        .map(|k| k.jwks())
+        .unwrap_or(JwkSet { keys: Vec::new() });
+    HttpResponse::Ok().json(keys)
+}
 
 pub async fn login(
     req: HttpRequest,

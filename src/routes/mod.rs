@@ -80,6 +80,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .get(executions::get)
             .delete(executions::cancel),
     )
+    .service(resource("/.well-known/jwks.json").get(auth::jwks))
     .service(resource("/api/auth/login").post(auth::login))
     .service(resource("/api/auth/refresh").post(auth::refresh))
     .service(resource("/api/auth/logout").post(auth::logout))

@@ -7,6 +7,7 @@ mod limits;
 mod login;
 mod mfa;
 mod rbac;
+mod signing;
 mod tokens;
 
 use std::sync::Arc;
