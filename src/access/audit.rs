@@ -29,6 +29,26 @@ impl AuditLog {
         Self { store, clock }
     }
 
+    /// Records a successful action of `user_id`.
+    pub async fn success(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        action: &str,
+        resource: Option<&str>,
+        client_ip: Option<&str>,
+    ) {
+        self.record(AuditEvent {
+            tenant_id,
+            user_id,
+            action,
+            outcome: Outcome::Success,
+            resource,
+            client_ip,
+        })
+        .await;
+    }
+
     /// Appends an entry. A store failure is logged, not raised: the action it describes has
     /// already been decided.
     pub async fn record(&self, event: AuditEvent<'_>) {

@@ -11,7 +11,6 @@ use super::auth::principal;
 use crate::{
     access::{
         Principal,
-        audit::AuditEvent,
         rbac::{BUILTIN_ROLES, PERMISSIONS, builtin},
     },
     app::AppState,
@@ -32,17 +31,10 @@ pub(super) async fn audit(
     on: &str,
 ) {
     let ip = auth::client_ip(req);
-    state
-        .access
-        .audit
-        .record(AuditEvent {
-            tenant_id: &who.caller.tenant_id,
-            user_id: &who.caller.user_id,
-            action,
-            outcome: Outcome::Success,
-            resource: Some(on),
-            client_ip: ip.as_deref(),
-        })
+    let (tenant_id, user_id) = (&who.caller.tenant_id, &who.caller.user_id);
+    let audit = &state.access.audit;
+    audit
+        .success(tenant_id, user_id, action, Some(on), ip.as_deref())
         .await;
 }
 

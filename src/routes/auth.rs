@@ -4,12 +4,12 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use jsonwebtoken::jwk::JwkSet;
-use kailash_actors::accounts::{ApiKeyRecord, Outcome, UserRecord};
+use kailash_actors::accounts::{ApiKeyRecord, UserRecord};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
-    access::{Principal, audit::AuditEvent, rbac::PERMISSIONS},
+    access::{Principal, rbac::PERMISSIONS},
     app::AppState,
     auth::{self, Identity, api_keys, login, mfa},
     http::{ApiError, ErrorCode, FieldError, JsonBody},
@@ -157,17 +157,16 @@ pub async fn create_key(
         .await
         .map_err(login::store_error)?;
     let ip = auth::client_ip(&req);
-    state
-        .access
-        .audit
-        .record(AuditEvent {
-            tenant_id: &record.tenant_id,
-            user_id: &record.username,
-            action: "apikey.create",
-            outcome: Outcome::Success,
-            resource: Some(&record.key_id),
-            client_ip: ip.as_deref(),
-        })
+    let key_id = Some(record.key_id.as_str());
+    let audit = &state.access.audit;
+    audit
+        .success(
+            &record.tenant_id,
+            &record.username,
+            "apikey.create",
+            key_id,
+            ip.as_deref(),
+        )
         .await;
     let mut body = key_json(&record);
     body["api_key"] = json!(new_key.secret);
@@ -204,17 +203,15 @@ pub async fn revoke_key(
         return Err(ApiError::new(ErrorCode::ApiKeyNotFound));
     }
     let ip = auth::client_ip(&req);
-    state
-        .access
-        .audit
-        .record(AuditEvent {
-            tenant_id: &caller.tenant_id,
-            user_id: &caller.user_id,
-            action: "apikey.revoke",
-            outcome: Outcome::Success,
-            resource: Some(&path),
-            client_ip: ip.as_deref(),
-        })
+    let audit = &state.access.audit;
+    audit
+        .success(
+            &caller.tenant_id,
+            &caller.user_id,
+            "apikey.revoke",
+            Some(&path),
+            ip.as_deref(),
+        )
         .await;
     Ok(HttpResponse::Ok().json(json!({"message": "API key revoked"})))
 }
@@ -267,16 +264,8 @@ pub async fn confirm_mfa(
 }
 
 async fn mfa_audit(state: &AppState, user: &UserRecord, action: &str, ip: Option<&str>) {
-    state
-        .access
-        .audit
-        .record(AuditEvent {
-            tenant_id: &user.tenant_id,
-            user_id: &user.username,
-            action,
-            outcome: Outcome::Success,
-            resource: None,
-            client_ip: ip,
-        })
+    let audit = &state.access.audit;
+    audit
+        .success(&user.tenant_id, &user.username, action, None, ip)
         .await;
 }
