@@ -6,13 +6,15 @@
 //! [`SETTINGS`] is the one table of names, environment variables and help texts that the CLI,
 //! the loader and `kailash-gateway settings` (the README's table) are built from.
 
+mod catalog;
 mod load;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{ConfigError, SETTINGS, SettingSpec, add_setting_flags, load, settings_table};
+pub use catalog::{SETTINGS, SettingSpec};
+pub use load::{ConfigError, add_setting_flags, load, settings_table};
 
 /// `gated` (every route needs a credential) or `open` (local development: no credential,
 /// the request's `user_id` is trusted).
