@@ -1,7 +1,8 @@
 //! The PostgreSQL adapter of the accounts port: every record's round trip, tenant scoping
 //! on each tenant-owned method, the two races the port names (failed-login counting and
 //! refresh-token exchange) under real concurrency, the group-committed audit log, and
-//! accounts, API keys and the audit log surviving a gateway restart.
+//! accounts, API keys and the audit log surviving a gateway restart, and what still works
+//! while the database is down.
 
 use std::sync::Arc;
 
@@ -15,10 +16,10 @@ use kailash_gateway::{adapters::postgres::accounts::PgAccounts, app::connect, co
 use reqwest::Method;
 use serde_json::json;
 
-use super::{PG_FAULT, fresh_database, spawn_on, stop};
+use super::{PG_FAULT, faults::pg_ctl, fresh_database, spawn_on, stop};
 use crate::{
-    helpers::TestApp,
-    identity::{admin_token, audit, tokens, user_with_roles},
+    helpers::{TestApp, assert_error, eventually},
+    identity::{admin_token, audit, login, tokens, user_with_roles},
 };
 
 async fn accounts() -> PgAccounts {
@@ -443,4 +444,58 @@ async fn accounts_keys_and_audit_survive_a_gateway_restart() {
         .map(|u| u["username"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["admin", "carol"]);
+}
+
+#[actix_web::test]
+async fn with_the_database_down_tokens_still_work_revoked_ones_stay_refused_and_logins_get_503() {
+    let url = fresh_database().await;
+    let _server_mine = PG_FAULT.write().await;
+    let app = spawn_on(&url, |s| s.database_timeout_ms = 1000).await;
+    let live = user_with_roles(&app, "dana", &["developer"]).await;
+    // A second login of the same user, logged out: its family is revoked.
+    let revoked = tokens(&app, "dana", "dana-password").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = app
+        .request(Method::POST, "/api/auth/logout")
+        .bearer_auth(&revoked)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 200);
+
+    pg_ctl(&["stop", "-m", "immediate"]);
+    let sessions = async |token: &str| {
+        app.request(Method::GET, "/api/sessions")
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(sessions(&live).await, 200, "a live token is still served");
+    assert_eq!(
+        sessions(&revoked).await,
+        401,
+        "a revoked one is still refused"
+    );
+    let refused = login(&app, "dana", "dana-password").await;
+    assert_eq!(refused.headers().get("retry-after").unwrap(), "2");
+    assert_error(
+        refused,
+        503,
+        "store_unavailable",
+        "The database is unavailable; nothing was changed, retry later",
+    )
+    .await;
+
+    pg_ctl(&["start", "-w"]);
+    assert!(
+        eventually(std::time::Duration::from_secs(20), async || {
+            login(&app, "dana", "dana-password").await.status() == 200
+        })
+        .await,
+        "logins work again once the database is back"
+    );
 }

@@ -138,7 +138,7 @@ async fn a_run_interrupted_by_sigkill_is_failed_with_a_terminal_event_on_the_nex
     );
 }
 
-fn pg_ctl(args: &[&str]) {
+pub(super) fn pg_ctl(args: &[&str]) {
     let pg_ctl =
         std::env::var("KAILASH_TEST_PG_CTL").expect("KAILASH_TEST_PG_CTL from scripts/test.sh");
     let status = Command::new(pg_ctl).args(args).status().unwrap();
