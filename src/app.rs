@@ -218,6 +218,11 @@ impl Application {
             settings: settings.clone(),
         });
 
+        let webhooks = state.webhooks.restore().await?;
+        if webhooks > 0 {
+            tracing::info!(webhooks, "webhooks restored from the database");
+        }
+
         let listener = TcpListener::bind(&settings.bind).map_err(|source| BuildError::Bind {
             addr: settings.bind.clone(),
             source,

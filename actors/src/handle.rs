@@ -29,7 +29,10 @@ use crate::{
         ListExecutions, ListWorkflows, SessionActor, SessionDetail, SessionSummary, StartExecution,
         WorkflowSummary,
     },
-    store::{HistoryPage, HistoryQuery, MemoryStore, Store, StoreHealth, StoreWriter, WriterStats},
+    store::{
+        HistoryPage, HistoryQuery, MemoryStore, Store, StoreHealth, StoreWriter,
+        WebhookDeliveryRecord, WebhookRecord, Write, WriterStats,
+    },
     subscriber::SubscriberQueue,
     tenant::{EndSession, ForSession, ListSessions},
 };
@@ -199,6 +202,41 @@ impl Gateway {
     /// Waits until every write accepted so far is in the store.
     pub async fn flush(&self) {
         self.writer.flush().await;
+    }
+
+    /// Stores a webhook registration (the registry itself lives in the gateway crate).
+    pub async fn save_webhook(&self, webhook: &WebhookRecord) -> Result<(), GatewayError> {
+        Ok(self.store.save_webhook(webhook).await?)
+    }
+
+    /// Deletes a stored webhook registration; false when there was none.
+    pub async fn delete_webhook(&self, tenant: &str, id: Uuid) -> Result<bool, GatewayError> {
+        Ok(self.store.delete_webhook(tenant, id).await?)
+    }
+
+    /// Every stored webhook registration, tenant by tenant.
+    pub async fn stored_webhooks(&self) -> Result<Vec<WebhookRecord>, GatewayError> {
+        let mut webhooks = Vec::new();
+        for tenant in self.store.tenants().await? {
+            webhooks.extend(self.store.webhooks(&tenant).await?);
+        }
+        Ok(webhooks)
+    }
+
+    /// The newest `limit` stored deliveries of a webhook, oldest first.
+    pub async fn webhook_deliveries(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        limit: usize,
+    ) -> Result<Vec<WebhookDeliveryRecord>, GatewayError> {
+        Ok(self.store.webhook_deliveries(tenant, id, limit).await?)
+    }
+
+    /// Records how a webhook delivery ended (batched by the writer, like events).
+    pub fn record_webhook_delivery(&self, delivery: WebhookDeliveryRecord) {
+        self.writer
+            .write(Write::WebhookDelivery(Box::new(delivery)));
     }
 
     /// A page of the caller's tenant's executions, newest first (`query.user_id` narrows

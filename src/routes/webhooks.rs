@@ -83,10 +83,13 @@ pub async fn unregister(
     query: web::Query<SessionQuery>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state.webhooks.unregister(
-        &identity.caller(query.user_id.as_deref()),
-        webhook_id(&path)?,
-    )?;
+    state
+        .webhooks
+        .unregister(
+            &identity.caller(query.user_id.as_deref()),
+            webhook_id(&path)?,
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(json!({"message": "Webhook unregistered"})))
 }
 

@@ -153,7 +153,7 @@ async fn the_seed_customer_data_pipeline_runs_with_pandas() {
 #[actix_rt::test]
 async fn hostile_code_fails_with_a_clear_node_error_and_the_gateway_stays_healthy() {
     let app = spawn_app_with(|s| {
-        s.python_timeout_seconds = 2.0;
+        s.python_timeout_seconds = 5.0;
         s.python_memory_mb = 512;
         s.python_max_output_bytes = 1024 * 1024;
         s.python_max_print_bytes = 4096;
@@ -164,9 +164,9 @@ async fn hostile_code_fails_with_a_clear_node_error_and_the_gateway_stays_health
     std::fs::create_dir_all(&outside.0).unwrap();
     let escape = outside.0.join("escaped.txt");
     let cases = [
-        ("infinite loop", "while True:\n    pass".to_owned(), "ran longer than 2 s"),
+        ("infinite loop", "while True:\n    pass".to_owned(), "ran longer than 5 s"),
         // 100 MB at a time: the 512 MB limit is hit within a few allocations, well inside the
-        // 2 s time limit even on a loaded machine.
+        // 5 s time limit even with both cores busy compiling.
         ("memory bomb", "hog = []\nwhile True:\n    hog.append(' ' * 10**8)".into(), "memory limit"),
         ("fork bomb", "import os\nwhile True:\n    os.fork()".into(), "import of 'os' is not allowed"),
         ("import subprocess", "import subprocess\nsubprocess.run(['id'])".into(), "import of 'subprocess' is not allowed"),

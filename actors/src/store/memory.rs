@@ -1,9 +1,10 @@
 //! [`MemoryStore`]: the embedded default's store. Nothing outlives the process, so it keeps
 //! only what is read back while the process lives: sessions, workflow versions and the
 //! newest [`HISTORY_PER_TENANT`] executions of each tenant (for
-//! `GET /api/executions/history`). Events and node runs are not copied: the bus already
-//! retains each session's history and the execution snapshots carry each node's state and
-//! output, and there is no restart to load them for.
+//! `GET /api/executions/history`), and webhook registrations. Events, node runs and webhook
+//! deliveries are not copied: the bus already retains each session's history, the execution
+//! snapshots carry each node's state and output, each webhook keeps its recent deliveries,
+//! and there is no restart to load them for.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -17,7 +18,7 @@ use uuid::Uuid;
 
 use super::{
     ExecutionRecord, HistoryPage, HistoryQuery, NodeRunRecord, PruneCounts, SessionRecord, Store,
-    StoreFuture, StoreHealth, WorkflowRecord, Write,
+    StoreFuture, StoreHealth, WebhookDeliveryRecord, WebhookRecord, WorkflowRecord, Write,
 };
 use crate::{caller::TenantId, execution::ExecutionStatus, store::EventRecord};
 
@@ -38,6 +39,7 @@ struct Tables {
     executions: HashMap<TenantId, HashMap<Uuid, ExecutionRecord>>,
     /// Finished executions of each tenant, oldest first.
     finished: HashMap<TenantId, VecDeque<Uuid>>,
+    webhooks: HashMap<TenantId, BTreeMap<Uuid, WebhookRecord>>,
 }
 
 impl MemoryStore {
@@ -94,7 +96,7 @@ impl Store for MemoryStore {
         let mut tables = self.tables();
         for write in batch {
             match write {
-                Write::Event(_) | Write::NodeRun(_) => {}
+                Write::Event(_) | Write::NodeRun(_) | Write::WebhookDelivery(_) => {}
                 Write::ExecutionFinished(execution) => {
                     let tenant = &execution.tenant_id;
                     let id = execution.snapshot.execution_id;
@@ -147,6 +149,7 @@ impl Store for MemoryStore {
             .sessions
             .keys()
             .chain(tables.executions.keys())
+            .chain(tables.webhooks.keys())
             .cloned()
             .collect();
         tenants.sort();
@@ -325,6 +328,45 @@ impl Store for MemoryStore {
             events: 0,
             executions: pruned.len() as u64,
         })
+    }
+
+    fn save_webhook<'a>(&'a self, webhook: &'a WebhookRecord) -> StoreFuture<'a, ()> {
+        self.tables()
+            .webhooks
+            .entry(webhook.tenant_id.clone())
+            .or_default()
+            .insert(webhook.webhook_id, webhook.clone());
+        Self::answer(())
+    }
+
+    fn delete_webhook<'a>(&'a self, tenant: &'a str, webhook_id: Uuid) -> StoreFuture<'a, bool> {
+        let removed = self
+            .tables()
+            .webhooks
+            .get_mut(tenant)
+            .is_some_and(|webhooks| webhooks.remove(&webhook_id).is_some());
+        Self::answer(removed)
+    }
+
+    fn webhooks<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, Vec<WebhookRecord>> {
+        let mut webhooks: Vec<_> = self
+            .tables()
+            .webhooks
+            .get(tenant)
+            .map(|w| w.values().cloned().collect())
+            .unwrap_or_default();
+        webhooks.sort_by_key(|w| (w.created_at, w.webhook_id));
+        Self::answer(webhooks)
+    }
+
+    fn webhook_deliveries<'a>(
+        &'a self,
+        _tenant: &'a str,
+        _webhook_id: Uuid,
+        _limit: usize,
+    ) -> StoreFuture<'a, Vec<WebhookDeliveryRecord>> {
+        // Not copied (see the module doc): the live webhook holds its recent deliveries.
+        Self::answer(Vec::new())
     }
 
     fn health(&self) -> BoxFuture<'_, StoreHealth> {

@@ -30,7 +30,7 @@ pub use self::{
     memory::MemoryStore,
     records::{
         EventRecord, ExecutionRecord, HistoryCursor, HistoryPage, HistoryQuery, NodeRunRecord,
-        PruneCounts, SessionRecord, WorkflowRecord, Write,
+        PruneCounts, SessionRecord, WebhookDeliveryRecord, WebhookRecord, WorkflowRecord, Write,
     },
     writer::{StoreWriter, WriterStats},
 };
@@ -147,6 +147,23 @@ pub trait Store: Send + Sync + 'static {
         events_before: DateTime<Utc>,
         executions_before: DateTime<Utc>,
     ) -> StoreFuture<'a, PruneCounts>;
+
+    /// Records a webhook registration. Awaited before the webhook is reported registered.
+    fn save_webhook<'a>(&'a self, webhook: &'a WebhookRecord) -> StoreFuture<'a, ()>;
+
+    /// Deletes a webhook registration and its recorded deliveries; false when there was none.
+    fn delete_webhook<'a>(&'a self, tenant: &'a str, webhook_id: Uuid) -> StoreFuture<'a, bool>;
+
+    /// The tenant's webhook registrations, oldest first.
+    fn webhooks<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, Vec<WebhookRecord>>;
+
+    /// The newest `limit` recorded deliveries of a webhook, oldest first.
+    fn webhook_deliveries<'a>(
+        &'a self,
+        tenant: &'a str,
+        webhook_id: Uuid,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<WebhookDeliveryRecord>>;
 
     /// Whether the store answers, how fast, and how its connections are used.
     fn health(&self) -> BoxFuture<'_, StoreHealth>;

@@ -74,6 +74,39 @@ pub struct EventRecord {
     pub json: Box<str>,
 }
 
+/// A webhook registration. The signing secret is kept as given: every delivery signs with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookRecord {
+    pub tenant_id: TenantId,
+    pub webhook_id: Uuid,
+    /// The principal that registered it, whose visibility its events are filtered by.
+    pub owner: UserId,
+    pub owner_sees_all_sessions: bool,
+    pub url: String,
+    pub secret: Option<String>,
+    /// Empty: every event type.
+    pub event_types: Vec<String>,
+    /// The registration's own request headers, name → value.
+    pub headers: Vec<(String, String)>,
+    pub session_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How one event's delivery to a webhook ended (`delivered` or `given_up`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookDeliveryRecord {
+    pub tenant_id: TenantId,
+    pub webhook_id: Uuid,
+    pub delivery_id: Uuid,
+    pub event_type: &'static str,
+    pub event_seq: u64,
+    pub status: &'static str,
+    pub attempts: u32,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub finished_at: DateTime<Utc>,
+}
+
 /// One fact for the background writer. Applying a write twice leaves the same state as
 /// applying it once (the writer retries a batch whose outcome it could not learn).
 #[derive(Debug, Clone)]
@@ -95,6 +128,8 @@ pub enum Write {
         at: DateTime<Utc>,
         reason: &'static str,
     },
+    /// A webhook delivery finished.
+    WebhookDelivery(Box<WebhookDeliveryRecord>),
 }
 
 /// Where a history page starts: after the execution with this creation time and id.

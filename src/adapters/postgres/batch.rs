@@ -25,6 +25,21 @@ pub struct Columns {
     finished: FinishedColumns,
     touched: (Vec<String>, Vec<Uuid>, Vec<DateTime<Utc>>),
     ended: (Vec<String>, Vec<Uuid>, Vec<DateTime<Utc>>, Vec<String>),
+    deliveries: DeliveryColumns,
+}
+
+#[derive(Default)]
+struct DeliveryColumns {
+    tenant: Vec<String>,
+    webhook: Vec<Uuid>,
+    delivery: Vec<Uuid>,
+    event_type: Vec<String>,
+    event_seq: Vec<i64>,
+    status: Vec<String>,
+    attempts: Vec<i32>,
+    status_code: Vec<Option<i32>>,
+    error: Vec<Option<String>>,
+    finished: Vec<DateTime<Utc>>,
 }
 
 #[derive(Default)]
@@ -98,6 +113,13 @@ const END_SESSIONS: &str = "UPDATE sessions s SET ended_at = COALESCE(s.ended_at
     AS u(tenant_id, session_id, at, reason) \
     WHERE s.tenant_id = u.tenant_id AND s.session_id = u.session_id";
 
+const INSERT_DELIVERIES: &str = "INSERT INTO webhook_deliveries \
+    (tenant_id, webhook_id, delivery_id, event_type, event_seq, status, attempts, \
+    last_status_code, last_error, finished_at) \
+    SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::int8[], \
+    $6::text[], $7::int4[], $8::int4[], $9::text[], $10::timestamptz[]) \
+    ON CONFLICT DO NOTHING";
+
 impl Columns {
     pub fn of(batch: &[Write]) -> Self {
         let mut columns = Self::default();
@@ -165,6 +187,21 @@ impl Columns {
                 self.ended.2.push(*at);
                 self.ended.3.push((*reason).to_owned());
             }
+            Write::WebhookDelivery(delivery) => {
+                let c = &mut self.deliveries;
+                c.tenant.push(delivery.tenant_id.to_string());
+                c.webhook.push(delivery.webhook_id);
+                c.delivery.push(delivery.delivery_id);
+                c.event_type.push(delivery.event_type.to_owned());
+                c.event_seq
+                    .push(i64::try_from(delivery.event_seq).unwrap_or(i64::MAX));
+                c.status.push(delivery.status.to_owned());
+                c.attempts
+                    .push(i32::try_from(delivery.attempts).unwrap_or(i32::MAX));
+                c.status_code.push(delivery.last_status_code.map(i32::from));
+                c.error.push(delivery.last_error.clone());
+                c.finished.push(delivery.finished_at);
+            }
         }
     }
 
@@ -172,8 +209,13 @@ impl Columns {
     pub async fn write(&self, db: &Db) -> Result<(), StoreError> {
         let mut client = db.client().await?;
         let tx = client.transaction().await.map_err(store_error)?;
-        let (e, n, f) = (&self.events, &self.node_runs, &self.finished);
-        let statements: [(&str, bool, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>); 5] = [
+        let (e, n, f, d) = (
+            &self.events,
+            &self.node_runs,
+            &self.finished,
+            &self.deliveries,
+        );
+        let statements: [(&str, bool, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>); 6] = [
             (
                 INSERT_EVENTS,
                 !e.tenant.is_empty(),
@@ -228,6 +270,22 @@ impl Columns {
                 END_SESSIONS,
                 !self.ended.0.is_empty(),
                 vec![&self.ended.0, &self.ended.1, &self.ended.2, &self.ended.3],
+            ),
+            (
+                INSERT_DELIVERIES,
+                !d.tenant.is_empty(),
+                vec![
+                    &d.tenant,
+                    &d.webhook,
+                    &d.delivery,
+                    &d.event_type,
+                    &d.event_seq,
+                    &d.status,
+                    &d.attempts,
+                    &d.status_code,
+                    &d.error,
+                    &d.finished,
+                ],
             ),
         ];
         for (sql, any, params) in statements {

@@ -19,6 +19,7 @@ pub mod batch;
 pub mod executions;
 pub mod migrate;
 pub mod sessions;
+pub mod webhooks;
 
 use std::{
     future::Future,
@@ -31,7 +32,8 @@ use futures_util::future::BoxFuture;
 use kailash_actors::TenantId;
 use kailash_actors::store::{
     EventRecord, ExecutionRecord, HistoryPage, HistoryQuery, NodeRunRecord, PruneCounts,
-    SessionRecord, Store, StoreError, StoreFuture, StoreHealth, WorkflowRecord, Write,
+    SessionRecord, Store, StoreError, StoreFuture, StoreHealth, WebhookDeliveryRecord,
+    WebhookRecord, WorkflowRecord, Write,
 };
 use tokio_postgres::{NoTls, types::ToSql};
 use uuid::Uuid;
@@ -316,6 +318,33 @@ impl Store for PgStore {
         self.with_db(|db| async move {
             executions::prune(&db, &tenant, events_before, executions_before).await
         })
+    }
+
+    fn save_webhook<'a>(&'a self, webhook: &'a WebhookRecord) -> StoreFuture<'a, ()> {
+        let webhook = webhook.clone();
+        self.with_db(|db| async move { webhooks::save(&db, &webhook).await })
+    }
+
+    fn delete_webhook<'a>(&'a self, tenant: &'a str, webhook_id: Uuid) -> StoreFuture<'a, bool> {
+        let tenant = TenantId::from(tenant);
+        self.with_db(|db| async move { webhooks::delete(&db, &tenant, webhook_id).await })
+    }
+
+    fn webhooks<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, Vec<WebhookRecord>> {
+        let tenant = TenantId::from(tenant);
+        self.with_db(|db| async move { webhooks::list(&db, &tenant).await })
+    }
+
+    fn webhook_deliveries<'a>(
+        &'a self,
+        tenant: &'a str,
+        webhook_id: Uuid,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<WebhookDeliveryRecord>> {
+        let tenant = TenantId::from(tenant);
+        self.with_db(
+            |db| async move { webhooks::deliveries(&db, &tenant, webhook_id, limit).await },
+        )
     }
 
     fn health(&self) -> BoxFuture<'_, StoreHealth> {

@@ -6,7 +6,8 @@
 //! An attempt that fails (transport error, timeout or non-2xx answer) is retried after
 //! `retry_base × 2^(attempt-1)` (capped at a minute) with jitter, up to `max_attempts`; then
 //! the delivery is recorded as given up and the next event goes. Events are delivered one at
-//! a time so a receiver sees them in order.
+//! a time so a receiver sees them in order. How each delivery ended is kept (the newest
+//! [`RECORDS_KEPT`]) and handed to the store's background writer.
 
 use std::{
     collections::VecDeque,
@@ -20,7 +21,9 @@ use std::{
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use kailash_actors::{
+    Gateway, TenantId,
     events::PublishedEvent,
+    store::WebhookDeliveryRecord,
     subscriber::{Delivery, InboxStatus, SubscriberInbox},
 };
 use reqwest::{Url, header::HeaderMap};
@@ -36,8 +39,8 @@ use crate::{
 
 /// Longest retry delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// Delivery records kept per webhook.
-const RECORDS_KEPT: usize = 50;
+/// Delivery records kept per webhook (in memory, and loaded back from the store at start).
+pub const RECORDS_KEPT: usize = 50;
 
 /// What became of one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -61,8 +64,48 @@ pub struct DeliveryRecord {
     pub finished_at: DateTime<Utc>,
 }
 
+impl DeliveryRecord {
+    /// The row the store keeps of it.
+    fn stored(&self, tenant_id: &TenantId, webhook_id: Uuid) -> WebhookDeliveryRecord {
+        WebhookDeliveryRecord {
+            tenant_id: tenant_id.clone(),
+            webhook_id,
+            delivery_id: self.delivery_id,
+            event_type: self.event_type,
+            event_seq: self.event_seq,
+            status: match self.status {
+                DeliveryStatus::Delivered => "delivered",
+                DeliveryStatus::GivenUp => "given_up",
+            },
+            attempts: self.attempts,
+            last_status_code: self.last_status_code,
+            last_error: self.last_error.clone(),
+            finished_at: self.finished_at,
+        }
+    }
+
+    /// A record loaded back from the store.
+    pub fn from_stored(stored: WebhookDeliveryRecord) -> Self {
+        Self {
+            delivery_id: stored.delivery_id,
+            event_type: stored.event_type,
+            event_seq: stored.event_seq,
+            status: if stored.status == "delivered" {
+                DeliveryStatus::Delivered
+            } else {
+                DeliveryStatus::GivenUp
+            },
+            attempts: stored.attempts,
+            last_status_code: stored.last_status_code,
+            last_error: stored.last_error,
+            finished_at: stored.finished_at,
+        }
+    }
+}
+
 /// Delivers one webhook's events.
 pub struct Dispatcher {
+    pub tenant_id: TenantId,
     pub webhook_id: Uuid,
     pub url: Url,
     pub secret: Option<String>,
@@ -75,6 +118,8 @@ pub struct Dispatcher {
     pub counters: Counters,
     /// The newest deliveries, oldest first.
     pub records: Mutex<VecDeque<DeliveryRecord>>,
+    /// Where finished deliveries are recorded.
+    pub gateway: Gateway,
 }
 
 /// One webhook's delivery counters.
@@ -181,11 +226,7 @@ impl Dispatcher {
                 }
             }
         };
-        let mut records = self.lock_records();
-        if records.len() == RECORDS_KEPT {
-            records.pop_front();
-        }
-        records.push_back(DeliveryRecord {
+        let record = DeliveryRecord {
             delivery_id,
             event_type: event.event_type.as_str(),
             event_seq: event.seq,
@@ -194,7 +235,19 @@ impl Dispatcher {
             last_status_code,
             last_error,
             finished_at: Utc::now(),
-        });
+        };
+        let stored = record.stored(&self.tenant_id, self.webhook_id);
+        self.keep(record);
+        self.gateway.record_webhook_delivery(stored);
+    }
+
+    /// Keeps `record` among the newest.
+    pub fn keep(&self, record: DeliveryRecord) {
+        let mut records = self.lock_records();
+        if records.len() == RECORDS_KEPT {
+            records.pop_front();
+        }
+        records.push_back(record);
     }
 
     async fn attempt(

@@ -7,8 +7,9 @@
 //! change), subscribes with the caller's visibility narrowed to the requested event types and
 //! session, and starts the delivery task. Delivery never runs on a request path.
 //!
-//! What is not here yet: registrations live in memory, so they end with the process; the
-//! PostgreSQL store (issue #7) persists them and their deliveries.
+//! Registrations are written to the store before they are answered, and deleted from it
+//! before an unregister is; [`Webhooks::restore`] brings them back at start with their newest
+//! recorded deliveries. Each finished delivery goes to the store's background writer.
 
 mod delivery;
 
@@ -22,9 +23,10 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use kailash_actors::{
-    Caller, Gateway, TenantId, UserId,
+    Caller, Gateway, GatewayError, TenantId, UserId,
     bus::SubscriberId,
     events::{EventFilter, EventType},
+    store::{WebhookDeliveryRecord, WebhookRecord},
     subscriber::{SubscriberQueue, WhenFull},
 };
 use reqwest::{
@@ -34,7 +36,7 @@ use reqwest::{
 use serde::Serialize;
 use uuid::Uuid;
 
-use self::delivery::{Counters, DeliveryRecord, Dispatcher};
+use self::delivery::{Counters, DeliveryRecord, Dispatcher, RECORDS_KEPT};
 use crate::{
     config::Settings,
     http::{ApiError, ErrorCode, FieldError},
@@ -187,7 +189,8 @@ impl Webhooks {
         request: NewWebhook,
     ) -> Result<WebhookView, ApiError> {
         let url = self.checked_url(&request.url).await?;
-        let headers = custom_headers(&request.headers)?;
+        // Checked now so a bad header is a 400 before anything is stored.
+        custom_headers(&request.headers)?;
         if let Some(secret) = &request.secret
             && (secret.is_empty() || secret.len() > MAX_SECRET_BYTES)
         {
@@ -213,29 +216,98 @@ impl Webhooks {
             );
         }
 
-        let webhook_id = Uuid::new_v4();
-        let mut event_types: Vec<_> = request.event_types.iter().map(|t| t.as_str()).collect();
+        let mut event_types: Vec<String> = request
+            .event_types
+            .iter()
+            .map(|t| t.as_str().to_owned())
+            .collect();
         event_types.sort_unstable();
-        let view = WebhookView {
-            webhook_id,
+        let record = WebhookRecord {
+            tenant_id: caller.tenant_id.clone(),
+            webhook_id: Uuid::new_v4(),
+            owner: caller.user_id.clone(),
+            owner_sees_all_sessions: caller.sees_all_sessions,
             url: url.to_string(),
+            secret: request.secret,
             event_types,
+            headers: request.headers.into_iter().collect(),
             session_id: request.session_id,
             created_at: Utc::now(),
-            has_secret: request.secret.is_some(),
+        };
+        // Stored first: a webhook the client hears of survives a restart.
+        self.gateway.save_webhook(&record).await?;
+        let activated = self.activate(record.clone(), Vec::new()).await;
+        if activated.is_err() {
+            // Not active, so not registered: take the stored row back (best effort).
+            let _ = self
+                .gateway
+                .delete_webhook(&record.tenant_id, record.webhook_id)
+                .await;
+        }
+        activated
+    }
+
+    /// Brings back the stored registrations (at start, before serving), each with its newest
+    /// recorded deliveries. Answers how many.
+    pub async fn restore(&self) -> Result<usize, GatewayError> {
+        let mut restored = 0;
+        for record in self.gateway.stored_webhooks().await? {
+            let deliveries = self
+                .gateway
+                .webhook_deliveries(&record.tenant_id, record.webhook_id, RECORDS_KEPT)
+                .await?;
+            let webhook_id = record.webhook_id;
+            match self.activate(record, deliveries).await {
+                Ok(_) => restored += 1,
+                Err(error) => {
+                    tracing::warn!(%webhook_id, error = %error.body(), "stored webhook not restored")
+                }
+            }
+        }
+        Ok(restored)
+    }
+
+    /// Subscribes a stored registration to the bus and starts its delivery task.
+    async fn activate(
+        &self,
+        record: WebhookRecord,
+        past: Vec<WebhookDeliveryRecord>,
+    ) -> Result<WebhookView, ApiError> {
+        let url = Url::parse(&record.url)
+            .map_err(|error| field_error("url", format!("is not a valid URL: {error}")))?;
+        let headers = custom_headers(&record.headers.iter().cloned().collect())?;
+        let event_types: HashSet<EventType> = record
+            .event_types
+            .iter()
+            .filter_map(|name| name.parse().ok())
+            .collect();
+        let owner = Caller {
+            tenant_id: record.tenant_id.clone(),
+            user_id: record.owner.clone(),
+            sees_all_sessions: record.owner_sees_all_sessions,
+        };
+        let mut view = WebhookView {
+            webhook_id: record.webhook_id,
+            url: url.to_string(),
+            event_types: event_types.iter().map(|t| t.as_str()).collect(),
+            session_id: record.session_id,
+            created_at: record.created_at,
+            has_secret: record.secret.is_some(),
             stats: WebhookCounts::default(),
         };
+        view.event_types.sort_unstable();
         let filter = EventFilter {
-            session_id: request.session_id,
-            event_types: (!request.event_types.is_empty()).then_some(request.event_types),
-            ..EventFilter::visible_to(caller)
+            session_id: record.session_id,
+            event_types: (!event_types.is_empty()).then_some(event_types),
+            ..EventFilter::visible_to(&owner)
         };
         let (queue, inbox) = SubscriberQueue::bounded(self.delivery.queue_len, WhenFull::Drop);
         let subscription = self.gateway.subscribe(filter, None, queue).await?;
         let dispatcher = Arc::new(Dispatcher {
-            webhook_id,
+            tenant_id: record.tenant_id.clone(),
+            webhook_id: record.webhook_id,
             url,
-            secret: request.secret,
+            secret: record.secret,
             headers,
             client: self.client.clone(),
             policy: self.delivery.clone(),
@@ -243,7 +315,11 @@ impl Webhooks {
             queue: inbox.status.clone(),
             counters: Counters::default(),
             records: Mutex::new(VecDeque::new()),
+            gateway: self.gateway.clone(),
         });
+        for delivery in past {
+            dispatcher.keep(DeliveryRecord::from_stored(delivery));
+        }
         let task = tokio::spawn(dispatcher.clone().run(inbox));
         self.metrics
             .realtime
@@ -251,10 +327,10 @@ impl Webhooks {
             .connections
             .inc();
         self.table().insert(
-            webhook_id,
+            record.webhook_id,
             Registration {
-                tenant_id: caller.tenant_id.clone(),
-                owner: caller.user_id.clone(),
+                tenant_id: owner.tenant_id,
+                owner: owner.user_id,
                 view: view.clone(),
                 subscriber: subscription.id,
                 dispatcher,
@@ -290,16 +366,17 @@ impl Webhooks {
         Ok((registration.view(), registration.dispatcher.records()))
     }
 
-    /// Unregisters; pending deliveries of the webhook are abandoned.
-    pub fn unregister(&self, caller: &Caller, webhook_id: Uuid) -> Result<(), ApiError> {
-        let registration = {
-            let mut table = self.table();
-            match table.get(&webhook_id) {
-                Some(r) if r.visible_to(caller) => table.remove(&webhook_id),
-                _ => None,
-            }
-        }
-        .ok_or_else(|| ApiError::new(ErrorCode::WebhookNotFound))?;
+    /// Unregisters (from the store first); pending deliveries of the webhook are abandoned.
+    pub async fn unregister(&self, caller: &Caller, webhook_id: Uuid) -> Result<(), ApiError> {
+        let not_found = || ApiError::new(ErrorCode::WebhookNotFound);
+        let tenant_id = self
+            .table()
+            .get(&webhook_id)
+            .filter(|r| r.visible_to(caller))
+            .map(|r| r.tenant_id.clone())
+            .ok_or_else(not_found)?;
+        self.gateway.delete_webhook(&tenant_id, webhook_id).await?;
+        let registration = self.table().remove(&webhook_id).ok_or_else(not_found)?;
         self.gateway.unsubscribe(registration.subscriber);
         registration.task.abort();
         self.retired

@@ -4,7 +4,7 @@
 pub mod client;
 mod rooms;
 mod sse;
-mod webhooks;
+pub mod webhooks;
 mod websocket;
 
 use serde_json::{Value, json};
