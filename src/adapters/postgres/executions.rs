@@ -225,6 +225,12 @@ pub async fn prune(
             Some(&mut counts.events),
         ),
         (
+            // Recorded webhook deliveries age like the events they delivered.
+            "DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND finished_at < $2",
+            events_before,
+            None,
+        ),
+        (
             "DELETE FROM node_runs n USING executions e WHERE n.tenant_id = $1 \
              AND e.tenant_id = $1 AND n.execution_id = e.execution_id AND e.completed_at < $2",
             executions_before,

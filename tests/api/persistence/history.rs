@@ -146,7 +146,7 @@ async fn the_in_memory_store_serves_history_too() {
 }
 
 #[actix_web::test]
-async fn the_retention_job_prunes_old_events_and_finished_executions() {
+async fn the_retention_job_prunes_old_events_finished_executions_and_deliveries() {
     let _server_up = PG_FAULT.read().await;
     let url = fresh_database().await;
     // Ages of about a second, checked every 0.3 s.
@@ -160,6 +160,13 @@ async fn the_retention_job_prunes_old_events_and_finished_executions() {
     run_to_end(&app, "alice", &session, &workflow).await;
     app.state.gateway.flush().await;
     let db = super::connect(&url).await;
+    db.execute(
+        "INSERT INTO webhook_deliveries VALUES ('default', gen_random_uuid(), gen_random_uuid(), \
+         'workflow.completed', 1, 'delivered', 1, 200, NULL, now())",
+        &[],
+    )
+    .await
+    .unwrap();
     let count = async |table: &str| -> i64 {
         db.query_one(&format!("SELECT count(*) FROM {table}"), &[])
             .await
@@ -171,6 +178,7 @@ async fn the_retention_job_prunes_old_events_and_finished_executions() {
             count("executions").await == 0
                 && count("events").await == 0
                 && count("node_runs").await == 0
+                && count("webhook_deliveries").await == 0
         })
         .await,
         "old history is pruned"
