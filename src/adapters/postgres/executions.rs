@@ -18,39 +18,92 @@ const COLUMNS: &str = "execution_id, session_id, user_id, workflow_id, workflow_
      progress, current_node, inputs, config_overrides, outputs, node_states, error, created_at, \
      started_at, completed_at";
 
-pub async fn create(db: &Db, execution: &ExecutionRecord) -> Result<(), StoreError> {
-    let s = &execution.snapshot;
-    let tenant: &str = &execution.tenant_id;
-    let user: &str = &execution.user_id;
-    let outputs = Value::Object(s.outputs.clone());
-    let node_states = Value::Object(s.node_states.clone());
-    db.query(
-        &format!(
-            "INSERT INTO executions (tenant_id, {COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
-        ),
-        tenant,
-        &[
-            &s.execution_id,
-            &execution.session_id,
-            &user,
-            &s.workflow_id,
-            &s.workflow_name,
-            &s.status.as_str(),
-            &s.progress,
-            &s.current_node,
-            &execution.inputs,
-            &execution.config_overrides,
-            &outputs,
-            &node_states,
-            &s.error,
-            &s.created_at,
-            &s.started_at,
-            &s.completed_at,
-        ],
-    )
-    .await
-    .map(drop)
+/// Most executions in one insert.
+pub const MAX_CREATE_BATCH: usize = 256;
+
+/// Records new executions (status `running`) in one statement; the store submits each
+/// through a group commit, so concurrent starts share a round trip and a commit.
+pub async fn create_many(db: &Db, executions: Vec<ExecutionRecord>) -> Result<(), StoreError> {
+    let mut c = CreateColumns::default();
+    for execution in &executions {
+        let s = &execution.snapshot;
+        c.tenant.push(execution.tenant_id.to_string());
+        c.execution.push(s.execution_id);
+        c.session.push(execution.session_id);
+        c.user.push(execution.user_id.to_string());
+        c.workflow.push(s.workflow_id.clone());
+        c.name.push(s.workflow_name.clone());
+        c.status.push(s.status.as_str().to_owned());
+        c.progress.push(s.progress);
+        c.current_node.push(s.current_node.clone());
+        c.inputs.push(execution.inputs.clone());
+        c.overrides.push(execution.config_overrides.clone());
+        c.outputs.push(Value::Object(s.outputs.clone()));
+        c.node_states.push(Value::Object(s.node_states.clone()));
+        c.error.push(s.error.clone());
+        c.created.push(s.created_at);
+        c.started.push(s.started_at);
+        c.completed.push(s.completed_at);
+    }
+    let client = db.client().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "INSERT INTO executions (tenant_id, {COLUMNS}) SELECT * FROM UNNEST(\
+             $1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], \
+             $7::text[], $8::float8[], $9::text[], $10::jsonb[], $11::jsonb[], $12::jsonb[], \
+             $13::jsonb[], $14::text[], $15::timestamptz[], $16::timestamptz[], \
+             $17::timestamptz[])"
+        ))
+        .await
+        .map_err(store_error)?;
+    client
+        .execute(
+            &statement,
+            &[
+                &c.tenant,
+                &c.execution,
+                &c.session,
+                &c.user,
+                &c.workflow,
+                &c.name,
+                &c.status,
+                &c.progress,
+                &c.current_node,
+                &c.inputs,
+                &c.overrides,
+                &c.outputs,
+                &c.node_states,
+                &c.error,
+                &c.created,
+                &c.started,
+                &c.completed,
+            ],
+        )
+        .await
+        .map_err(store_error)
+        .map(drop)
+}
+
+/// A batch of new executions, by column.
+#[derive(Default)]
+struct CreateColumns {
+    tenant: Vec<String>,
+    execution: Vec<Uuid>,
+    session: Vec<Uuid>,
+    user: Vec<String>,
+    workflow: Vec<String>,
+    name: Vec<String>,
+    status: Vec<String>,
+    progress: Vec<f64>,
+    current_node: Vec<Option<String>>,
+    inputs: Vec<Value>,
+    overrides: Vec<Value>,
+    outputs: Vec<Value>,
+    node_states: Vec<Value>,
+    error: Vec<Option<String>>,
+    created: Vec<DateTime<Utc>>,
+    started: Vec<Option<DateTime<Utc>>>,
+    completed: Vec<Option<DateTime<Utc>>>,
 }
 
 fn object(value: Value) -> Map<String, Value> {

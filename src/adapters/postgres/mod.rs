@@ -3,20 +3,23 @@
 //! Owns the connection pool (deadpool-postgres: bounded size, a statement timeout on every
 //! connection, prepared statements cached per connection), the embedded migrations
 //! ([`migrate`]), and the repositories: [`sessions`] (tenants, sessions, workflow versions),
-//! [`executions`] (executions, node runs, history, recovery, retention) and [`batch`] (the
-//! background writer's batches and the event history).
+//! [`executions`] (executions, node runs, history, recovery, retention), [`batch`] (the
+//! background writer's batches and the event history), [`webhooks`] and [`accounts`] (the
+//! accounts port's adapter). New executions and audit entries are written through a
+//! [`group_commit::GroupCommit`]: concurrent ones share a statement and a commit.
 //!
 //! All database work runs on the adapter's own small tokio runtime, never on an actix
 //! thread: connection tasks stay polled whichever thread asked, and a thread the store
 //! writer blocks for backpressure can never stall a connection it is waiting for.
 //!
-//! To add a repository (the accounts port of issue #6): add a `V<n>__*.sql` migration, a
+//! To add a repository: add a `V<n>__*.sql` migration, a
 //! module with its queries written against [`Db`] (which carries the pool and the tenant
 //! scoping convention), and implement the port on `PgStore` with [`PgStore::on_runtime`].
 
 pub mod accounts;
 pub mod batch;
 pub mod executions;
+pub mod group_commit;
 pub mod migrate;
 pub mod sessions;
 pub mod webhooks;
@@ -38,6 +41,8 @@ use kailash_actors::store::{
 use tokio_postgres::{NoTls, types::ToSql};
 use uuid::Uuid;
 
+use self::group_commit::GroupCommit;
+
 /// How the pool is sized and how long the database gets.
 #[derive(Debug, Clone, Copy)]
 pub struct PgOptions {
@@ -50,6 +55,8 @@ pub struct PgOptions {
 /// The store on PostgreSQL. Cheap to share behind an `Arc`.
 pub struct PgStore {
     db: Db,
+    /// New executions, group committed (see [`executions::create_many`]).
+    creates: GroupCommit<ExecutionRecord, StoreError>,
     /// `Some` until dropped; see [`Drop`].
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -149,8 +156,20 @@ impl PgStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|error| StoreError::Failed(error.to_string()))?;
+        let db = Db { pool };
+        let writer_db = db.clone();
+        let creates = GroupCommit::start(
+            runtime.handle(),
+            executions::MAX_CREATE_BATCH,
+            || StoreError::Unavailable("the store is shutting down".into()),
+            move |batch| {
+                let db = writer_db.clone();
+                async move { executions::create_many(&db, batch).await }
+            },
+        );
         Ok(Self {
-            db: Db { pool },
+            db,
+            creates,
             runtime: Some(runtime),
         })
     }
@@ -215,8 +234,7 @@ impl Store for PgStore {
     }
 
     fn create_execution<'a>(&'a self, execution: &'a ExecutionRecord) -> StoreFuture<'a, ()> {
-        let execution = execution.clone();
-        self.with_db(|db| async move { executions::create(&db, &execution).await })
+        Box::pin(self.creates.submit(execution.clone()))
     }
 
     fn write_batch<'a>(&'a self, batch: &'a [Write]) -> StoreFuture<'a, ()> {

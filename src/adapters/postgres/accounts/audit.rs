@@ -1,15 +1,12 @@
 //! The audit log's writer: entries appended at the same moment share one `UNNEST` insert
-//! (group commit), and each append is answered only once its batch is committed, so an entry
-//! acknowledged is an entry stored, with one round trip per batch instead of per entry.
+//! ([`GroupCommit`]), and each append is answered only once its batch is committed, so an
+//! entry acknowledged is an entry stored, with one round trip per batch instead of per entry.
 
 use kailash_actors::accounts::{AccountError, AccountResult, AuditRecord, Outcome};
-use tokio::sync::{mpsc, oneshot};
 
 use super::account_error;
-use crate::adapters::postgres::Db;
+use crate::adapters::postgres::{Db, group_commit::GroupCommit};
 
-/// Entries waiting for the writer; appending waits when it is full.
-const QUEUE_LEN: usize = 1024;
 /// Most entries in one insert.
 const MAX_BATCH: usize = 256;
 
@@ -18,39 +15,27 @@ const INSERT: &str = "INSERT INTO audit_log \
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], \
     $6::text[], $7::text[], $8::text[]) ON CONFLICT DO NOTHING";
 
-type Pending = (AuditRecord, oneshot::Sender<AccountResult<()>>);
-
-/// The sending side; the writer task ends when it is dropped.
-pub struct AuditWriter {
-    queue: mpsc::Sender<Pending>,
-}
+/// Appends audit entries in group-committed batches.
+pub struct AuditWriter(GroupCommit<AuditRecord, AccountError>);
 
 impl AuditWriter {
     /// Starts the writer on `runtime`.
     pub fn start(db: Db, runtime: &tokio::runtime::Handle) -> Self {
-        let (queue, pending) = mpsc::channel(QUEUE_LEN);
-        runtime.spawn(write_batches(db, pending));
-        Self { queue }
+        let stopped = || AccountError::Unavailable("the audit writer stopped".into());
+        Self(GroupCommit::start(
+            runtime,
+            MAX_BATCH,
+            stopped,
+            move |entries| {
+                let db = db.clone();
+                async move { insert(&db, &entries).await }
+            },
+        ))
     }
 
     /// Appends one entry; answers when its batch is committed (or failed).
     pub async fn append(&self, entry: AuditRecord) -> AccountResult<()> {
-        let (ack, committed) = oneshot::channel();
-        let gone = || AccountError::Unavailable("the audit writer stopped".into());
-        self.queue.send((entry, ack)).await.map_err(|_| gone())?;
-        committed.await.map_err(|_| gone())?
-    }
-}
-
-async fn write_batches(db: Db, mut pending: mpsc::Receiver<Pending>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (entries, acks): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-        let result = insert(&db, &entries).await;
-        for ack in acks {
-            // A caller that gave up waiting has nothing to be told.
-            let _ = ack.send(result.clone());
-        }
+        self.0.submit(entry).await
     }
 }
 
