@@ -1,5 +1,6 @@
 //! Tenants, sessions and workflow versions.
 
+use deadpool_postgres::Transaction;
 use kailash_actors::{
     TenantId,
     store::{SessionRecord, StoreError, WorkflowRecord},
@@ -9,6 +10,17 @@ use uuid::Uuid;
 
 use super::{Db, scoped, store_error};
 
+/// Records `tenant` in the tenant list the first time it is seen (inside the transaction
+/// that stores its first row).
+pub async fn add_tenant(tx: &Transaction<'_>, tenant: &str) -> Result<(), StoreError> {
+    let add = tx
+        .prepare_cached("INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .await
+        .map_err(store_error)?;
+    tx.execute(&add, &[&tenant]).await.map_err(store_error)?;
+    Ok(())
+}
+
 /// Records the session, and its tenant the first time the tenant is seen, in one
 /// transaction.
 pub async fn create(db: &Db, session: &SessionRecord) -> Result<(), StoreError> {
@@ -16,13 +28,7 @@ pub async fn create(db: &Db, session: &SessionRecord) -> Result<(), StoreError> 
     let tx = client.transaction().await.map_err(store_error)?;
     let tenant: &str = &session.tenant_id;
     let user: &str = &session.user_id;
-    let add_tenant = tx
-        .prepare_cached("INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .await
-        .map_err(store_error)?;
-    tx.execute(&add_tenant, &[&tenant])
-        .await
-        .map_err(store_error)?;
+    add_tenant(&tx, tenant).await?;
     let insert = tx
         .prepare_cached(
             "INSERT INTO sessions (tenant_id, session_id, user_id, metadata, created_at, last_activity) \

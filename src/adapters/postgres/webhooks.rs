@@ -9,7 +9,7 @@ use kailash_actors::{
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{Db, scoped, store_error};
+use super::{Db, scoped, sessions, store_error};
 
 /// Records the registration, and its tenant the first time the tenant is seen.
 pub async fn save(db: &Db, webhook: &WebhookRecord) -> Result<(), StoreError> {
@@ -24,13 +24,7 @@ pub async fn save(db: &Db, webhook: &WebhookRecord) -> Result<(), StoreError> {
             .map(|(name, value)| (name.clone(), Value::String(value.clone())))
             .collect::<Map<_, _>>(),
     );
-    let add_tenant = tx
-        .prepare_cached("INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .await
-        .map_err(store_error)?;
-    tx.execute(&add_tenant, &[&tenant])
-        .await
-        .map_err(store_error)?;
+    sessions::add_tenant(&tx, tenant).await?;
     let insert = tx
         .prepare_cached(
             "INSERT INTO webhooks (tenant_id, webhook_id, owner, owner_sees_all_sessions, url, \
