@@ -20,6 +20,7 @@ use tokio::sync::RwLock;
 use tokio_postgres::NoTls;
 
 use crate::helpers::*;
+pub use crate::realtime::session_with_workflow;
 
 /// Held for reading while a test uses the PostgreSQL server, for writing while one stops it.
 pub static PG_FAULT: RwLock<()> = RwLock::const_new(());
@@ -75,24 +76,6 @@ pub async fn spawn_on(
 pub async fn stop(app: &TestApp) {
     app.server.stop(true).await;
     app.state.gateway.flush().await;
-}
-
-/// A session of `user` with the Switch → Merge workflow; (session, workflow).
-pub async fn session_with_workflow(app: &TestApp, user: &str) -> (String, String) {
-    let session = app.create_session(user).await;
-    let created = app
-        .post_json(
-            user,
-            &format!("/api/workflows?session_id={session}"),
-            &route_and_merge(),
-        )
-        .await;
-    assert_eq!(created.status(), 200);
-    let workflow = json(created).await["workflow_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    (session, workflow)
 }
 
 /// Starts a run; answers the response as JSON (status asserted 200).
