@@ -31,19 +31,8 @@ BUILD=1
 BIN=""
 
 while [ $# -gt 0 ]; do
-    case "$1" in
-    --duration) need_value "$@"; DURATION="$2"; shift 2 ;;
-    --duration=*) DURATION="${1#*=}"; shift ;;
-    --runs) need_value "$@"; RUNS="$2"; shift 2 ;;
-    --runs=*) RUNS="${1#*=}"; shift ;;
-    --connections) need_value "$@"; CONNECTIONS="$2"; shift 2 ;;
-    --connections=*) CONNECTIONS="${1#*=}"; shift ;;
-    --bin) need_value "$@"; BIN="$2"; BUILD=0; shift 2 ;;
-    --bin=*) BIN="${1#*=}"; BUILD=0; shift ;;
-    --no-build) BUILD=0; shift ;;
-    -h | --help) usage; exit 0 ;;
-    *) die "unknown argument '$1' (see --help)" ;;
-    esac
+    common_option "$@" || die "unknown argument '$1' (see --help)"
+    shift "$SHIFT"
 done
 is_uint "$DURATION" || die "--duration must be a positive integer (seconds)"
 is_uint "$RUNS" || die "--runs must be a positive integer"

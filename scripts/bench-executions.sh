@@ -65,22 +65,12 @@ WITH_POSTGRES=0
 
 while [ $# -gt 0 ]; do
     case "$1" in
-    --duration) need_value "$@"; DURATION="$2"; shift 2 ;;
-    --duration=*) DURATION="${1#*=}"; shift ;;
-    --runs) need_value "$@"; RUNS="$2"; shift 2 ;;
-    --runs=*) RUNS="${1#*=}"; shift ;;
-    --connections) need_value "$@"; CONNECTIONS="$2"; shift 2 ;;
-    --connections=*) CONNECTIONS="${1#*=}"; shift ;;
-    --bin) need_value "$@"; BIN="$2"; BUILD=0; shift 2 ;;
-    --bin=*) BIN="${1#*=}"; BUILD=0; shift ;;
-    --no-build) BUILD=0; shift ;;
     --workflow) need_value "$@"; WORKFLOW="$2"; shift 2 ;;
     --workflow=*) WORKFLOW="${1#*=}"; shift ;;
     --rate) need_value "$@"; RATE="$2"; shift 2 ;;
     --rate=*) RATE="${1#*=}"; shift ;;
     --with-postgres) WITH_POSTGRES=1; shift ;;
-    -h | --help) usage; exit 0 ;;
-    *) die "unknown argument '$1' (see --help)" ;;
+    *) common_option "$@" || die "unknown argument '$1' (see --help)"; shift "$SHIFT" ;;
     esac
 done
 is_uint "$DURATION" || die "--duration must be a positive integer (seconds)"

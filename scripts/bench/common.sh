@@ -18,6 +18,7 @@
 #
 # Functions:
 #   usage, die, need_value, is_uint, step     argument parsing and output
+#   common_option ARGS...                     the options every benchmark takes
 #   bench_prepare                             python3 + wrk, release build
 #                                             (if BUILD=1), BIN check, WORK
 #                                             dir, SECRET, exit trap
@@ -59,6 +60,27 @@ die() {
     exit 1
 }
 is_uint() { [[ "$1" =~ ^[0-9]+$ ]] && [ "$1" -gt 0 ]; }
+
+# Takes one of the options every benchmark shares (--duration, --runs, --connections,
+# --bin, --no-build, -h/--help) off the front of ARGS, setting DURATION, RUNS,
+# CONNECTIONS, BIN and BUILD, and SHIFT to how many words it used. Returns 1 when ARGS
+# starts with anything else.
+common_option() {
+    SHIFT=2
+    case "$1" in
+    --duration) need_value "$@"; DURATION="$2" ;;
+    --duration=*) DURATION="${1#*=}"; SHIFT=1 ;;
+    --runs) need_value "$@"; RUNS="$2" ;;
+    --runs=*) RUNS="${1#*=}"; SHIFT=1 ;;
+    --connections) need_value "$@"; CONNECTIONS="$2" ;;
+    --connections=*) CONNECTIONS="${1#*=}"; SHIFT=1 ;;
+    --bin) need_value "$@"; BIN="$2"; BUILD=0 ;;
+    --bin=*) BIN="${1#*=}"; BUILD=0; SHIFT=1 ;;
+    --no-build) BUILD=0; SHIFT=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) SHIFT=0; return 1 ;;
+    esac
+}
 step() { printf '\n==> %s\n' "$*"; }
 
 # Prerequisites (python3, wrk, the release binary), then the work dir, the
