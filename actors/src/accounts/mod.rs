@@ -34,6 +34,13 @@ pub enum AccountError {
 
 pub type AccountResult<T> = Result<T, AccountError>;
 
+/// The accounts share the store's database: when it fails, the accounts are unavailable.
+impl From<crate::store::StoreError> for AccountError {
+    fn from(error: crate::store::StoreError) -> Self {
+        AccountError::Unavailable(error.to_string())
+    }
+}
+
 /// A user account. Key: (`tenant_id`, `username`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserRecord {

@@ -190,23 +190,27 @@ impl PgStore {
     }
 
     /// Runs `work` on the adapter's runtime and answers its result.
-    pub fn on_runtime<T, F>(&self, work: F) -> StoreFuture<'static, T>
+    pub fn on_runtime<T, E, F>(&self, work: F) -> BoxFuture<'static, Result<T, E>>
     where
         T: Send + 'static,
-        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
     {
         let task = self.runtime_handle().spawn(work);
         Box::pin(async move {
-            task.await
-                .map_err(|error| StoreError::Failed(format!("store task failed: {error}")))?
+            task.await.map_err(|error| {
+                E::from(StoreError::Failed(format!("store task failed: {error}")))
+            })?
         })
     }
 
-    fn with_db<T, F, Fut>(&self, work: F) -> StoreFuture<'static, T>
+    /// Runs `work` with the pool on the adapter's runtime (for this port and the accounts').
+    fn with_db<T, E, F, Fut>(&self, work: F) -> BoxFuture<'static, Result<T, E>>
     where
         T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
         F: FnOnce(Db) -> Fut,
-        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
         self.on_runtime(work(self.db.clone()))
     }
@@ -371,7 +375,7 @@ impl Store for PgStore {
             let started = Instant::now();
             let client = db.client().await?;
             client.simple_query("SELECT 1").await.map_err(store_error)?;
-            Ok(started.elapsed())
+            Ok::<_, StoreError>(started.elapsed())
         });
         Box::pin(async move {
             let latency = checked.await;

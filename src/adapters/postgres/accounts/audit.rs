@@ -51,7 +51,7 @@ async fn insert(db: &Db, entries: &[AuditRecord]) -> AccountResult<()> {
     let outcomes = column(|e| outcome_name(e.outcome).to_owned());
     let resources = optional(|e| e.resource.clone());
     let client_ips = optional(|e| e.client_ip.clone());
-    let client = db.client().await.map_err(super::unavailable)?;
+    let client = db.client().await?;
     let statement = client.prepare_cached(INSERT).await.map_err(account_error)?;
     client
         .execute(

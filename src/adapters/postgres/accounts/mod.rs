@@ -17,12 +17,9 @@ use std::{future::Future, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use kailash_actors::{
-    accounts::{
-        AccountError, AccountResult, AccountStore, ApiKeyRecord, AuditQuery, AuditRecord,
-        PolicyRecord, RefreshRecord, RefreshUse, RevokedId, RoleRecord, UserRecord,
-    },
-    store::StoreError,
+use kailash_actors::accounts::{
+    AccountError, AccountResult, AccountStore, ApiKeyRecord, AuditQuery, AuditRecord, PolicyRecord,
+    RefreshRecord, RefreshUse, RevokedId, RoleRecord, UserRecord,
 };
 use serde_json::Value;
 use tokio_postgres::{Row, error::SqlState};
@@ -62,14 +59,7 @@ impl PgAccounts {
         F: FnOnce(Db) -> Fut,
         Fut: Future<Output = AccountResult<T>> + Send + 'static,
     {
-        let task = self
-            .store
-            .runtime_handle()
-            .spawn(work(self.store.db.clone()));
-        Box::pin(async move {
-            task.await
-                .map_err(|error| AccountError::Unavailable(format!("store task failed: {error}")))?
-        })
+        self.store.with_db(work)
     }
 }
 
@@ -83,17 +73,13 @@ fn account_error(error: tokio_postgres::Error) -> AccountError {
     }
 }
 
-fn unavailable(error: StoreError) -> AccountError {
-    AccountError::Unavailable(error.to_string())
-}
-
 /// Runs one prepared statement on a pooled connection and returns its rows.
 async fn query(
     db: &Db,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> AccountResult<Vec<Row>> {
-    let client = db.client().await.map_err(unavailable)?;
+    let client = db.client().await?;
     let statement = client.prepare_cached(sql).await.map_err(account_error)?;
     client
         .query(&statement, params)
@@ -105,7 +91,7 @@ async fn query(
 async fn write_user(db: &Db, sql: &str, user: &UserRecord) -> AccountResult<u64> {
     let attributes = Value::Object(user.attributes.clone());
     let failed_logins = user.failed_logins.min(i32::MAX as u32) as i32;
-    let client = db.client().await.map_err(unavailable)?;
+    let client = db.client().await?;
     let statement = client.prepare_cached(sql).await.map_err(account_error)?;
     client
         .execute(
@@ -200,7 +186,7 @@ impl AccountStore for PgAccounts {
         let max_failures = max_failures.min(i32::MAX as u32) as i32;
         self.run(move |db| async move {
             // The first update takes the row lock: concurrent failures count one after another.
-            let mut client = db.client().await.map_err(unavailable)?;
+            let mut client = db.client().await?;
             let tx = client.transaction().await.map_err(account_error)?;
             let count = tx
                 .query_opt(
@@ -272,7 +258,7 @@ impl AccountStore for PgAccounts {
     ) -> BoxFuture<'_, AccountResult<RefreshUse>> {
         let jti = jti.to_owned();
         self.run(move |db| async move {
-            let mut client = db.client().await.map_err(unavailable)?;
+            let mut client = db.client().await?;
             let tx = client.transaction().await.map_err(account_error)?;
             let found = tx
                 .query_opt(
