@@ -149,10 +149,33 @@ pub(super) fn pg_ctl(args: &[&str]) {
 async fn with_the_database_down_requests_get_503_and_it_recovers_without_losing_writes() {
     let url = fresh_database().await;
     let _server_mine = PG_FAULT.write().await;
-    let app = spawn_on(&url, |s| s.database_timeout_ms = 1000).await;
+    let app = spawn_on(&url, |s| {
+        s.database_timeout_ms = 1000;
+        s.egress_allow = vec!["127.0.0.1".into()];
+    })
+    .await;
     let session = app.create_session("alice").await;
+    let hook = json!({"url": "http://127.0.0.1:9/hook"});
+    let registered = app.post_json("alice", "/api/webhooks", &hook).await;
+    assert_eq!(registered.status(), 200);
+    let webhook = json(registered).await["webhook_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     pg_ctl(&["stop", "-m", "immediate"]);
+    // Webhooks are stored before they are answered: neither a new one nor a removal while
+    // the database is away, and the registered one stays.
+    let refused = app.post_json("alice", "/api/webhooks", &hook).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(json(refused).await["code"], "store_unavailable");
+    let refused = app
+        .send_as("alice", Method::DELETE, &format!("/api/webhooks/{webhook}"))
+        .await;
+    assert_eq!(refused.status(), 503);
+    let listed = app.json_as("alice", Method::GET, "/api/webhooks").await;
+    assert_eq!(listed["total"], 1, "{listed}");
+
     let refused = app.send_as("alice", Method::POST, "/api/sessions").await;
     assert_eq!(refused.headers().get("retry-after").unwrap(), "2");
     assert_error(
