@@ -24,6 +24,7 @@ use jsonwebtoken::Algorithm;
 use kailash_actors::{
     Gateway, GatewayConfig, GatewayError, Persistence,
     accounts::{AccountStore, MemoryAccounts},
+    broker::{BrokerError, SharedBroker},
     bus::BusConfig,
     engine::workflow::WorkflowLimits,
     execution::RunLimits,
@@ -37,7 +38,10 @@ use crate::{
         audit::AuditLog,
         rbac::Roles,
     },
-    adapters::postgres::{PgOptions, PgStore, accounts::PgAccounts},
+    adapters::{
+        postgres::{PgOptions, PgStore, accounts::PgAccounts},
+        redis::{BrokerOptions, RedisBroker},
+    },
     auth::{self, Authenticator, passwords::Passwords, token::TokenKeys},
     clock::{Clock, SystemClock},
     config::{AuthMode, JwtAlgorithm, Secret, Settings},
@@ -62,6 +66,8 @@ pub struct AppState {
     pub passwords: Passwords,
     pub access: Access,
     pub clock: Arc<dyn Clock>,
+    /// The cluster's broker, with `redis_url`.
+    pub broker: Option<Arc<RedisBroker>>,
 }
 
 /// The replaceable parts of a gateway: what time it is, and where accounts live (`None`:
@@ -150,6 +156,8 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error("restoring from the database: {0}")]
     Restore(#[from] GatewayError),
+    #[error("redis: {0}")]
+    Broker(#[from] BrokerError),
 }
 
 /// A built, bound, not yet running gateway.
@@ -182,8 +190,21 @@ impl Application {
             .map(|secret| token_keys(&settings, secret))
             .transpose()?;
         let config = gateway_config(&settings)?;
-        let stores = open_stores(&settings).await?;
+        let listener = TcpListener::bind(&settings.bind).map_err(|source| BuildError::Bind {
+            addr: settings.bind.clone(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| BuildError::Bind {
+                addr: settings.bind.clone(),
+                source,
+            })?
+            .port();
+
+        let stores = open_stores(&settings, port).await?;
         let accounts = services.accounts.unwrap_or(stores.accounts);
+        let broker = stores.broker;
         let gateway = Gateway::start_with(config, stores.persistence);
         let restored = gateway.restore().await?;
         if restored != Default::default() {
@@ -213,6 +234,7 @@ impl Application {
                 clock: services.clock.clone(),
             },
             passwords: Passwords::new(),
+            broker,
             accounts,
             clock: services.clock,
             settings: settings.clone(),
@@ -222,18 +244,6 @@ impl Application {
         if webhooks > 0 {
             tracing::info!(webhooks, "webhooks restored from the database");
         }
-
-        let listener = TcpListener::bind(&settings.bind).map_err(|source| BuildError::Bind {
-            addr: settings.bind.clone(),
-            source,
-        })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| BuildError::Bind {
-                addr: settings.bind.clone(),
-                source,
-            })?
-            .port();
 
         let app_state = state.clone();
         let server = HttpServer::new(move || {
@@ -343,14 +353,17 @@ impl Application {
     }
 }
 
-/// Where state lives: the actors' store and the accounts.
+/// Where state lives: the actors' store and the accounts, and the broker shared with the
+/// other nodes.
 struct Stores {
     persistence: Persistence,
     accounts: Arc<dyn AccountStore>,
+    broker: Option<Arc<RedisBroker>>,
 }
 
-/// PostgreSQL (migrated) for both when `database_url` is set, else memory.
-async fn open_stores(settings: &Settings) -> Result<Stores, BuildError> {
+/// PostgreSQL (migrated) for both when `database_url` is set, else memory; the Redis broker
+/// when `redis_url` is set (this node listening on `port`).
+async fn open_stores(settings: &Settings, port: u16) -> Result<Stores, BuildError> {
     let (store, accounts): (Arc<dyn Store>, Arc<dyn AccountStore>) = match &settings.database_url {
         None => (
             Arc::new(MemoryStore::new()),
@@ -363,14 +376,51 @@ async fn open_stores(settings: &Settings) -> Result<Stores, BuildError> {
             (store.clone(), Arc::new(PgAccounts::new(store)))
         }
     };
+    let broker = match &settings.redis_url {
+        None => None,
+        Some(url) => Some(Arc::new(RedisBroker::new(
+            url.expose(),
+            broker_options(settings, port),
+        )?)),
+    };
     Ok(Stores {
         persistence: Persistence {
             store,
+            broker: broker.clone().map(|broker| broker as SharedBroker),
             writer_queue_len: settings.store_queue_len,
             retention: Some(settings.retention()),
         },
         accounts,
+        broker,
     })
+}
+
+/// How this node joins the cluster: its id and address default to the host name (plus a
+/// random suffix, so two processes on one host differ) and the bound address.
+fn broker_options(settings: &Settings, port: u16) -> BrokerOptions {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|host| !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+        .unwrap_or_else(|| "node".into());
+    let node_id = settings.node_id.clone().unwrap_or_else(|| {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        format!("{host}-{}", &suffix[..8])
+    });
+    let bound_host = settings.bind.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
+    let address = settings.advertise_address.clone().unwrap_or_else(|| {
+        match bound_host {
+            "0.0.0.0" | "[::]" | "::" => format!("{host}:{port}"),
+            bound => format!("{bound}:{port}"),
+        }
+    });
+    BrokerOptions {
+        prefix: settings.redis_prefix.clone(),
+        node_id,
+        address,
+        history_len: settings.event_history_len,
+        retention: settings.event_retention(),
+        timeout: Duration::from_millis(settings.database_timeout_ms),
+    }
 }
 
 /// The PostgreSQL store for `url` with the pool settings (no connection is made yet).

@@ -10,6 +10,7 @@ use tokio::time::timeout;
 use uuid::Uuid;
 
 use crate::{
+    broker::SharedBroker,
     bus::{
         BusConfig, BusStats, EventBus, RecentEvents, Refilter, Subscribe, SubscriberId,
         Subscription, Unsubscribe,
@@ -65,9 +66,12 @@ pub struct GatewayConfig {
     pub concurrent_sessions_limit: usize,
 }
 
-/// Where the tree keeps what must outlive the process, and for how long.
+/// Where the tree keeps what must outlive the process, for how long, and what it shares with
+/// the other nodes of a cluster.
 pub struct Persistence {
     pub store: Arc<dyn Store>,
+    /// The cluster's broker; `None`: a single node, events numbered in process.
+    pub broker: Option<SharedBroker>,
     /// Writes the background writer holds before writers wait for room.
     pub writer_queue_len: usize,
     /// The retention job's ages and period; `None`: nothing is pruned.
@@ -90,6 +94,7 @@ impl Persistence {
     pub fn in_memory() -> Self {
         Self {
             store: Arc::new(MemoryStore::new()),
+            broker: None,
             writer_queue_len: 65_536,
             retention: None,
         }
@@ -156,9 +161,14 @@ impl Gateway {
         let config = Arc::new(config);
         let store = persistence.store;
         let writer = StoreWriter::start(store.clone(), persistence.writer_queue_len);
-        let bus = EventBus::new(config.bus.clone())
-            .persisting_to(writer.clone())
-            .start();
+        let mut bus = EventBus::new(config.bus.clone()).persisting_to(writer.clone());
+        if let Some(broker) = &persistence.broker {
+            bus = bus.brokered_by(broker.clone());
+        }
+        let bus = bus.start();
+        if let Some(broker) = &persistence.broker {
+            broker.attach(bus.clone().recipient());
+        }
         let shared_workflows = Arc::new(config.shared_workflows.clone());
         let registry = RegistryActor::create(|ctx| {
             let engine = Arc::new(EngineContext {

@@ -22,6 +22,7 @@
 //! `Unavailable` instead of hanging a request.
 
 pub mod accounts;
+pub mod broker;
 pub mod bus;
 pub mod caller;
 pub mod engine;

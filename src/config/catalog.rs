@@ -124,8 +124,29 @@ pub const SETTINGS: &[SettingSpec] = &[
     setting(
         "redis_url",
         "REDIS_URL",
-        "Redis URL (reported; clustering arrives with later work)",
+        "Redis URL: nodes sharing it (and the database) act as one gateway",
     ),
+    setting(
+        "redis_prefix",
+        "KAILASH_REDIS_PREFIX",
+        "Prefix of every Redis key and channel (deployments sharing a Redis differ in it)",
+    ),
+    SettingSpec {
+        default_note: Some("host name and a random suffix"),
+        ..setting(
+            "node_id",
+            "KAILASH_NODE_ID",
+            "This node's id in the cluster (letters, digits, '.', '_', '-')",
+        )
+    },
+    SettingSpec {
+        default_note: Some("the bound address"),
+        ..setting(
+            "advertise_address",
+            "KAILASH_ADVERTISE_ADDRESS",
+            "host:port other nodes and operators reach this node at",
+        )
+    },
     SettingSpec {
         default_note: Some("CPU cores"),
         ..setting("workers", "KAILASH_WORKERS", "HTTP worker threads")

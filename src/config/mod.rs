@@ -94,6 +94,9 @@ pub struct Settings {
     pub execution_history_days: f64,
     pub retention_interval_minutes: f64,
     pub redis_url: Option<Secret>,
+    pub redis_prefix: String,
+    pub node_id: Option<String>,
+    pub advertise_address: Option<String>,
     pub workers: usize,
     pub max_connections: usize,
     pub keep_alive_seconds: u64,
@@ -179,6 +182,9 @@ impl Default for Settings {
             execution_history_days: 30.0,
             retention_interval_minutes: 60.0,
             redis_url: None,
+            redis_prefix: "kailash".into(),
+            node_id: None,
+            advertise_address: None,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_connections: 25_000,
             keep_alive_seconds: 5,
@@ -373,6 +379,14 @@ impl Settings {
         {
             return bad("redis_url", "must be a redis:// or rediss:// URL".into());
         }
+        if !is_name(&self.redis_prefix) {
+            return bad("redis_prefix", NAME_RULE.into());
+        }
+        if let Some(node_id) = &self.node_id
+            && !is_name(node_id)
+        {
+            return bad("node_id", NAME_RULE.into());
+        }
         match (&self.tls_cert_file, &self.tls_key_file) {
             (Some(_), None) => return bad("tls_key_file", "is required with tls_cert_file".into()),
             (None, Some(_)) => return bad("tls_cert_file", "is required with tls_key_file".into()),
@@ -553,6 +567,17 @@ pub fn redact_url(url: &str) -> String {
         }
         None => format!("{scheme}://{authority}{tail}"),
     }
+}
+
+const NAME_RULE: &str = "must be 1 to 64 letters, digits, '.', '_' or '-'";
+
+/// Whether `value` can name a node or prefix Redis keys: it appears in keys and in the
+/// `<node> <event>` messages between nodes, so no spaces or separators.
+fn is_name(value: &str) -> bool {
+    (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 #[cfg(test)]

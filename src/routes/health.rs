@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::{
     app::AppState,
-    config::{Settings, redact_url},
+    config::redact_url,
     host,
 };
 
@@ -46,10 +46,13 @@ fn session_status(stats: &GatewayStats) -> Status {
     }
 }
 
-/// The backends, reported with passwords redacted: the store as its health check found it,
-/// the broker (in-process until clustering lands).
-fn backends(settings: &Settings, store: &StoreHealth) -> (Status, Value, Value) {
-    let url = |url: &Option<crate::config::Secret>| url.as_ref().map(|u| redact_url(u.expose()));
+fn configured(url: &Option<crate::config::Secret>) -> Option<String> {
+    url.as_ref().map(|u| redact_url(u.expose()))
+}
+
+/// The store as its health check found it (URL redacted). A store that does not answer makes
+/// the node unhealthy.
+fn store_component(state: &AppState, store: &StoreHealth) -> (Status, Value) {
     let status = match store.problem {
         Some(_) => Status::Unhealthy,
         None => Status::Healthy,
@@ -59,10 +62,36 @@ fn backends(settings: &Settings, store: &StoreHealth) -> (Status, Value, Value) 
         json!({
             "status": status,
             "kind": store.kind,
-            "configured_url": url(&settings.database_url),
+            "configured_url": configured(&state.settings.database_url),
             "error": store.problem,
         }),
-        json!({"status": "healthy", "kind": "in_process", "configured_url": url(&settings.redis_url)}),
+    )
+}
+
+/// The broker: Redis when clustered, else the in-process bus. Redis not answering only
+/// degrades the node, which serves alone until it does.
+fn broker_component(state: &AppState) -> (Status, Value) {
+    let Some(redis) = &state.broker else {
+        return (
+            Status::Healthy,
+            json!({"status": Status::Healthy, "kind": "in_process"}),
+        );
+    };
+    let health = redis.health();
+    let status = match health.problem {
+        Some(_) => Status::Degraded,
+        None => Status::Healthy,
+    };
+    (
+        status,
+        json!({
+            "status": status,
+            "kind": "redis",
+            "configured_url": configured(&state.settings.redis_url),
+            "node_id": redis.options().node_id,
+            "error": health.problem,
+            "since": health.since,
+        }),
     )
 }
 
@@ -83,8 +112,8 @@ pub fn writer_json(state: &AppState) -> Value {
 
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let now = Utc::now();
-    let (store_status, store, broker) =
-        backends(&state.settings, &state.gateway.store_health().await);
+    let (store_status, store) = store_component(&state, &state.gateway.store_health().await);
+    let (broker_status, broker) = broker_component(&state);
     let (status, agent_ui, realtime) = match state.gateway.stats().await {
         Ok(stats) => {
             let sessions = session_status(&stats);
@@ -108,7 +137,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             (Status::Unhealthy, failed.clone(), failed)
         }
     };
-    let status = status.max(store_status);
+    let status = status.max(store_status).max(broker_status);
     HttpResponse::build(status.http()).json(json!({
         "status": status,
         "timestamp": now,
@@ -135,7 +164,8 @@ struct Check {
 pub async fn detailed(state: web::Data<AppState>) -> HttpResponse {
     let readings = host::read(&state.settings.data_dir, Duration::from_millis(200)).await;
     let health = state.gateway.store_health().await;
-    let (store_status, mut store, broker) = backends(&state.settings, &health);
+    let (store_status, mut store) = store_component(&state, &health);
+    let (broker_status, broker) = broker_component(&state);
     store["latency_ms"] = json!(health.latency.as_secs_f64() * 1000.0);
     store["pool"] = json!({
         "size": health.pool_size,
@@ -156,8 +186,12 @@ pub async fn detailed(state: web::Data<AppState>) -> HttpResponse {
         },
         Check {
             name: "broker",
-            status: Status::Healthy,
-            message: "in-process event bus".into(),
+            status: broker_status,
+            message: match (&state.broker, &broker["error"]) {
+                (None, _) => "in-process event bus".into(),
+                (Some(_), Value::String(problem)) => format!("Redis unavailable: {problem}"),
+                (Some(_), _) => "Redis".into(),
+            },
             details: broker,
         },
     ];

@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod cluster;
 mod events;
 mod executions;
 mod health;
@@ -111,6 +112,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .delete(admin::delete_role),
     )
     .service(resource("/api/admin/audit").get(admin::audit_log))
+    .service(resource("/api/admin/nodes").get(cluster::nodes))
     .service(resource("/api/admin/policies").get(policies::list))
     .service(
         resource("/api/admin/policies/{policy_id}")

@@ -25,6 +25,9 @@ pub struct SubscriberId(u64);
 struct Subscriber {
     filter: EventFilter,
     queue: SubscriberQueue,
+    /// Events held back while the subscriber's resume backlog is fetched from the broker:
+    /// they go out after the backlog, so nothing overtakes or repeats it.
+    held: Option<Vec<Arc<PublishedEvent>>>,
 }
 
 #[derive(Default)]
@@ -78,8 +81,34 @@ impl Fanout {
         self.next_id += 1;
         let id = SubscriberId(self.next_id);
         self.index(id, &filter);
-        self.subscribers.insert(id, Subscriber { filter, queue });
+        self.subscribers.insert(
+            id,
+            Subscriber {
+                filter,
+                queue,
+                held: None,
+            },
+        );
         id
+    }
+
+    /// Like [`Fanout::add`], but what the subscriber matches is held until
+    /// [`Fanout::release`].
+    pub fn add_held(&mut self, filter: EventFilter, queue: SubscriberQueue) -> SubscriberId {
+        let id = self.add(filter, queue);
+        if let Some(subscriber) = self.subscribers.get_mut(&id) {
+            subscriber.held = Some(Vec::new());
+        }
+        id
+    }
+
+    /// Stops holding a subscriber's events and answers what was held (empty when it is
+    /// gone).
+    pub fn release(&mut self, id: SubscriberId) -> Vec<Arc<PublishedEvent>> {
+        self.subscribers
+            .get_mut(&id)
+            .and_then(|subscriber| subscriber.held.take())
+            .unwrap_or_default()
     }
 
     /// Replaces a subscriber's filter; false when it is no longer subscribed.
@@ -120,10 +149,14 @@ impl Fanout {
             .chain(session_subscribers.into_iter().flatten());
         let mut queued = 0;
         for id in candidates {
-            let Some(subscriber) = self.subscribers.get(id) else {
+            let Some(subscriber) = self.subscribers.get_mut(id) else {
                 continue;
             };
             if !subscriber.filter.matches(event) {
+                continue;
+            }
+            if let Some(held) = &mut subscriber.held {
+                held.push(event.clone());
                 continue;
             }
             match subscriber.queue.offer(Delivery::Event(event.clone())) {

@@ -33,10 +33,11 @@ use actix::prelude::*;
 
 use self::{
     fanout::Fanout,
-    history::{SessionStream, unknown_stream_backlog},
+    history::{MISSED, SessionStream, gap_event, shared_backlog, unknown_stream_backlog},
 };
 pub use self::{fanout::SubscriberId, history::Backlog};
 use crate::{
+    broker::{FromBroker, Outbound, SharedBroker},
     events::{Event, EventFilter, EventType, PublishedEvent},
     sharded::ShardedMap,
     store::{EventRecord, StoreWriter, Write},
@@ -65,6 +66,9 @@ pub struct EventBus {
     queued_total: u64,
     /// Where session events are persisted; `None` in tests of the bus alone.
     writer: Option<StoreWriter>,
+    /// The cluster's broker, which numbers session events and shares them with every node;
+    /// `None` on a single node.
+    broker: Option<SharedBroker>,
 }
 
 impl EventBus {
@@ -78,6 +82,7 @@ impl EventBus {
             published_total: 0,
             queued_total: 0,
             writer: None,
+            broker: None,
         }
     }
 
@@ -87,22 +92,89 @@ impl EventBus {
         self
     }
 
-    fn next_seq(&mut self, event: &Event) -> u64 {
+    /// Numbers events through `broker`, which shares them with every node.
+    pub fn brokered_by(mut self, broker: SharedBroker) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Numbers `event` on this node and fans it out (no broker, a system event, or the
+    /// broker could not take it).
+    fn publish_locally(&mut self, mut event: Event) {
         let counter = match event.session_id {
-            Some(id) => {
-                let stream = self.streams.get_or_insert_with(id, SessionStream::default);
-                if matches!(
-                    event.event_type,
-                    EventType::SessionClosed | EventType::SessionExpired
-                ) {
-                    stream.ended_at = Some(Instant::now());
-                }
-                &mut stream.next_seq
-            }
+            Some(id) => &mut self.streams.get_or_insert_with(id, SessionStream::default).next_seq,
             None => &mut self.system_seq,
         };
         *counter += 1;
-        *counter
+        event.seq = *counter;
+        let published = Arc::new(PublishedEvent::from_event(&event));
+        let record = event.session_id.map(|session_id| EventRecord {
+            tenant_id: event.tenant_id.clone(),
+            session_id,
+            seq: event.seq,
+            event_id: event.id,
+            event_type: event.event_type.as_str(),
+            user_id: event.user_id.clone(),
+            published_at: event.timestamp,
+            json: published.json.clone(),
+        });
+        self.accept(published, record);
+    }
+
+    /// Takes an event the broker numbered. What this node has already seen of the session
+    /// is skipped (so nothing is delivered twice); a jump in `seq` means events this node
+    /// missed, which its clients hear of as `stream.gap` first.
+    fn accept_numbered(&mut self, record: EventRecord, own: bool) {
+        let stream = self
+            .streams
+            .get_or_insert_with(record.session_id, SessionStream::default);
+        if record.seq <= stream.next_seq {
+            return;
+        }
+        let missed = (stream.next_seq > 0 && record.seq > stream.next_seq + 1)
+            .then_some(stream.next_seq + 1);
+        stream.next_seq = record.seq;
+        if let Some(from_seq) = missed {
+            let gap = gap_event(
+                record.tenant_id.clone(),
+                Some(record.session_id),
+                from_seq,
+                Some(record.seq - 1),
+                MISSED,
+            );
+            self.accept(gap, None);
+        }
+        let published = Arc::new(PublishedEvent::restored(&record));
+        self.accept(published, own.then_some(record));
+    }
+
+    /// Retains, persists (`record`, when this node owns the event) and fans out one
+    /// numbered event.
+    fn accept(&mut self, published: Arc<PublishedEvent>, record: Option<EventRecord>) {
+        if let (Some(writer), Some(record)) = (&self.writer, record) {
+            writer.write(Write::Event(record));
+        }
+        if let Some(stream) = published.session_id.and_then(|id| self.streams.get_mut(&id)) {
+            if matches!(
+                published.event_type,
+                EventType::SessionClosed | EventType::SessionExpired
+            ) {
+                stream.ended_at = Some(Instant::now());
+            }
+            stream.retain(
+                published.clone(),
+                self.config.history_len,
+                self.config.retention,
+            );
+        }
+        self.queued_total += self.fanout.deliver(&published) as u64;
+        if self.recent.len() == self.config.recent_capacity {
+            self.recent.pop_front();
+        }
+        if self.config.recent_capacity > 0 {
+            self.recent.push_back(published);
+        }
+        self.published_total += 1;
     }
 
     /// Ages out old history, forgets ended streams past retention and subscribers whose
@@ -132,7 +204,8 @@ impl Actor for EventBus {
     }
 }
 
-/// Number, retain and fan out one event.
+/// Number, retain and fan out one event. With a broker, a session event is numbered by the
+/// broker and fanned out when it comes back ([`FromBroker`]), on every node alike.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Publish(pub Event);
@@ -141,35 +214,31 @@ impl Handler<Publish> for EventBus {
     type Result = ();
 
     fn handle(&mut self, Publish(mut event): Publish, _: &mut Self::Context) {
-        event.seq = self.next_seq(&event);
-        let published = Arc::new(PublishedEvent::from_event(&event));
-        if let (Some(writer), Some(session_id)) = (&self.writer, event.session_id) {
-            writer.write(Write::Event(EventRecord {
-                tenant_id: event.tenant_id.clone(),
-                session_id,
-                seq: event.seq,
-                event_id: event.id,
-                event_type: event.event_type.as_str(),
-                user_id: event.user_id.clone(),
-                published_at: event.timestamp,
-                json: published.json.clone(),
-            }));
+        match (&self.broker, event.session_id) {
+            (Some(broker), Some(session_id)) => {
+                // The broker stamps the real `seq` into this placeholder.
+                event.seq = 0;
+                let json = PublishedEvent::from_event(&event).json;
+                let floor = self.streams.get_mut(&session_id).map_or(0, |s| s.next_seq);
+                broker.publish(Outbound { event, json, floor });
+            }
+            _ => self.publish_locally(event),
         }
-        if let Some(stream) = event.session_id.and_then(|id| self.streams.get_mut(&id)) {
-            stream.retain(
-                published.clone(),
-                self.config.history_len,
-                self.config.retention,
-            );
+    }
+}
+
+impl Handler<FromBroker> for EventBus {
+    type Result = ();
+
+    fn handle(&mut self, message: FromBroker, _: &mut Self::Context) {
+        match message {
+            FromBroker::Event { record, own } => self.accept_numbered(record, own),
+            FromBroker::Unpublished(events) => {
+                for outbound in events {
+                    self.publish_locally(outbound.event);
+                }
+            }
         }
-        self.queued_total += self.fanout.deliver(&published) as u64;
-        if self.recent.len() == self.config.recent_capacity {
-            self.recent.pop_front();
-        }
-        if self.config.recent_capacity > 0 {
-            self.recent.push_back(published);
-        }
-        self.published_total += 1;
     }
 }
 
@@ -219,20 +288,37 @@ pub struct Subscription {
 }
 
 impl Handler<Subscribe> for EventBus {
-    type Result = Subscription;
+    type Result = ResponseActFuture<Self, Subscription>;
 
-    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Subscription {
-        let backlog = match (msg.resume_after, msg.filter.session_id) {
-            (Some(last_seq), Some(session)) => match self.streams.get_mut(&session) {
+    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Self::Result {
+        let resume = msg.resume_after.zip(msg.filter.session_id);
+        let local = resume.map(|(last_seq, session)| {
+            (
+                last_seq,
+                session,
+                self.streams.get_mut(&session).map(|s| s.covers(last_seq)),
+            )
+        });
+        let backlog = match (local, &self.broker) {
+            // What this node missed may be in the broker's shared history: hold the live
+            // events for this subscriber until that backlog is read.
+            (Some((last_seq, session, None | Some(false))), Some(broker)) => {
+                let id = self.fanout.add_held(msg.filter.clone(), msg.queue);
+                let fetch = broker.events_after(session, last_seq);
+                return Box::pin(fetch.into_actor(self).map(move |fetched, bus, _| {
+                    let held = bus.fanout.release(id);
+                    let backlog = shared_backlog(fetched, held, last_seq, &msg.filter);
+                    Subscription { id, backlog }
+                }));
+            }
+            (Some((last_seq, session, _)), _) => match self.streams.get_mut(&session) {
                 Some(stream) => stream.backlog_after(last_seq, &msg.filter),
                 None => unknown_stream_backlog(last_seq, &msg.filter),
             },
-            _ => Backlog::default(),
+            (None, _) => Backlog::default(),
         };
-        Subscription {
-            id: self.fanout.add(msg.filter, msg.queue),
-            backlog,
-        }
+        let id = self.fanout.add(msg.filter, msg.queue);
+        Box::pin(fut::ready(Subscription { id, backlog }))
     }
 }
 

@@ -1,0 +1,71 @@
+//! The broker port: what the actor tree needs from the message broker every node of a
+//! cluster shares (Redis in the gateway crate; none for a single node).
+//!
+//! The port carries session events between nodes and numbers them: a node hands each
+//! session event to [`Broker::publish`] without a `seq`; the broker stamps the next `seq` of
+//! the session, appends the event to the session's shared history and delivers it to every
+//! node — the publishing one included — as [`FromBroker::Event`]. Every node therefore sees
+//! one order per session, and fans out only what comes back from the broker, so no event is
+//! delivered twice or out of order.
+//!
+//! When the broker cannot take an event it hands it back ([`FromBroker::Unpublished`]) and
+//! the bus numbers and delivers it on this node alone: local clients lose nothing, and other
+//! nodes see a jump in `seq`, which their clients hear of as `stream.gap`. The `floor` sent
+//! with every event (the newest `seq` this node knows of the session) keeps the broker's
+//! numbering ahead of anything numbered locally, even after the broker lost its state.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use futures_util::future::BoxFuture;
+use uuid::Uuid;
+
+use crate::{events::Event, store::EventRecord};
+
+/// A session event on its way to the broker: the event (for the local fallback), its JSON
+/// with `"seq":0` for the broker to stamp, and the newest `seq` this node knows.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub event: Event,
+    pub json: Box<str>,
+    pub floor: u64,
+}
+
+/// The broker could not be reached or answered an error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("broker unavailable: {0}")]
+pub struct BrokerError(pub String);
+
+/// What the broker tells this node's event bus.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum FromBroker {
+    /// A numbered session event from some node; `own` when this node published it (only the
+    /// publishing node persists it).
+    Event { record: EventRecord, own: bool },
+    /// Events the broker could not take, in the order they were published.
+    Unpublished(Vec<Outbound>),
+}
+
+/// The cluster's shared message broker.
+pub trait Broker: Send + Sync + 'static {
+    /// This node's id, unique in the cluster.
+    fn node_id(&self) -> &str;
+
+    /// Starts delivering every node's session events to `bus`. Called once, by the bus.
+    fn attach(&self, bus: Recipient<FromBroker>);
+
+    /// Queues `event` for numbering and delivery to every node. Never waits: events the
+    /// broker cannot take come back as [`FromBroker::Unpublished`].
+    fn publish(&self, event: Outbound);
+
+    /// The session's retained events after `after_seq`, oldest first.
+    fn events_after(
+        &self,
+        session_id: Uuid,
+        after_seq: u64,
+    ) -> BoxFuture<'static, Result<Vec<EventRecord>, BrokerError>>;
+}
+
+/// A shared broker, as the tree holds it.
+pub type SharedBroker = Arc<dyn Broker>;

@@ -1,0 +1,236 @@
+//! Session events through Redis: numbering, the shared history, and delivery to every node.
+//!
+//! One Lua script per event does, atomically: `seq = INCR` of the session's counter (kept
+//! above the publishing node's `floor`), stamps `seq` into the event's JSON, `XADD`s it to
+//! the session's stream (entry id `<seq>-1`, trimmed to the history length, expiring with
+//! the retention) and `PUBLISH`es `<origin node> <json>` on the deployment's one event
+//! channel. Redis runs scripts one at a time and delivers a channel's messages in publish
+//! order, so every node receives each session's events in `seq` order.
+//!
+//! The publisher pipelines whatever is queued (up to [`BATCH`] events per round trip).
+//! While Redis is down it does not wait on it: queued events go straight back to the bus
+//! for local delivery until the probe sees Redis answer again.
+
+use std::{borrow::Cow, str::FromStr, sync::Arc, time::Duration};
+
+use actix::Recipient;
+use chrono::{DateTime, Utc};
+use kailash_actors::{
+    TenantId, UserId,
+    broker::{BrokerError, FromBroker, Outbound},
+    events::EventType,
+    store::EventRecord,
+};
+use redis::{AsyncCommands, PushInfo, PushKind, Script, Value, streams::StreamRangeReply};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::Shared;
+
+/// Events per pipelined round trip.
+const BATCH: usize = 512;
+
+const PUBLISH_SCRIPT: &str = r#"
+local seq = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[1])
+if seq <= floor then
+  seq = floor + 1
+  redis.call('SET', KEYS[1], seq)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+local json = ARGV[2]
+local i, j = string.find(json, '"seq":0,', 1, true)
+json = string.sub(json, 1, i - 1) .. '"seq":' .. seq .. ',' .. string.sub(json, j + 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-1', 'e', json)
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('PUBLISH', KEYS[3], ARGV[3] .. ' ' .. json)
+return seq
+"#;
+
+/// The deployment's event channel.
+pub(super) fn channel(shared: &Shared) -> String {
+    shared.key(format_args!("events"))
+}
+
+/// A session's `seq` counter and stream (one hash slot per session).
+fn session_keys(shared: &Shared, session_id: Uuid) -> (String, String) {
+    (
+        shared.key(format_args!("{{{session_id}}}:seq")),
+        shared.key(format_args!("{{{session_id}}}:events")),
+    )
+}
+
+/// Gives events the broker could not take back to the bus, for delivery on this node.
+pub(super) fn hand_back(shared: &Shared, events: Vec<Outbound>) {
+    if let Some(bus) = shared.bus.get() {
+        bus.do_send(FromBroker::Unpublished(events));
+    }
+}
+
+/// Publishes queued events until the queue closes.
+pub(super) async fn publish_loop(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outbound>) {
+    let script = Script::new(PUBLISH_SCRIPT);
+    let mut batch = Vec::with_capacity(BATCH);
+    while queue.recv_many(&mut batch, BATCH).await > 0 {
+        if !shared.link.is_up() {
+            hand_back(&shared, std::mem::take(&mut batch));
+            continue;
+        }
+        match publish_batch(&shared, &script, &batch).await {
+            Ok(()) => batch.clear(),
+            Err(error) => {
+                if shared.link.down(&error) {
+                    tracing::warn!(%error, "Redis is not answering; events are delivered on this node only");
+                }
+                hand_back(&shared, std::mem::take(&mut batch));
+            }
+        }
+    }
+}
+
+async fn publish_batch(
+    shared: &Shared,
+    script: &Script,
+    batch: &[Outbound],
+) -> Result<(), redis::RedisError> {
+    let channel = channel(shared);
+    let ttl = shared.options.retention.as_secs().max(1);
+    let mut pipe = redis::pipe();
+    for event in batch {
+        let session_id = event
+            .event
+            .session_id
+            .expect("only session events are brokered");
+        let (seq_key, stream_key) = session_keys(shared, session_id);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(seq_key)
+            .key(stream_key)
+            .key(&channel)
+            .arg(event.floor)
+            .arg(&*event.json)
+            .arg(&shared.options.node_id)
+            .arg(shared.options.history_len.max(1))
+            .arg(ttl);
+        pipe.invoke_script(&invocation);
+    }
+    let mut connection = shared.commands.clone();
+    match pipe.query_async::<Vec<u64>>(&mut connection).await {
+        Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            // Redis restarted (or flushed its scripts): load it and send the batch again.
+            script.prepare_invoke().load_async(&mut connection).await?;
+            pipe.query_async::<Vec<u64>>(&mut connection).await?;
+            Ok(())
+        }
+        result => result.map(drop),
+    }
+}
+
+/// Hands every event message of the subscriber connection to the bus.
+pub(super) async fn receive_loop(
+    shared: Arc<Shared>,
+    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+    bus: Recipient<FromBroker>,
+) {
+    let channel = channel(&shared);
+    let mut subscriber = shared.subscriber.clone();
+    let mut pause = Duration::from_millis(100);
+    // The first subscription connects; after that the connection manager resubscribes
+    // by itself whenever it reconnects.
+    while let Err(error) = subscriber.subscribe(&channel).await {
+        if shared.link.down(&error) {
+            tracing::warn!(%error, "cannot subscribe to Redis; retrying");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+    while let Some(push) = pushes.recv().await {
+        match push.kind {
+            PushKind::Message => {
+                if let Some(message) = decode_message(&shared, &push.data) {
+                    bus.do_send(message);
+                }
+            }
+            PushKind::Disconnection => {
+                if shared.link.down("the subscriber connection to Redis was lost") {
+                    tracing::warn!("the Redis subscriber connection was lost; reconnecting");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `[channel, "<origin> <json>"]` → the event, marked as this node's own or not.
+fn decode_message(shared: &Shared, data: &[Value]) -> Option<FromBroker> {
+    let payload = match data.get(1)? {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?,
+        _ => return None,
+    };
+    let (origin, json) = payload.split_once(' ')?;
+    match decode_event(json) {
+        Ok(record) => Some(FromBroker::Event {
+            record,
+            own: origin == shared.options.node_id,
+        }),
+        Err(error) => {
+            tracing::warn!(%error, "ignored an undecodable event from Redis");
+            None
+        }
+    }
+}
+
+/// The fields of an event's JSON the bus indexes and stores by.
+#[derive(Deserialize)]
+struct Head<'a> {
+    id: Uuid,
+    seq: u64,
+    #[serde(rename = "type", borrow)]
+    event_type: Cow<'a, str>,
+    timestamp: DateTime<Utc>,
+    session_id: Option<Uuid>,
+    #[serde(borrow)]
+    user_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tenant_id: Cow<'a, str>,
+}
+
+fn decode_event(json: &str) -> Result<EventRecord, BrokerError> {
+    let head: Head = serde_json::from_str(json).map_err(|error| BrokerError(error.to_string()))?;
+    let event_type = EventType::from_str(&head.event_type)
+        .map_err(|error| BrokerError(error.to_string()))?
+        .as_str();
+    Ok(EventRecord {
+        tenant_id: TenantId::from(&*head.tenant_id),
+        session_id: head
+            .session_id
+            .ok_or_else(|| BrokerError("a brokered event without a session".into()))?,
+        seq: head.seq,
+        event_id: head.id,
+        event_type,
+        user_id: head.user_id.map(|user| UserId::from(&*user)),
+        published_at: head.timestamp,
+        json: json.into(),
+    })
+}
+
+/// The session's stream after `after_seq`, oldest first.
+pub(super) async fn read_stream(
+    shared: &Shared,
+    session_id: Uuid,
+    after_seq: u64,
+) -> Result<Vec<EventRecord>, BrokerError> {
+    let (_, stream_key) = session_keys(shared, session_id);
+    let mut connection = shared.commands.clone();
+    let reply: StreamRangeReply = connection
+        .xrange(stream_key, format!("{}-0", after_seq + 1), "+")
+        .await
+        .map_err(|error| BrokerError(error.to_string()))?;
+    reply
+        .ids
+        .iter()
+        .filter_map(|entry| entry.get::<String>("e"))
+        .map(|json| decode_event(&json))
+        .collect()
+}

@@ -1,0 +1,271 @@
+//! The broker port on Redis: what makes several gateway nodes one gateway.
+//!
+//! [`RedisBroker`] owns this node's two Redis connections and the tasks around them:
+//! - the command connection (a `ConnectionManager`, reconnecting by itself): event
+//!   publication ([`events`]: one Lua script numbers, appends to the session's stream and
+//!   publishes each event), stream reads for resumes, and the node's heartbeat ([`nodes`]);
+//! - the subscriber connection (RESP3, resubscribing by itself after a reconnect), which
+//!   receives every node's events on one channel and hands them to the event bus.
+//!
+//! Every key and channel starts with the configured prefix (`KAILASH_REDIS_PREFIX`), so
+//! several deployments or test runs can share one Redis. All Redis work runs on the
+//! adapter's own small tokio runtime, never on an actix thread (as the PostgreSQL adapter).
+//!
+//! When Redis stops answering, the adapter says so ([`RedisBroker::health`]: `/health`
+//! reports the node `degraded`), hands events back for local delivery instead of waiting,
+//! and probes with a growing pause until Redis answers again.
+
+mod events;
+mod nodes;
+
+use std::{
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use actix::Recipient;
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use kailash_actors::{
+    broker::{Broker, BrokerError, FromBroker, Outbound},
+    store::EventRecord,
+};
+use redis::{
+    Client, ProtocolVersion,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+pub use self::nodes::NodeInfo;
+
+/// How this node takes part in the cluster.
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    /// Prefix of every key and channel.
+    pub prefix: String,
+    /// This node's id, unique in the cluster.
+    pub node_id: String,
+    /// Where other nodes and operators reach this node (`host:port`).
+    pub address: String,
+    /// Events kept in each session's shared stream.
+    pub history_len: usize,
+    /// How long a session's stream is kept after its last event.
+    pub retention: Duration,
+    /// Bound of each Redis command's wait.
+    pub timeout: Duration,
+}
+
+/// Whether Redis answers, as `/health` reports it.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerHealth {
+    /// The problem, while Redis is not answering.
+    pub problem: Option<String>,
+    /// When the current state began.
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// Shared between the adapter's tasks: whether Redis currently answers.
+#[derive(Default)]
+struct Link {
+    state: Mutex<BrokerHealth>,
+}
+
+impl Link {
+    fn is_up(&self) -> bool {
+        self.state.lock().expect("link state").problem.is_none()
+    }
+
+    /// Records a failure; answers whether the link was up until now.
+    fn down(&self, problem: impl ToString) -> bool {
+        let mut state = self.state.lock().expect("link state");
+        let was_up = state.problem.is_none();
+        if was_up {
+            state.since = Some(Utc::now());
+        }
+        state.problem = Some(problem.to_string());
+        was_up
+    }
+
+    /// Records a success; answers whether the link was down until now.
+    fn up(&self) -> bool {
+        let mut state = self.state.lock().expect("link state");
+        let was_down = state.problem.take().is_some();
+        if was_down {
+            state.since = Some(Utc::now());
+        }
+        was_down
+    }
+}
+
+/// What the adapter's tasks share.
+struct Shared {
+    options: BrokerOptions,
+    commands: ConnectionManager,
+    subscriber: ConnectionManager,
+    link: Link,
+    started_at: DateTime<Utc>,
+    /// The event bus, once attached.
+    bus: OnceLock<Recipient<FromBroker>>,
+}
+
+impl Shared {
+    /// A key or channel of this deployment.
+    fn key(&self, parts: std::fmt::Arguments<'_>) -> String {
+        format!("{}:{parts}", self.options.prefix)
+    }
+}
+
+/// The Redis broker of one node.
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    outbound: mpsc::Sender<Outbound>,
+    /// Taken by [`Broker::attach`], which starts the publisher with it.
+    outbound_rx: Mutex<Option<mpsc::Receiver<Outbound>>>,
+    /// Pushes (pub/sub messages) from the subscriber connection, until attached.
+    pushes: Mutex<Option<mpsc::UnboundedReceiver<redis::PushInfo>>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// Events waiting for Redis before the bus gets them back for local delivery.
+const OUTBOUND_QUEUE: usize = 65_536;
+
+impl RedisBroker {
+    /// Prepares the connections to `url` (made lazily: a node starts, degraded, while Redis
+    /// is away) and starts the heartbeat.
+    pub fn new(url: &str, options: BrokerOptions) -> Result<Self, BrokerError> {
+        let failed = |error: redis::RedisError| BrokerError(error.to_string());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("kailash-broker")
+            .enable_all()
+            .build()
+            .map_err(|error| BrokerError(error.to_string()))?;
+        let client = Client::open(url).map_err(failed)?;
+        let resp3 = client.get_connection_info().clone().set_redis_settings(
+            client
+                .get_connection_info()
+                .redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3),
+        );
+        let subscriber_client = Client::open(resp3).map_err(failed)?;
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let reconnecting = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.timeout))
+            .set_response_timeout(Some(options.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let (commands, subscriber) = {
+            let _inside = runtime.enter();
+            let commands = ConnectionManager::new_lazy_with_config(client, reconnecting.clone())
+                .map_err(failed)?;
+            let subscriber = ConnectionManager::new_lazy_with_config(
+                subscriber_client,
+                reconnecting
+                    .set_push_sender(push_tx)
+                    .set_automatic_resubscription(),
+            )
+            .map_err(failed)?;
+            (commands, subscriber)
+        };
+        let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let shared = Arc::new(Shared {
+            options,
+            commands,
+            subscriber,
+            link: Link::default(),
+            started_at: Utc::now(),
+            bus: OnceLock::new(),
+        });
+        runtime.spawn(nodes::heartbeat(shared.clone()));
+        Ok(Self {
+            shared,
+            outbound,
+            outbound_rx: Mutex::new(Some(outbound_rx)),
+            pushes: Mutex::new(Some(push_rx)),
+            runtime: Some(runtime),
+        })
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Handle {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives as long as the broker")
+            .handle()
+    }
+
+    /// Whether Redis answers.
+    pub fn health(&self) -> BrokerHealth {
+        self.shared.link.state.lock().expect("link state").clone()
+    }
+
+    pub fn options(&self) -> &BrokerOptions {
+        &self.shared.options
+    }
+
+    /// The live nodes of the cluster (those whose heartbeat has not lapsed).
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
+        let shared = self.shared.clone();
+        self.runtime()
+            .spawn(async move { nodes::live(&shared).await })
+            .await
+            .map_err(|error| BrokerError(error.to_string()))?
+    }
+}
+
+impl Broker for RedisBroker {
+    fn node_id(&self) -> &str {
+        &self.shared.options.node_id
+    }
+
+    fn attach(&self, bus: Recipient<FromBroker>) {
+        let outbound = self.outbound_rx.lock().expect("outbound queue").take();
+        let pushes = self.pushes.lock().expect("push queue").take();
+        let (Some(outbound), Some(pushes), Ok(())) =
+            (outbound, pushes, self.shared.bus.set(bus.clone()))
+        else {
+            tracing::error!("the broker was attached twice; the second bus gets nothing");
+            return;
+        };
+        self.runtime()
+            .spawn(events::publish_loop(self.shared.clone(), outbound));
+        self.runtime()
+            .spawn(events::receive_loop(self.shared.clone(), pushes, bus));
+    }
+
+    fn publish(&self, event: Outbound) {
+        if let Err(full_or_closed) = self.outbound.try_send(event) {
+            // The bus delivers it here alone; other nodes will see a `seq` jump.
+            let event = match full_or_closed {
+                mpsc::error::TrySendError::Full(event)
+                | mpsc::error::TrySendError::Closed(event) => event,
+            };
+            tracing::warn!("the broker's queue is full; an event is delivered on this node only");
+            events::hand_back(&self.shared, vec![event]);
+        }
+    }
+
+    fn events_after(
+        &self,
+        session_id: Uuid,
+        after_seq: u64,
+    ) -> BoxFuture<'static, Result<Vec<EventRecord>, BrokerError>> {
+        let shared = self.shared.clone();
+        let task = self
+            .runtime()
+            .spawn(async move { events::read_stream(&shared, session_id, after_seq).await });
+        Box::pin(async move {
+            task.await
+                .map_err(|error| BrokerError(error.to_string()))?
+        })
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
