@@ -44,6 +44,7 @@ use crate::{
     },
     auth::{self, Authenticator, passwords::Passwords, token::TokenKeys},
     clock::{Clock, SystemClock},
+    cluster::{self, Cluster},
     config::{AuthMode, JwtAlgorithm, Secret, Settings},
     metrics::Metrics,
     nodes::{self, NodeEnvironment},
@@ -66,8 +67,8 @@ pub struct AppState {
     pub passwords: Passwords,
     pub access: Access,
     pub clock: Arc<dyn Clock>,
-    /// The cluster's broker, with `redis_url`.
-    pub broker: Option<Arc<RedisBroker>>,
+    /// This node's part in a cluster, with `redis_url`.
+    pub cluster: Option<Cluster>,
 }
 
 /// The replaceable parts of a gateway: what time it is, and where accounts live (`None`:
@@ -234,7 +235,13 @@ impl Application {
                 clock: services.clock.clone(),
             },
             passwords: Passwords::new(),
-            broker,
+            cluster: broker.map(|redis| {
+                Cluster::new(
+                    redis,
+                    signing_secret.map_or(b"".as_slice(), |secret| secret.expose().as_bytes()),
+                    Duration::from_secs(settings.request_timeout_seconds),
+                )
+            }),
             accounts,
             clock: services.clock,
             settings: settings.clone(),
@@ -252,6 +259,7 @@ impl Application {
                 .app_data(app_state.clone())
                 .app_data(web::PayloadConfig::new(settings.max_body_bytes))
                 .configure(routes::configure)
+                .wrap(from_fn(cluster::forward_to_owner))
                 .wrap(from_fn(auth::gate))
                 .wrap(Condition::new(settings.compression, Compress::default()))
                 .wrap(Condition::new(
@@ -400,19 +408,28 @@ async fn open_stores(settings: &Settings, port: u16) -> Result<Stores, BuildErro
 fn broker_options(settings: &Settings, port: u16) -> BrokerOptions {
     let host = std::env::var("HOSTNAME")
         .ok()
-        .filter(|host| !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+        .filter(|host| {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        })
         .unwrap_or_else(|| "node".into());
     let node_id = settings.node_id.clone().unwrap_or_else(|| {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         format!("{host}-{}", &suffix[..8])
     });
-    let bound_host = settings.bind.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
-    let address = settings.advertise_address.clone().unwrap_or_else(|| {
-        match bound_host {
+    let bound_host = settings
+        .bind
+        .rsplit_once(':')
+        .map_or("127.0.0.1", |(h, _)| h);
+    let address = settings
+        .advertise_address
+        .clone()
+        .unwrap_or_else(|| match bound_host {
             "0.0.0.0" | "[::]" | "::" => format!("{host}:{port}"),
             bound => format!("{bound}:{port}"),
-        }
-    });
+        });
     BrokerOptions {
         prefix: settings.redis_prefix.clone(),
         node_id,

@@ -12,6 +12,7 @@ pub mod adapters;
 pub mod app;
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod host;
 pub mod http;

@@ -59,6 +59,13 @@ pub trait Broker: Send + Sync + 'static {
     /// broker cannot take come back as [`FromBroker::Unpublished`].
     fn publish(&self, event: Outbound);
 
+    /// Records this node as the owner of a new session: requests for it on other nodes are
+    /// forwarded here. Awaited before the session is reported created.
+    fn claim(&self, session_id: Uuid) -> BoxFuture<'static, Result<(), BrokerError>>;
+
+    /// Forgets the owner of a session that ended (best effort).
+    fn release(&self, session_id: Uuid);
+
     /// The session's retained events after `after_seq`, oldest first.
     fn events_after(
         &self,

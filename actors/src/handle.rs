@@ -113,6 +113,29 @@ pub(crate) struct EngineContext {
     pub gateway: Addr<RegistryActor>,
     pub store: Arc<dyn Store>,
     pub writer: StoreWriter,
+    /// The cluster's broker (session ownership); `None` on a single node.
+    pub broker: Option<SharedBroker>,
+    /// Which sessions have an actor on this node.
+    pub local_sessions: Arc<LocalSessions>,
+}
+
+/// The sessions that have an actor on this node, readable without asking an actor (the
+/// HTTP layer decides from it whether a request is served here or by the session's owner).
+#[derive(Debug, Default)]
+pub struct LocalSessions(std::sync::RwLock<std::collections::HashSet<Uuid>>);
+
+impl LocalSessions {
+    pub fn contains(&self, session_id: Uuid) -> bool {
+        self.0.read().expect("local sessions").contains(&session_id)
+    }
+
+    pub(crate) fn insert(&self, session_id: Uuid) {
+        self.0.write().expect("local sessions").insert(session_id);
+    }
+
+    pub(crate) fn remove(&self, session_id: Uuid) {
+        self.0.write().expect("local sessions").remove(&session_id);
+    }
 }
 
 /// A cheap, cloneable handle on a running actor tree.
@@ -125,6 +148,9 @@ pub struct Gateway {
     shared_workflows: Arc<BTreeMap<String, Arc<Workflow>>>,
     pub(crate) store: Arc<dyn Store>,
     writer: StoreWriter,
+    local_sessions: Arc<LocalSessions>,
+    /// Whether a broker shares the store with other nodes.
+    pub(crate) clustered: bool,
 }
 
 /// Counters across the tree.
@@ -170,6 +196,7 @@ impl Gateway {
             broker.attach(bus.clone().recipient());
         }
         let shared_workflows = Arc::new(config.shared_workflows.clone());
+        let local_sessions = Arc::new(LocalSessions::default());
         let registry = RegistryActor::create(|ctx| {
             let engine = Arc::new(EngineContext {
                 node_registry: config.node_registry.clone(),
@@ -181,6 +208,8 @@ impl Gateway {
                 gateway: ctx.address(),
                 store: store.clone(),
                 writer: writer.clone(),
+                broker: persistence.broker.clone(),
+                local_sessions: local_sessions.clone(),
             });
             RegistryActor::new(config.clone(), engine, bus.clone())
         });
@@ -196,7 +225,14 @@ impl Gateway {
             shared_workflows,
             store,
             writer,
+            local_sessions,
+            clustered: persistence.broker.is_some(),
         }
+    }
+
+    /// Whether `session_id` has an actor on this node.
+    pub fn is_local(&self, session_id: Uuid) -> bool {
+        self.local_sessions.contains(session_id)
     }
 
     /// Whether the store answers, its latency and pool use.

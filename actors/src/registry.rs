@@ -158,8 +158,9 @@ pub(crate) trait TenantRequest:
 
     fn tenant_id(&self) -> &TenantId;
 
-    /// The answer when the tenant has no actor (it never had a session on this node).
-    fn without_tenant() -> Result<Self::Reply, GatewayError>;
+    /// The answer when the tenant has no actor (it never had a session on this node);
+    /// `None`: start the tenant, which may find the session in the store.
+    fn without_tenant() -> Option<Result<Self::Reply, GatewayError>>;
 }
 
 impl<M> TenantRequest for ForSession<M>
@@ -173,8 +174,8 @@ where
         &self.caller.tenant_id
     }
 
-    fn without_tenant() -> Result<M::Result, GatewayError> {
-        Err(GatewayError::SessionNotFound)
+    fn without_tenant() -> Option<Result<M::Result, GatewayError>> {
+        None
     }
 }
 
@@ -185,8 +186,8 @@ impl TenantRequest for EndSession {
         &self.caller.tenant_id
     }
 
-    fn without_tenant() -> Result<(), GatewayError> {
-        Err(GatewayError::SessionNotFound)
+    fn without_tenant() -> Option<Result<(), GatewayError>> {
+        None
     }
 }
 
@@ -197,8 +198,8 @@ impl TenantRequest for ListSessions {
         &self.caller.tenant_id
     }
 
-    fn without_tenant() -> Result<Vec<SessionSummary>, GatewayError> {
-        Ok(Vec::new())
+    fn without_tenant() -> Option<Result<Vec<SessionSummary>, GatewayError>> {
+        Some(Ok(Vec::new()))
     }
 }
 
@@ -210,11 +211,29 @@ where
 {
     type Result = ResponseFuture<Result<M::Reply, GatewayError>>;
 
-    fn handle(&mut self, msg: M, _: &mut Self::Context) -> Self::Result {
-        match self.tenants.get(msg.tenant_id()).cloned() {
-            None => Box::pin(ready(M::without_tenant())),
-            Some(tenant) => Box::pin(async move { tenant.send(msg).await? }),
-        }
+    fn handle(&mut self, msg: M, ctx: &mut Self::Context) -> Self::Result {
+        let tenant = match self.tenants.get(msg.tenant_id()).cloned() {
+            Some(tenant) => tenant,
+            None => match M::without_tenant() {
+                Some(answer) => return Box::pin(ready(answer)),
+                None => self.tenant(&msg.tenant_id().clone(), ctx.address()),
+            },
+        };
+        Box::pin(async move { tenant.send(msg).await? })
+    }
+}
+
+/// A tenant activated a stored session on this node (see `TenantActor::activate`): it
+/// takes a slot whatever `max_sessions` says, as a restored one does.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SessionActivated;
+
+impl Handler<SessionActivated> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, _: SessionActivated, _: &mut Self::Context) {
+        self.active_sessions += 1;
     }
 }
 

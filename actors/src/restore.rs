@@ -15,7 +15,10 @@ use serde_json::Value;
 use crate::{
     Gateway,
     bus::{Publish, RestoreStream},
-    engine::workflow::{Workflow, WorkflowLimits},
+    engine::{
+        node::NodeRegistry,
+        workflow::{Workflow, WorkflowLimits},
+    },
     error::GatewayError,
     events::{Event, EventDetail, EventType, RunRef, WorkflowDetail},
     handle::Retention,
@@ -25,6 +28,10 @@ use crate::{
 
 /// The `error` of an execution that was running when its gateway stopped.
 pub const INTERRUPTED: &str = "the gateway stopped while this execution was running";
+
+/// The `error` of an execution whose node was lost while it ran (found when another node
+/// took its session over).
+pub const NODE_LOST: &str = "the gateway node running this execution was lost";
 
 /// What a restore brought back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -40,16 +47,25 @@ pub struct Restored {
 impl Gateway {
     /// Loads what the store holds into the tree (see the module docs). Call once, after
     /// [`Gateway::start_with`] and before taking traffic.
+    ///
+    /// In a cluster nothing is loaded here: other nodes may be running the stored sessions,
+    /// so each is activated on demand by the node that owns it (see the tenant actor).
     pub async fn restore(&self) -> Result<Restored, GatewayError> {
         let store = self.store.clone();
         let mut restored = Restored::default();
+        if self.clustered {
+            return Ok(restored);
+        }
         for tenant in store.tenants().await? {
             let interrupted = store
-                .fail_interrupted(&tenant, INTERRUPTED, Utc::now())
+                .fail_interrupted(&tenant, None, INTERRUPTED, Utc::now())
                 .await?;
             for session in store.active_sessions(&tenant).await? {
                 let session_id = session.session_id;
-                let workflows = self.restore_workflows(store.workflows(&tenant, session_id).await?);
+                let workflows = parse_stored_workflows(
+                    store.workflows(&tenant, session_id).await?,
+                    &self.config.node_registry,
+                );
                 let finished: Vec<_> = store
                     .executions(
                         &tenant,
@@ -79,65 +95,68 @@ impl Gateway {
             }
             restored.interrupted += interrupted.len();
             for execution in &interrupted {
-                self.publish_interrupted(execution).await?;
+                self.bus.send(Publish(interrupted_event(execution))).await?;
             }
         }
         Ok(restored)
     }
+}
 
-    /// Re-parses stored workflow definitions with today's node registry. A definition that
-    /// no longer parses (a node type was removed) is left out, with a warning.
-    fn restore_workflows(&self, records: Vec<WorkflowRecord>) -> Vec<Arc<Workflow>> {
-        // Accepted once under whatever limit applied then; not refused now for its size.
-        let limits = WorkflowLimits {
-            max_nodes: usize::MAX,
-        };
-        records
-            .into_iter()
-            .filter_map(|record| {
-                match Workflow::parse(&record.definition, &self.config.node_registry, limits) {
-                    Ok(mut workflow) => {
-                        workflow.workflow_id = record.workflow_id;
-                        workflow.version = record.version;
-                        workflow.created_at = record.created_at;
-                        Some(Arc::new(workflow))
-                    }
-                    Err(problems) => {
-                        tracing::warn!(
-                            workflow_id = record.workflow_id,
-                            session_id = %record.session_id,
-                            problems = problems.len(),
-                            "a stored workflow no longer parses; it is not restored"
-                        );
-                        None
-                    }
+/// Re-parses stored workflow definitions with today's node registry. A definition that
+/// no longer parses (a node type was removed) is left out, with a warning.
+pub(crate) fn parse_stored_workflows(
+    records: Vec<WorkflowRecord>,
+    node_registry: &NodeRegistry,
+) -> Vec<Arc<Workflow>> {
+    // Accepted once under whatever limit applied then; not refused now for its size.
+    let limits = WorkflowLimits {
+        max_nodes: usize::MAX,
+    };
+    records
+        .into_iter()
+        .filter_map(
+            |record| match Workflow::parse(&record.definition, node_registry, limits) {
+                Ok(mut workflow) => {
+                    workflow.workflow_id = record.workflow_id;
+                    workflow.version = record.version;
+                    workflow.created_at = record.created_at;
+                    Some(Arc::new(workflow))
                 }
-            })
-            .collect()
-    }
-
-    /// Records the terminal event of a run a stopped gateway left running.
-    async fn publish_interrupted(&self, execution: &ExecutionRecord) -> Result<(), GatewayError> {
-        let snapshot = &execution.snapshot;
-        let mut event = Event::new(
-            EventType::WorkflowFailed,
-            "execution",
-            execution.tenant_id.clone(),
-        )
-        .in_session(execution.session_id, execution.user_id.clone());
-        event.detail = Some(EventDetail::Workflow(WorkflowDetail {
-            run: RunRef {
-                workflow_id: snapshot.workflow_id.as_str().into(),
-                workflow_name: snapshot.workflow_name.as_str().into(),
-                execution_id: snapshot.execution_id,
+                Err(problems) => {
+                    tracing::warn!(
+                        workflow_id = record.workflow_id,
+                        session_id = %record.session_id,
+                        problems = problems.len(),
+                        "a stored workflow no longer parses; it is not restored"
+                    );
+                    None
+                }
             },
-            progress_percent: snapshot.progress,
-            current_node: None,
-            data: Value::Null,
-            error: snapshot.error.clone(),
-        }));
-        Ok(self.bus.send(Publish(event)).await?)
-    }
+        )
+        .collect()
+}
+
+/// Records the terminal event of a run a stopped gateway left running.
+pub(crate) fn interrupted_event(execution: &ExecutionRecord) -> Event {
+    let snapshot = &execution.snapshot;
+    let mut event = Event::new(
+        EventType::WorkflowFailed,
+        "execution",
+        execution.tenant_id.clone(),
+    )
+    .in_session(execution.session_id, execution.user_id.clone());
+    event.detail = Some(EventDetail::Workflow(WorkflowDetail {
+        run: RunRef {
+            workflow_id: snapshot.workflow_id.as_str().into(),
+            workflow_name: snapshot.workflow_name.as_str().into(),
+            execution_id: snapshot.execution_id,
+        },
+        progress_percent: snapshot.progress,
+        current_node: None,
+        data: Value::Null,
+        error: snapshot.error.clone(),
+    }));
+    event
 }
 
 /// Starts the retention job: every `retention.every`, each tenant's events and finished

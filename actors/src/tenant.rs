@@ -18,7 +18,7 @@ use std::{
 
 use actix::{dev::ToEnvelope, prelude::*};
 use chrono::Utc;
-use futures_util::future::{join_all, ready};
+use futures_util::future::join_all;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -30,7 +30,8 @@ use crate::{
     events::{Event, EventType},
     execution::ExecutionSnapshot,
     handle::{EngineContext, GatewayConfig},
-    registry::{RegistryActor, SessionEnded},
+    registry::{RegistryActor, SessionActivated, SessionEnded},
+    restore::{NODE_LOST, interrupted_event, parse_stored_workflows},
     session::{End, SessionActor, SessionSummary, Summarize},
     sharded::ShardedMap,
     store::{SessionRecord, Write},
@@ -137,6 +138,52 @@ impl TenantActor {
         )
     }
 
+    /// Brings a stored session this node has no actor for into the directory: one another
+    /// node created, or whose node was lost (its running executions died with that node and
+    /// are recorded failed, with their terminal events). Answers whether it is here now.
+    fn activate(
+        &mut self,
+        session_id: Uuid,
+    ) -> ResponseActFuture<Self, Result<bool, GatewayError>> {
+        let (store, tenant_id) = (self.engine.store.clone(), self.tenant_id.clone());
+        let keep_finished = self.engine.finished_executions_per_session;
+        let load = async move {
+            let Some(record) = store.active_session(&tenant_id, session_id).await? else {
+                return Ok(None);
+            };
+            let lost = store
+                .fail_interrupted(&tenant_id, Some(session_id), NODE_LOST, Utc::now())
+                .await?;
+            let workflows = store.workflows(&tenant_id, session_id).await?;
+            let finished = store
+                .executions(&tenant_id, session_id, keep_finished)
+                .await?
+                .into_iter()
+                .map(|execution| execution.snapshot)
+                .collect::<Vec<_>>();
+            Ok::<_, GatewayError>(Some((record, lost, workflows, finished)))
+        };
+        Box::pin(load.into_actor(self).map(move |loaded, tenant, ctx| {
+            let Some((record, lost, workflows, finished)) = loaded? else {
+                return Ok(false);
+            };
+            // Another request may have activated it while this one was loading.
+            if tenant.sessions.get_mut(&session_id).is_none() {
+                let workflows = parse_stored_workflows(workflows, &tenant.engine.node_registry);
+                *tenant
+                    .sessions_per_owner
+                    .entry(record.user_id.clone())
+                    .or_default() += 1;
+                tenant.adopt(record, workflows, finished, ctx);
+                tenant.registry.do_send(SessionActivated);
+                for execution in &lost {
+                    tenant.bus.do_send(Publish(interrupted_event(execution)));
+                }
+            }
+            Ok(true)
+        }))
+    }
+
     /// Starts a session actor for `record` (new or restored) and enters it in the directory.
     fn adopt(
         &mut self,
@@ -155,6 +202,7 @@ impl TenantActor {
         let session = SessionActor::new(record, ctx.address(), self.engine.clone())
             .with_history(workflows, finished);
         let summary = session.summary();
+        self.engine.local_sessions.insert(session_id);
         self.sessions.insert(
             session_id,
             SessionEntry {
@@ -198,6 +246,7 @@ impl TenantActor {
     /// A session that stopped without being asked to is recorded as closed.
     fn forget(&mut self, session_id: Uuid) {
         if let Some(entry) = self.sessions.remove(&session_id) {
+            self.engine.local_sessions.remove(session_id);
             let event_type = match entry.ending.unwrap_or(EndReason::Closed) {
                 EndReason::Closed => EventType::SessionClosed,
                 EndReason::Expired => EventType::SessionExpired,
@@ -281,18 +330,29 @@ impl Handler<StartSession> for TenantActor {
             created_at: now,
             last_activity: now,
         };
-        let store = self.engine.store.clone();
+        let (store, broker) = (self.engine.store.clone(), self.engine.broker.clone());
         // Committed before it exists: a session the client hears of survives a restart.
+        // In a cluster it is claimed before it exists too, so no other node activates it.
         Box::pin(
-            async move { store.create_session(&record).await.map(|()| record) }
-                .into_actor(self)
-                .map(move |stored, tenant, ctx| {
-                    let record = stored.inspect_err(|_| tenant.release_owner_slot(&owner))?;
-                    let (session_id, owner) = (record.session_id, record.user_id.clone());
-                    let summary = tenant.adopt(record, Vec::new(), Vec::new(), ctx);
-                    tenant.publish(EventType::SessionCreated, session_id, owner);
-                    Ok(summary)
-                }),
+            async move {
+                store.create_session(&record).await?;
+                if let Some(broker) = broker
+                    && let Err(error) = broker.claim(record.session_id).await
+                {
+                    // Still served here; another node sees no owner and serves it too.
+                    tracing::warn!(%error, session_id = %record.session_id,
+                        "could not record this node as the session's owner");
+                }
+                Ok::<_, GatewayError>(record)
+            }
+            .into_actor(self)
+            .map(move |stored, tenant, ctx| {
+                let record = stored.inspect_err(|_| tenant.release_owner_slot(&owner))?;
+                let (session_id, owner) = (record.session_id, record.user_id.clone());
+                let summary = tenant.adopt(record, Vec::new(), Vec::new(), ctx);
+                tenant.publish(EventType::SessionCreated, session_id, owner);
+                Ok(summary)
+            }),
         )
     }
 }
@@ -340,22 +400,49 @@ where
     SessionActor: Handler<M>,
     <SessionActor as Actor>::Context: ToEnvelope<SessionActor, M>,
 {
-    type Result = ResponseFuture<Result<M::Result, GatewayError>>;
+    type Result = ResponseActFuture<Self, Result<M::Result, GatewayError>>;
 
     fn handle(&mut self, request: ForSession<M>, _: &mut Self::Context) -> Self::Result {
+        if self.sessions.get_mut(&request.session_id).is_some() {
+            return self.deliver(request);
+        }
+        Box::pin(self.activate(request.session_id).then(
+            move |activated, tenant, _| match activated {
+                Ok(_) => tenant.deliver(request),
+                Err(error) => Box::pin(fut::ready(Err(error))),
+            },
+        ))
+    }
+}
+
+impl TenantActor {
+    /// Hands `request` to its session, if the caller may see it.
+    fn deliver<M>(
+        &mut self,
+        request: ForSession<M>,
+    ) -> ResponseActFuture<Self, Result<M::Result, GatewayError>>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        SessionActor: Handler<M>,
+        <SessionActor as Actor>::Context: ToEnvelope<SessionActor, M>,
+    {
         let addr = match self.visible_session(&request.caller, request.session_id) {
             Ok(entry) => {
                 entry.last_activity = Instant::now();
                 entry.addr.clone()
             }
-            Err(error) => return Box::pin(ready(Err(error))),
+            Err(error) => return Box::pin(fut::ready(Err(error))),
         };
         // A session that stopped between lookup and delivery is, to the caller, gone.
-        Box::pin(async move {
-            addr.send(request.msg)
-                .await
-                .map_err(|_| GatewayError::SessionNotFound)
-        })
+        Box::pin(
+            async move {
+                addr.send(request.msg)
+                    .await
+                    .map_err(|_| GatewayError::SessionNotFound)
+            }
+            .into_actor(self),
+        )
     }
 }
 
@@ -371,6 +458,24 @@ impl Handler<EndSession> for TenantActor {
     type Result = ResponseActFuture<Self, Result<(), GatewayError>>;
 
     fn handle(&mut self, msg: EndSession, _: &mut Self::Context) -> Self::Result {
+        if self.sessions.get_mut(&msg.session_id).is_some() {
+            return self.end_visible(msg);
+        }
+        Box::pin(
+            self.activate(msg.session_id)
+                .then(move |activated, tenant, _| match activated {
+                    Ok(_) => tenant.end_visible(msg),
+                    Err(error) => Box::pin(fut::ready(Err(error))),
+                }),
+        )
+    }
+}
+
+impl TenantActor {
+    fn end_visible(
+        &mut self,
+        msg: EndSession,
+    ) -> ResponseActFuture<Self, Result<(), GatewayError>> {
         if let Err(error) = self.visible_session(&msg.caller, msg.session_id) {
             return Box::pin(fut::ready(Err(error)));
         }

@@ -13,14 +13,18 @@ use crate::{
 
 /// With Redis, the nodes whose heartbeat has not lapsed; alone, this node.
 pub async fn nodes(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let nodes = match &state.broker {
-        Some(redis) => redis.nodes().await.map_err(|error| {
+    let nodes = match &state.cluster {
+        Some(cluster) => cluster.redis.nodes().await.map_err(|error| {
             ApiError::new(ErrorCode::Unavailable).with_detail(error.to_string())
         })?,
         None => {
             let now = Utc::now();
             vec![NodeInfo {
-                node_id: state.settings.node_id.clone().unwrap_or_else(|| "standalone".into()),
+                node_id: state
+                    .settings
+                    .node_id
+                    .clone()
+                    .unwrap_or_else(|| "standalone".into()),
                 address: state.settings.bind.clone(),
                 started_at: now - state.lifecycle.uptime(),
                 last_heartbeat: now,

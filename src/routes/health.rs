@@ -11,11 +11,7 @@ use kailash_actors::{GatewayStats, store::StoreHealth};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::{
-    app::AppState,
-    config::redact_url,
-    host,
-};
+use crate::{app::AppState, config::redact_url, host};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -71,7 +67,7 @@ fn store_component(state: &AppState, store: &StoreHealth) -> (Status, Value) {
 /// The broker: Redis when clustered, else the in-process bus. Redis not answering only
 /// degrades the node, which serves alone until it does.
 fn broker_component(state: &AppState) -> (Status, Value) {
-    let Some(redis) = &state.broker else {
+    let Some(redis) = state.cluster.as_ref().map(|cluster| &cluster.redis) else {
         return (
             Status::Healthy,
             json!({"status": Status::Healthy, "kind": "in_process"}),
@@ -187,7 +183,7 @@ pub async fn detailed(state: web::Data<AppState>) -> HttpResponse {
         Check {
             name: "broker",
             status: broker_status,
-            message: match (&state.broker, &broker["error"]) {
+            message: match (&state.cluster, &broker["error"]) {
                 (None, _) => "in-process event bus".into(),
                 (Some(_), Value::String(problem)) => format!("Redis unavailable: {problem}"),
                 (Some(_), _) => "Redis".into(),

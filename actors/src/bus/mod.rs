@@ -102,7 +102,12 @@ impl EventBus {
     /// broker could not take it).
     fn publish_locally(&mut self, mut event: Event) {
         let counter = match event.session_id {
-            Some(id) => &mut self.streams.get_or_insert_with(id, SessionStream::default).next_seq,
+            Some(id) => {
+                &mut self
+                    .streams
+                    .get_or_insert_with(id, SessionStream::default)
+                    .next_seq
+            }
             None => &mut self.system_seq,
         };
         *counter += 1;
@@ -145,6 +150,15 @@ impl EventBus {
             self.accept(gap, None);
         }
         let published = Arc::new(PublishedEvent::restored(&record));
+        if own
+            && matches!(
+                published.event_type,
+                EventType::SessionClosed | EventType::SessionExpired
+            )
+            && let Some(broker) = &self.broker
+        {
+            broker.release(record.session_id);
+        }
         self.accept(published, own.then_some(record));
     }
 
@@ -154,7 +168,10 @@ impl EventBus {
         if let (Some(writer), Some(record)) = (&self.writer, record) {
             writer.write(Write::Event(record));
         }
-        if let Some(stream) = published.session_id.and_then(|id| self.streams.get_mut(&id)) {
+        if let Some(stream) = published
+            .session_id
+            .and_then(|id| self.streams.get_mut(&id))
+        {
             if matches!(
                 published.event_type,
                 EventType::SessionClosed | EventType::SessionExpired

@@ -171,6 +171,21 @@ impl Store for MemoryStore {
         Self::answer(sessions)
     }
 
+    fn active_session<'a>(
+        &'a self,
+        tenant: &'a str,
+        session_id: Uuid,
+    ) -> StoreFuture<'a, Option<SessionRecord>> {
+        let session = self
+            .tables()
+            .sessions
+            .get(tenant)
+            .and_then(|sessions| sessions.get(&session_id))
+            .filter(|(_, ended)| !ended)
+            .map(|(session, _)| session.clone());
+        Self::answer(session)
+    }
+
     fn workflows<'a>(
         &'a self,
         tenant: &'a str,
@@ -248,6 +263,7 @@ impl Store for MemoryStore {
     fn fail_interrupted<'a>(
         &'a self,
         tenant: &'a str,
+        session: Option<Uuid>,
         error: &'a str,
         at: DateTime<Utc>,
     ) -> StoreFuture<'a, Vec<ExecutionRecord>> {
@@ -259,6 +275,7 @@ impl Store for MemoryStore {
             .into_iter()
             .flat_map(|e| e.values_mut())
             .filter(|e| !e.snapshot.status.is_terminal())
+            .filter(|e| session.is_none_or(|id| e.session_id == id))
         {
             execution.snapshot.status = ExecutionStatus::Failed;
             execution.snapshot.error = Some(error.to_owned());

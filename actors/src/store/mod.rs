@@ -85,6 +85,14 @@ pub trait Store: Send + Sync + 'static {
     /// The tenant's sessions that have not ended, oldest first.
     fn active_sessions<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, Vec<SessionRecord>>;
 
+    /// One session, if it has not ended (a node activating a session another node
+    /// created, or one whose node was lost).
+    fn active_session<'a>(
+        &'a self,
+        tenant: &'a str,
+        session_id: Uuid,
+    ) -> StoreFuture<'a, Option<SessionRecord>>;
+
     /// The newest version of each workflow of a session.
     fn workflows<'a>(
         &'a self,
@@ -123,11 +131,13 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreFuture<'a, Vec<EventRecord>>;
 
-    /// Marks the tenant's still-running executions `failed` with `error` (they were
-    /// running when a gateway stopped) and answers them as they are now.
+    /// Marks the tenant's still-running executions (of one session, with `session`)
+    /// `failed` with `error` (they were running when a gateway stopped, or on a node that
+    /// was lost) and answers them as they are now.
     fn fail_interrupted<'a>(
         &'a self,
         tenant: &'a str,
+        session: Option<Uuid>,
         error: &'a str,
         at: DateTime<Utc>,
     ) -> StoreFuture<'a, Vec<ExecutionRecord>>;

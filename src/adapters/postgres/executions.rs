@@ -197,6 +197,7 @@ pub async fn node_runs(
 pub async fn fail_interrupted(
     db: &Db,
     tenant: &TenantId,
+    session: Option<Uuid>,
     error: &str,
     at: DateTime<Utc>,
 ) -> Result<Vec<ExecutionRecord>, StoreError> {
@@ -205,10 +206,11 @@ pub async fn fail_interrupted(
             &format!(
                 "UPDATE executions SET status = 'failed', error = $2, completed_at = $3, \
                  current_node = NULL \
-                 WHERE tenant_id = $1 AND status IN ('started', 'running') RETURNING {COLUMNS}"
+                 WHERE tenant_id = $1 AND status IN ('started', 'running') \
+                 AND ($4::uuid IS NULL OR session_id = $4) RETURNING {COLUMNS}"
             ),
             tenant,
-            &[&error, &at],
+            &[&error, &at, &session],
         )
         .await?;
     Ok(rows

@@ -252,7 +252,19 @@ impl Store for PgStore {
 
     fn active_sessions<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, Vec<SessionRecord>> {
         let tenant = TenantId::from(tenant);
-        self.with_db(|db| async move { sessions::active(&db, &tenant).await })
+        self.with_db(|db| async move { sessions::active(&db, &tenant, None).await })
+    }
+
+    fn active_session<'a>(
+        &'a self,
+        tenant: &'a str,
+        session_id: Uuid,
+    ) -> StoreFuture<'a, Option<SessionRecord>> {
+        let tenant = TenantId::from(tenant);
+        self.with_db(|db| async move {
+            let mut found = sessions::active(&db, &tenant, Some(session_id)).await?;
+            Ok(found.pop())
+        })
     }
 
     fn workflows<'a>(
@@ -312,13 +324,14 @@ impl Store for PgStore {
     fn fail_interrupted<'a>(
         &'a self,
         tenant: &'a str,
+        session: Option<Uuid>,
         error: &'a str,
         at: DateTime<Utc>,
     ) -> StoreFuture<'a, Vec<ExecutionRecord>> {
         let (tenant, error) = (TenantId::from(tenant), error.to_owned());
-        self.with_db(
-            |db| async move { executions::fail_interrupted(&db, &tenant, &error, at).await },
-        )
+        self.with_db(|db| async move {
+            executions::fail_interrupted(&db, &tenant, session, &error, at).await
+        })
     }
 
     fn execution_history<'a>(

@@ -69,13 +69,19 @@ pub async fn tenants(db: &Db) -> Result<Vec<TenantId>, StoreError> {
         .collect())
 }
 
-pub async fn active(db: &Db, tenant: &TenantId) -> Result<Vec<SessionRecord>, StoreError> {
+/// The tenant's sessions that have not ended (only `only`, when given), oldest first.
+pub async fn active(
+    db: &Db,
+    tenant: &TenantId,
+    only: Option<Uuid>,
+) -> Result<Vec<SessionRecord>, StoreError> {
     let rows = db
         .query(
             "SELECT session_id, user_id, metadata, created_at, last_activity FROM sessions \
-             WHERE tenant_id = $1 AND ended_at IS NULL ORDER BY created_at, session_id",
+             WHERE tenant_id = $1 AND ended_at IS NULL AND ($2::uuid IS NULL OR session_id = $2) \
+             ORDER BY created_at, session_id",
             tenant,
-            &[],
+            &[&only],
         )
         .await?;
     Ok(rows

@@ -117,7 +117,9 @@ async fn publish_batch(
     }
     let mut connection = shared.commands.clone();
     match pipe.query_async::<Vec<u64>>(&mut connection).await {
-        Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+        Err(error)
+            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+        {
             // Redis restarted (or flushed its scripts): load it and send the batch again.
             script.prepare_invoke().load_async(&mut connection).await?;
             pipe.query_async::<Vec<u64>>(&mut connection).await?;
@@ -153,7 +155,10 @@ pub(super) async fn receive_loop(
                 }
             }
             PushKind::Disconnection => {
-                if shared.link.down("the subscriber connection to Redis was lost") {
+                if shared
+                    .link
+                    .down("the subscriber connection to Redis was lost")
+                {
                     tracing::warn!("the Redis subscriber connection was lost; reconnecting");
                 }
             }

@@ -17,6 +17,7 @@
 
 mod events;
 mod nodes;
+mod owners;
 
 use std::{
     sync::{Arc, Mutex, OnceLock},
@@ -37,7 +38,7 @@ use redis::{
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-pub use self::nodes::NodeInfo;
+pub use self::{nodes::NodeInfo, owners::Route};
 
 /// How this node takes part in the cluster.
 #[derive(Debug, Clone)]
@@ -204,6 +205,26 @@ impl RedisBroker {
         &self.shared.options
     }
 
+    /// Where `session_id`'s requests are served (see [`owners`]).
+    pub async fn route(&self, session_id: Uuid) -> Result<Route, BrokerError> {
+        let shared = self.shared.clone();
+        self.on_runtime(async move { owners::route(&shared, session_id).await })
+            .await
+    }
+
+    /// Runs `work` on the adapter's runtime.
+    fn on_runtime<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, redis::RedisError>> + Send + 'static,
+    ) -> impl Future<Output = Result<T, BrokerError>> + 'static {
+        let task = self.runtime().spawn(work);
+        async move {
+            task.await
+                .map_err(|error| BrokerError(error.to_string()))?
+                .map_err(|error| BrokerError(error.to_string()))
+        }
+    }
+
     /// The live nodes of the cluster (those whose heartbeat has not lapsed).
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
         let shared = self.shared.clone();
@@ -246,6 +267,20 @@ impl Broker for RedisBroker {
         }
     }
 
+    fn claim(&self, session_id: Uuid) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let shared = self.shared.clone();
+        Box::pin(self.on_runtime(async move { owners::claim(&shared, session_id).await }))
+    }
+
+    fn release(&self, session_id: Uuid) {
+        let shared = self.shared.clone();
+        self.runtime().spawn(async move {
+            if let Err(error) = owners::release(&shared, session_id).await {
+                tracing::warn!(%error, %session_id, "could not release an ended session's owner key");
+            }
+        });
+    }
+
     fn events_after(
         &self,
         session_id: Uuid,
@@ -255,10 +290,7 @@ impl Broker for RedisBroker {
         let task = self
             .runtime()
             .spawn(async move { events::read_stream(&shared, session_id, after_seq).await });
-        Box::pin(async move {
-            task.await
-                .map_err(|error| BrokerError(error.to_string()))?
-        })
+        Box::pin(async move { task.await.map_err(|error| BrokerError(error.to_string()))? })
     }
 }
 

@@ -29,7 +29,7 @@ pub struct NodeInfo {
     pub last_heartbeat: DateTime<Utc>,
 }
 
-fn node_key(shared: &Shared, node_id: &str) -> String {
+pub(super) fn node_key(shared: &Shared, node_id: &str) -> String {
     shared.key(format_args!("node:{node_id}"))
 }
 
@@ -84,7 +84,10 @@ async fn beat(shared: &Shared) -> Result<(), redis::RedisError> {
 pub(super) async fn live(shared: &Shared) -> Result<Vec<NodeInfo>, BrokerError> {
     let failed = |error: redis::RedisError| BrokerError(error.to_string());
     let mut connection = shared.commands.clone();
-    let ids: Vec<String> = connection.smembers(node_set(shared)).await.map_err(failed)?;
+    let ids: Vec<String> = connection
+        .smembers(node_set(shared))
+        .await
+        .map_err(failed)?;
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -95,7 +98,10 @@ pub(super) async fn live(shared: &Shared) -> Result<Vec<NodeInfo>, BrokerError> 
         match info.and_then(|json| serde_json::from_str::<NodeInfo>(&json).ok()) {
             Some(node) => nodes.push(node),
             None => {
-                let _: () = connection.srem(node_set(shared), id).await.map_err(failed)?;
+                let _: () = connection
+                    .srem(node_set(shared), id)
+                    .await
+                    .map_err(failed)?;
             }
         }
     }

@@ -245,13 +245,13 @@ async fn every_record_round_trips_and_no_method_answers_across_tenants() {
     store.create_execution(&running).await.unwrap();
     assert!(
         store
-            .fail_interrupted(a, "stopped", Utc::now())
+            .fail_interrupted(a, None, "stopped", Utc::now())
             .await
             .unwrap()
             .is_empty()
     );
     let failed = store
-        .fail_interrupted(b, "stopped", Utc::now())
+        .fail_interrupted(b, None, "stopped", Utc::now())
         .await
         .unwrap();
     assert_eq!(failed.len(), 1);

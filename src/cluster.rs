@@ -1,0 +1,256 @@
+//! One gateway from many nodes: requests for a session are served by the node that owns it.
+//!
+//! [`forward_to_owner`] runs after the gate (so the caller is authenticated and authorized
+//! here first). For a request naming a session (`/api/sessions/{id}` or `?session_id=`)
+//! that has no actor on this node, it asks Redis where the session is served
+//! ([`Route`](crate::adapters::redis::Route)): here (this node owns it, took it over from
+//! a lost node, or nobody owns it) — the request goes on to the routes, which activate the
+//! session from the store — or by its owner, to which the request is forwarded as it came
+//! (method, path, query, credentials, body) and whose answer is relayed.
+//!
+//! A forwarded request carries [`FORWARDED`], signed with a key derived from the token
+//! secret every node shares, so a client cannot pretend its request was forwarded; the
+//! owner serves it without forwarding again, and refuses (503, retry) if it no longer owns
+//! the session, so ownership moving mid-flight cannot make a loop or a second activation.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use actix_web::{
+    Error, HttpResponse,
+    body::{BoxBody, MessageBody},
+    dev::{ServiceRequest, ServiceResponse},
+    http::header::HeaderName,
+    middleware::Next,
+    web,
+};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use uuid::Uuid;
+
+use crate::{
+    adapters::redis::{RedisBroker, Route},
+    app::AppState,
+    auth::api_keys::hex,
+    http::{ApiError, ErrorCode},
+};
+
+/// Marks (and proves) a request one node forwarded to another:
+/// `<node id> <unix seconds> <hex HMAC-SHA256 of method, path and query, node, time>`.
+pub const FORWARDED: HeaderName = HeaderName::from_static("x-kailash-forwarded");
+
+/// How long a forwarding proof is accepted.
+const PROOF_LIFETIME_SECS: u64 = 30;
+
+/// Headers that belong to one hop and are not passed on.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "host",
+    "content-length",
+    "proxy-authorization",
+    "proxy-connection",
+];
+
+/// This node's part in the cluster: its Redis broker and how it forwards.
+pub struct Cluster {
+    pub redis: Arc<RedisBroker>,
+    client: reqwest::Client,
+    key: Vec<u8>,
+}
+
+impl Cluster {
+    /// `secret` is the token secret every node shares; the forwarding key is derived from
+    /// it so the secret itself is never used for two purposes.
+    pub fn new(redis: Arc<RedisBroker>, secret: &[u8], timeout: Duration) -> Self {
+        let mut derive = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key");
+        derive.update(b"kailash-gateway node forwarding v1");
+        Self {
+            redis,
+            client: reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .expect("the TLS backend initializes"),
+            key: derive.finalize().into_bytes().to_vec(),
+        }
+    }
+
+    fn node_id(&self) -> &str {
+        &self.redis.options().node_id
+    }
+
+    fn proof(&self, method: &str, path_and_query: &str, node_id: &str, at: u64) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
+        mac.update(format!("{method}\n{path_and_query}\n{node_id}\n{at}").as_bytes());
+        hex(&mac.finalize().into_bytes())
+    }
+
+    /// Whether `value` proves the request was forwarded by a node of this cluster just now.
+    fn verify(&self, value: &str, method: &str, path_and_query: &str) -> bool {
+        let mut parts = value.split(' ');
+        let (Some(node_id), Some(at), Some(proof), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let Ok(at) = at.parse::<u64>() else {
+            return false;
+        };
+        if now_secs().abs_diff(at) > PROOF_LIFETIME_SECS {
+            return false;
+        }
+        let expected = self.proof(method, path_and_query, node_id, at);
+        constant_time_eq(expected.as_bytes(), proof.as_bytes())
+    }
+
+    /// Sends the request to the session's owner and relays its answer.
+    async fn forward(
+        &self,
+        mut req: ServiceRequest,
+        address: &str,
+    ) -> Result<ServiceResponse<BoxBody>, Error> {
+        let body = req.extract::<web::Bytes>().await?;
+        let (http, _) = req.into_parts();
+        let path_and_query = http
+            .uri()
+            .path_and_query()
+            .map_or_else(|| http.path().to_owned(), |pq| pq.as_str().to_owned());
+        let method = http.method().as_str();
+        let at = now_secs();
+        let mut request = self
+            .client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).expect("a valid method"),
+                format!("http://{address}{path_and_query}"),
+            )
+            .body(body.to_vec());
+        for (name, value) in http.headers() {
+            if !HOP_BY_HOP.contains(&name.as_str()) && name != FORWARDED {
+                request = request.header(name.as_str(), value.as_bytes());
+            }
+        }
+        let proof = self.proof(method, &path_and_query, self.node_id(), at);
+        request = request.header(
+            FORWARDED.as_str(),
+            format!("{} {at} {proof}", self.node_id()),
+        );
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::warn!(%error, address, "forwarding to the session's node failed");
+                let error = ApiError::new(ErrorCode::Unavailable)
+                    .with_detail("The node serving this session did not answer; retry");
+                return Ok(ServiceResponse::new(
+                    http,
+                    actix_web::ResponseError::error_response(&error),
+                ));
+            }
+        };
+        let mut relayed = HttpResponse::build(
+            actix_web::http::StatusCode::from_u16(response.status().as_u16())
+                .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY),
+        );
+        for (name, value) in response.headers() {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                relayed.insert_header((name.as_str(), value.as_bytes()));
+            }
+        }
+        let body = response.bytes().await.map_err(|error| {
+            actix_web::error::ErrorBadGateway(format!("the session's node: {error}"))
+        })?;
+        Ok(ServiceResponse::new(http, relayed.body(body)))
+    }
+}
+
+/// The session a request names: the `{session_id}` of `/api/sessions/{session_id}`, else
+/// a `session_id` query parameter. `None` for anything else (or an id that does not parse,
+/// which the route refuses by itself).
+fn session_of(req: &ServiceRequest) -> Option<Uuid> {
+    if req.match_pattern().as_deref() == Some("/api/sessions/{session_id}") {
+        return req.path().rsplit('/').next()?.parse().ok();
+    }
+    web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+        .ok()?
+        .get("session_id")?
+        .parse()
+        .ok()
+}
+
+/// See the module docs.
+pub async fn forward_to_owner(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .cloned()
+        .expect("AppState is registered on the App");
+    let Some(cluster) = &state.cluster else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    };
+    let Some(session_id) = session_of(&req) else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    };
+    if state.gateway.is_local(session_id) {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    }
+    let forwarded = req.headers().get(FORWARDED).map(|value| {
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.path().to_owned(), |pq| pq.as_str().to_owned());
+        value
+            .to_str()
+            .is_ok_and(|value| cluster.verify(value, req.method().as_str(), &path_and_query))
+    });
+    if forwarded == Some(false) {
+        let error = ApiError::new(ErrorCode::Forbidden)
+            .with_detail("The forwarding proof is invalid or expired");
+        return Ok(req.into_response(actix_web::ResponseError::error_response(&error)));
+    }
+    match cluster.redis.route(session_id).await {
+        Ok(Route::Here) => next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body),
+        // Forwarded once already: the owner moved on the way; the client retries.
+        Ok(Route::Owner { .. }) if forwarded == Some(true) => {
+            let error = ApiError::new(ErrorCode::Unavailable)
+                .with_detail("The session is moving to another node; retry")
+                .with_retry_after(Duration::from_secs(1));
+            Ok(req.into_response(actix_web::ResponseError::error_response(&error)))
+        }
+        Ok(Route::Owner { address, .. }) => cluster.forward(req, &address).await,
+        Err(error) => {
+            tracing::warn!(%error, %session_id, "cannot find the session's node");
+            let error = ApiError::new(ErrorCode::Unavailable)
+                .with_detail("The session's node cannot be found while Redis is unavailable; retry")
+                .with_retry_after(Duration::from_secs(1));
+            Ok(req.into_response(actix_web::ResponseError::error_response(&error)))
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
