@@ -34,7 +34,10 @@ use crate::{
     adapters::redis::{RedisBroker, Route},
     app::AppState,
     auth::api_keys::hex,
-    http::{ApiError, ErrorCode},
+    http::{
+        ApiError, ErrorCode,
+        request_id::{REQUEST_ID_HEADER, current_request_id},
+    },
 };
 
 /// Marks (and proves) a request one node forwarded to another:
@@ -130,10 +133,15 @@ impl Cluster {
             )
             .body(body.to_vec());
         for (name, value) in http.headers() {
-            if !HOP_BY_HOP.contains(&name.as_str()) && name != FORWARDED {
+            if !HOP_BY_HOP.contains(&name.as_str())
+                && name != FORWARDED
+                && name.as_str() != REQUEST_ID_HEADER
+            {
                 request = request.header(name.as_str(), value.as_bytes());
             }
         }
+        // One id for the request on both nodes: in both logs, and in the relayed answer.
+        request = request.header(REQUEST_ID_HEADER, current_request_id());
         let proof = self.proof(method, &path_and_query, self.node_id(), at);
         request = request.header(
             FORWARDED.as_str(),
@@ -169,10 +177,15 @@ impl Cluster {
 
 /// The session a request names: the `{session_id}` of `/api/sessions/{session_id}`, else
 /// a `session_id` query parameter. `None` for anything else (or an id that does not parse,
-/// which the route refuses by itself).
+/// which the route refuses by itself), and for the event streams (`/ws`, `/events`), which
+/// every node serves for every session.
 fn session_of(req: &ServiceRequest) -> Option<Uuid> {
-    if req.match_pattern().as_deref() == Some("/api/sessions/{session_id}") {
-        return req.path().rsplit('/').next()?.parse().ok();
+    match req.match_pattern().as_deref() {
+        Some("/api/sessions/{session_id}") => {
+            return req.path().rsplit('/').next()?.parse().ok();
+        }
+        Some("/ws" | "/events") => return None,
+        _ => {}
     }
     web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
         .ok()?

@@ -63,6 +63,10 @@ pub trait Broker: Send + Sync + 'static {
     /// forwarded here. Awaited before the session is reported created.
     fn claim(&self, session_id: Uuid) -> BoxFuture<'static, Result<(), BrokerError>>;
 
+    /// Whether this node serves `session_id`: it owns it, took it over from a lost node, or
+    /// nobody owns it. Asked before a stored session is activated here.
+    fn owns(&self, session_id: Uuid) -> BoxFuture<'static, Result<bool, BrokerError>>;
+
     /// Forgets the owner of a session that ended (best effort).
     fn release(&self, session_id: Uuid);
 

@@ -42,6 +42,13 @@ pub enum GatewayError {
     /// says why. Nothing was changed.
     #[error("the store is unavailable: {0}")]
     StoreUnavailable(String),
+    /// The cluster's broker could not say which node serves a session.
+    #[error("the broker is unavailable: {0}")]
+    BrokerUnavailable(String),
+    /// The session is served by another node of the cluster, and this request cannot be
+    /// forwarded there (HTTP requests are; WebSocket messages are not).
+    #[error("the session is served by another node")]
+    ServedElsewhere,
     /// An actor did not answer within the ask timeout, or has stopped.
     #[error("an internal component did not answer in time")]
     Unavailable,

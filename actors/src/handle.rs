@@ -279,6 +279,27 @@ impl Gateway {
         Ok(self.store.webhook_deliveries(tenant, id, limit).await?)
     }
 
+    /// Whether `caller` may follow the events of `session_id`: the session's own answer when
+    /// it lives here; in a cluster, otherwise, the stored session's (any node serves every
+    /// session's events, so a stream must not make this node activate the session).
+    pub async fn check_session_access(
+        &self,
+        caller: &Caller,
+        session_id: Uuid,
+    ) -> Result<(), GatewayError> {
+        if !self.clustered || self.is_local(session_id) {
+            return self.session(caller.clone(), session_id).await.map(drop);
+        }
+        match self
+            .store
+            .active_session(&caller.tenant_id, session_id)
+            .await?
+        {
+            Some(session) if caller.may_access(&session.user_id) => Ok(()),
+            _ => Err(GatewayError::SessionNotFound),
+        }
+    }
+
     /// Records how a webhook delivery ended (batched by the writer, like events).
     pub fn record_webhook_delivery(&self, delivery: WebhookDeliveryRecord) {
         self.writer

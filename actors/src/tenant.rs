@@ -146,8 +146,17 @@ impl TenantActor {
         session_id: Uuid,
     ) -> ResponseActFuture<Self, Result<bool, GatewayError>> {
         let (store, tenant_id) = (self.engine.store.clone(), self.tenant_id.clone());
+        let broker = self.engine.broker.clone();
         let keep_finished = self.engine.finished_executions_per_session;
         let load = async move {
+            if let Some(broker) = broker
+                && !broker
+                    .owns(session_id)
+                    .await
+                    .map_err(|error| GatewayError::BrokerUnavailable(error.to_string()))?
+            {
+                return Err(GatewayError::ServedElsewhere);
+            }
             let Some(record) = store.active_session(&tenant_id, session_id).await? else {
                 return Ok(None);
             };

@@ -220,6 +220,14 @@ impl From<GatewayError> for ApiError {
                 ApiError::new(ErrorCode::Draining).with_retry_after(Duration::from_secs(5))
             }
             GatewayError::Unavailable => ApiError::new(ErrorCode::Unavailable),
+            GatewayError::BrokerUnavailable(reason) => {
+                tracing::warn!(request_id = %current_request_id(), %reason, "broker unavailable");
+                ApiError::new(ErrorCode::Unavailable)
+                    .with_detail("The node serving this session cannot be found while Redis is unavailable; retry")
+                    .with_retry_after(Duration::from_secs(1))
+            }
+            GatewayError::ServedElsewhere => ApiError::new(ErrorCode::Unavailable)
+                .with_detail("This session is served by another node; send this request over HTTP"),
             GatewayError::StoreUnavailable(reason) => {
                 // The reason names hosts and database errors: logged, not sent.
                 tracing::warn!(request_id = %current_request_id(), %reason, "store unavailable");

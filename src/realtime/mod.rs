@@ -58,7 +58,7 @@ async fn authorized_filter(
             let id: Uuid = raw
                 .parse()
                 .map_err(|_| ApiError::new(ErrorCode::SessionNotFound))?;
-            state.gateway.session(caller.clone(), id).await?;
+            state.gateway.check_session_access(caller, id).await?;
             Some(id)
         }
     };

@@ -16,12 +16,27 @@ use serde_json::Value;
 /// The bootstrap `admin` user's password in tests.
 pub const ADMIN_PASSWORD: &str = "admin-test-password";
 
+/// A gateway in this process: its address and client ([`Api`]), state and server.
 pub struct TestApp {
+    pub api: Api,
+    pub state: web::Data<AppState>,
+    pub server: ServerHandle,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// A gateway as its clients see it, wherever it runs: its address, a client, and token
+/// minting with its secret.
+pub struct Api {
     pub address: String,
     pub client: Client,
     pub secret: String,
-    pub state: web::Data<AppState>,
-    pub server: ServerHandle,
 }
 
 /// Settings every test starts from: gated, one worker, a fresh data dir, quiet logs, one
@@ -92,20 +107,26 @@ pub async fn spawn(app: Application, secret: String) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let (state, server) = (app.state(), app.server_handle());
     actix_rt::spawn(app.run_until_stopped());
-    let client = Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client builds");
     TestApp {
-        address,
-        client,
-        secret,
+        api: Api::new(address, secret),
         state,
         server,
     }
 }
 
-impl TestApp {
+impl Api {
+    pub fn new(address: String, secret: String) -> Self {
+        let client = Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client builds");
+        Self {
+            address,
+            client,
+            secret,
+        }
+    }
+
     /// An access token for `user` in the default tenant, as the gateway mints them.
     pub fn token_for(&self, user: &str) -> String {
         self.mint(MintRequest {

@@ -2,6 +2,7 @@
 //! real binary as a child process) and talks HTTP to it.
 
 mod auth;
+mod cluster;
 mod deploy;
 mod errors;
 mod executions;

@@ -272,6 +272,13 @@ impl Broker for RedisBroker {
         Box::pin(self.on_runtime(async move { owners::claim(&shared, session_id).await }))
     }
 
+    fn owns(&self, session_id: Uuid) -> BoxFuture<'static, Result<bool, BrokerError>> {
+        let shared = self.shared.clone();
+        Box::pin(self.on_runtime(async move {
+            Ok(owners::route(&shared, session_id).await? == Route::Here)
+        }))
+    }
+
     fn release(&self, session_id: Uuid) {
         let shared = self.shared.clone();
         self.runtime().spawn(async move {

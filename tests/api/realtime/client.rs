@@ -12,7 +12,7 @@ use tokio_tungstenite::{
     tungstenite::{self, Message, client::IntoClientRequest, protocol::frame::coding::CloseCode},
 };
 
-use crate::helpers::TestApp;
+use crate::helpers::Api;
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -29,12 +29,12 @@ pub enum Closed {
 
 impl WsClient {
     /// Connects as `user` (bearer header) to `/ws?{query}`; the handshake must succeed.
-    pub async fn connect(app: &TestApp, user: &str, query: &str) -> Self {
+    pub async fn connect(app: &Api, user: &str, query: &str) -> Self {
         Self::connect_with(app, Some(app.token_for(user)), query).await
     }
 
     /// Connects with `token` (if any) as the bearer credential; the handshake must succeed.
-    pub async fn connect_with(app: &TestApp, token: Option<String>, query: &str) -> Self {
+    pub async fn connect_with(app: &Api, token: Option<String>, query: &str) -> Self {
         Self::try_connect(app, token, query)
             .await
             .unwrap_or_else(|(status, body)| panic!("handshake refused: {status} {body}"))
@@ -42,7 +42,7 @@ impl WsClient {
 
     /// Connects, or returns the refusal's status and JSON body.
     pub async fn try_connect(
-        app: &TestApp,
+        app: &Api,
         token: Option<String>,
         query: &str,
     ) -> Result<Self, (u16, Value)> {

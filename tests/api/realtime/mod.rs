@@ -3,7 +3,7 @@
 
 pub mod client;
 mod rooms;
-mod sse;
+pub mod sse;
 pub mod webhooks;
 mod websocket;
 
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 /// A session of `user` holding the native Switch → Merge workflow; (session, workflow).
-pub async fn session_with_workflow(app: &TestApp, user: &str) -> (String, String) {
+pub async fn session_with_workflow(app: &Api, user: &str) -> (String, String) {
     let session = app.create_session(user).await;
     let created = app
         .post_json(
@@ -30,7 +30,7 @@ pub async fn session_with_workflow(app: &TestApp, user: &str) -> (String, String
 }
 
 /// Starts a run of `workflow` over HTTP; returns the execution id.
-pub async fn run(app: &TestApp, user: &str, session: &str, workflow: &str) -> String {
+pub async fn run(app: &Api, user: &str, session: &str, workflow: &str) -> String {
     let started = app
         .post_json(
             user,

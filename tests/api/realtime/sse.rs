@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::{assert_one_complete_run, client::SseReader, run, session_with_workflow};
 use crate::helpers::*;
 
-async fn open(app: &TestApp, user: &str, query: &str, last_event_id: Option<u64>) -> SseReader {
+pub async fn open(app: &Api, user: &str, query: &str, last_event_id: Option<u64>) -> SseReader {
     let mut request = app.as_user(user, Method::GET, &format!("/events?{query}"));
     if let Some(id) = last_event_id {
         request = request.header("Last-Event-ID", id.to_string());
@@ -17,7 +17,7 @@ async fn open(app: &TestApp, user: &str, query: &str, last_event_id: Option<u64>
     SseReader::new(request.send().await.unwrap())
 }
 
-fn data(messages: &[super::client::SseMessage]) -> Vec<Value> {
+pub fn data(messages: &[super::client::SseMessage]) -> Vec<Value> {
     messages.iter().map(|m| m.data.clone().unwrap()).collect()
 }
 

@@ -1,0 +1,178 @@
+//! Any request on any node: a session is served by the node that owns it, whichever node a
+//! request reaches.
+
+use reqwest::Method;
+use serde_json::json;
+
+use super::*;
+use crate::realtime::{run, session_with_workflow};
+
+#[actix_rt::test]
+async fn a_session_created_on_one_node_is_used_and_closed_through_the_others() {
+    let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
+    let cluster = LocalCluster::start(3).await;
+    let (a, b, c) = (&cluster[0], &cluster[1], &cluster[2]);
+
+    let session = a.create_session("alice").await;
+    let detail = b
+        .json_as("alice", Method::GET, &format!("/api/sessions/{session}"))
+        .await;
+    assert_eq!(detail["session_id"], session.as_str(), "{detail}");
+
+    // A workflow added through B, run through C, read through A.
+    let created = b
+        .post_json(
+            "alice",
+            &format!("/api/workflows?session_id={session}"),
+            &route_and_merge(),
+        )
+        .await;
+    assert_eq!(created.status(), 200);
+    let workflow = json(created).await["workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let execution = run(c, "alice", &session, &workflow).await;
+    let path = format!("/api/executions/{execution}?session_id={session}");
+    assert!(
+        eventually(SETTLE, async || {
+            a.json_as("alice", Method::GET, &path).await["status"] == "completed"
+        })
+        .await,
+        "the run completes and is visible through every node"
+    );
+    let listed = c
+        .json_as(
+            "alice",
+            Method::GET,
+            &format!("/api/workflows?session_id={session}"),
+        )
+        .await;
+    assert!(
+        listed.to_string().contains(&workflow),
+        "the workflow is listed through C: {listed}"
+    );
+
+    // Someone else gets 404 through any node, as on one node.
+    let other = b
+        .send_as("mallory", Method::GET, &format!("/api/sessions/{session}"))
+        .await;
+    assert_error(other, 404, "session_not_found", "Session not found").await;
+
+    // Closed through C: gone everywhere.
+    let closed = c
+        .send_as("alice", Method::DELETE, &format!("/api/sessions/{session}"))
+        .await;
+    assert_eq!(closed.status(), 200);
+    for node in [a, b, c] {
+        let gone = node
+            .send_as("alice", Method::GET, &format!("/api/sessions/{session}"))
+            .await;
+        assert_eq!(
+            gone.status(),
+            404,
+            "closed session through {}",
+            node.node_id
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn two_nodes_racing_on_one_session_keep_every_write() {
+    let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
+    let cluster = LocalCluster::start(2).await;
+    let (a, b) = (&cluster[0], &cluster[1]);
+    let (session, workflow) = session_with_workflow(a, "alice").await;
+
+    // Versions of one workflow id created through both nodes at once.
+    let mut definition = route_and_merge();
+    definition["workflow_id"] = json!("raced");
+    let path = format!("/api/workflows?session_id={session}");
+    let writes = (0..10).map(|i| {
+        let node = if i % 2 == 0 { a } else { b };
+        let definition = definition.clone();
+        let path = path.clone();
+        async move { node.post_json("alice", &path, &definition).await.status() }
+    });
+    let statuses = futures_util::future::join_all(writes).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let runs = (0..10).map(|i| {
+        let node = if i % 2 == 0 { a } else { b };
+        let (session, workflow) = (session.clone(), workflow.clone());
+        async move { run(node, "alice", &session, &workflow).await }
+    });
+    let executions = futures_util::future::join_all(runs).await;
+
+    // Both nodes see the same session: ten versions, every execution.
+    for node in [a, b] {
+        let listed = node
+            .json_as(
+                "alice",
+                Method::GET,
+                &format!("/api/executions?session_id={session}"),
+            )
+            .await;
+        let text = listed.to_string();
+        for execution in &executions {
+            assert!(
+                text.contains(execution.as_str()),
+                "{execution} listed through {}",
+                node.node_id
+            );
+        }
+    }
+    let stored = crate::persistence::connect(&cluster.database_url).await;
+    let versions: i64 = stored
+        .query_one(
+            "SELECT count(DISTINCT version) FROM workflow_versions WHERE workflow_id = 'raced'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, 10, "every version kept, none overwritten");
+}
+
+#[actix_rt::test]
+async fn a_forged_forwarding_header_is_refused() {
+    let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
+    let cluster = LocalCluster::start(2).await;
+    let (a, b) = (&cluster[0], &cluster[1]);
+    let session = a.create_session("alice").await;
+    let forged = b
+        .as_user("alice", Method::GET, &format!("/api/sessions/{session}"))
+        .header("x-kailash-forwarded", format!("{} 0 00", a.node_id))
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        forged,
+        403,
+        "forbidden",
+        "The forwarding proof is invalid or expired",
+    )
+    .await;
+}
+
+#[actix_rt::test]
+async fn the_admin_sees_every_live_node_and_a_killed_one_drops_out() {
+    let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
+    let mut cluster = LocalCluster::start(3).await;
+    let mut ids = live_nodes(&cluster, &cluster[1]).await;
+    ids.sort();
+    assert_eq!(ids, ["node-1", "node-2", "node-3"]);
+    let forbidden = cluster[0]
+        .send_as("alice", Method::GET, "/api/admin/nodes")
+        .await;
+    assert_eq!(forbidden.status(), 403);
+
+    cluster.nodes[2].kill();
+    assert!(
+        eventually(SETTLE, async || live_nodes(&cluster, &cluster[0])
+            .await
+            .len()
+            == 2)
+        .await,
+        "a killed node's heartbeat lapses"
+    );
+}
