@@ -355,6 +355,7 @@ impl Application {
                 "auth_mode=open: no credentials are checked and request user_ids are trusted; for local development only"
             );
         }
+        cluster::start_takeovers(self.state.clone());
         self.state.lifecycle.ready.store(true, Ordering::Release);
         tracing::info!(port = self.port, "kailash gateway ready");
         self.server.await

@@ -175,6 +175,42 @@ impl Cluster {
     }
 }
 
+/// How often a node looks for sessions of lost nodes to take over.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+
+/// Takes over, in the background, the sessions this node owned before it restarted, then
+/// every [`SWEEP_EVERY`] those of nodes whose heartbeat lapsed: each is activated here, so
+/// the executions that died with its node are recorded failed (with their terminal events)
+/// within seconds, not at the next request.
+pub fn start_takeovers(state: web::Data<AppState>) {
+    let Some(cluster) = &state.cluster else {
+        return;
+    };
+    let redis = cluster.redis.clone();
+    actix_rt::spawn(async move {
+        let mut first = true;
+        loop {
+            let sessions = if first {
+                redis.own_sessions().await
+            } else {
+                redis.orphans().await
+            };
+            match sessions {
+                Ok(sessions) => {
+                    first = false;
+                    for (tenant_id, session_id) in sessions {
+                        if let Err(error) = state.gateway.take_over(tenant_id, session_id).await {
+                            tracing::warn!(%error, %session_id, "could not take a session over");
+                        }
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "no session sweep while Redis is away"),
+            }
+            actix_rt::time::sleep(SWEEP_EVERY).await;
+        }
+    });
+}
+
 /// The session a request names: the `{session_id}` of `/api/sessions/{session_id}`, else
 /// a `session_id` query parameter. `None` for anything else (or an id that does not parse,
 /// which the route refuses by itself), and for the event streams (`/ws`, `/events`), which

@@ -20,7 +20,7 @@ use actix::prelude::*;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
-use crate::{events::Event, store::EventRecord};
+use crate::{caller::TenantId, events::Event, store::EventRecord};
 
 /// A session event on its way to the broker: the event (for the local fallback), its JSON
 /// with `"seq":0` for the broker to stamp, and the newest `seq` this node knows.
@@ -59,16 +59,21 @@ pub trait Broker: Send + Sync + 'static {
     /// broker cannot take come back as [`FromBroker::Unpublished`].
     fn publish(&self, event: Outbound);
 
-    /// Records this node as the owner of a new session: requests for it on other nodes are
-    /// forwarded here. Awaited before the session is reported created.
-    fn claim(&self, session_id: Uuid) -> BoxFuture<'static, Result<(), BrokerError>>;
+    /// Records this node as the owner of a session it created or activated: requests for it
+    /// on other nodes are forwarded here, and if this node is lost a survivor takes it over.
+    /// Awaited before a new session is reported created.
+    fn claim(
+        &self,
+        tenant_id: &TenantId,
+        session_id: Uuid,
+    ) -> BoxFuture<'static, Result<(), BrokerError>>;
 
     /// Whether this node serves `session_id`: it owns it, took it over from a lost node, or
     /// nobody owns it. Asked before a stored session is activated here.
     fn owns(&self, session_id: Uuid) -> BoxFuture<'static, Result<bool, BrokerError>>;
 
     /// Forgets the owner of a session that ended (best effort).
-    fn release(&self, session_id: Uuid);
+    fn release(&self, tenant_id: &TenantId, session_id: Uuid);
 
     /// The session's retained events after `after_seq`, oldest first.
     fn events_after(

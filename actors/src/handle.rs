@@ -15,7 +15,7 @@ use crate::{
         BusConfig, BusStats, EventBus, RecentEvents, Refilter, Subscribe, SubscriberId,
         Subscription, Unsubscribe,
     },
-    caller::Caller,
+    caller::{Caller, TenantId},
     engine::{
         node::NodeRegistry,
         workflow::{Problem, Workflow, WorkflowLimits},
@@ -35,7 +35,7 @@ use crate::{
         WebhookDeliveryRecord, WebhookRecord, Write, WriterStats,
     },
     subscriber::SubscriberQueue,
-    tenant::{EndSession, ForSession, ListSessions},
+    tenant::{EndSession, ForSession, ListSessions, TakeOver},
 };
 
 /// What the actor tree needs to know; the gateway crate builds it from its settings.
@@ -277,6 +277,24 @@ impl Gateway {
         limit: usize,
     ) -> Result<Vec<WebhookDeliveryRecord>, GatewayError> {
         Ok(self.store.webhook_deliveries(tenant, id, limit).await?)
+    }
+
+    /// Serves here a session whose node was lost (or this node's own from before a
+    /// restart): its executions that died with that node are recorded failed, with their
+    /// terminal events. Answers whether the session still exists.
+    pub async fn take_over(
+        &self,
+        tenant_id: TenantId,
+        session_id: Uuid,
+    ) -> Result<bool, GatewayError> {
+        self.ask(
+            &self.registry,
+            TakeOver {
+                tenant_id,
+                session_id,
+            },
+        )
+        .await?
     }
 
     /// Whether `caller` may follow the events of `session_id`: the session's own answer when

@@ -20,7 +20,7 @@ use crate::{
     session::SessionSummary,
     tenant::{
         CountNearTimeout, EndSession, ForSession, ListSessions, RestoreSession, StartSession,
-        TenantActor,
+        TakeOver, TenantActor,
     },
 };
 
@@ -187,6 +187,18 @@ impl TenantRequest for EndSession {
     }
 
     fn without_tenant() -> Option<Result<(), GatewayError>> {
+        None
+    }
+}
+
+impl TenantRequest for TakeOver {
+    type Reply = bool;
+
+    fn tenant_id(&self) -> &TenantId {
+        &self.tenant_id
+    }
+
+    fn without_tenant() -> Option<Result<bool, GatewayError>> {
         None
     }
 }

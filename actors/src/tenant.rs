@@ -105,7 +105,9 @@ impl TenantActor {
         ));
     }
 
-    /// Ends a session: asks it to finish its work and stop, then forgets it.
+    /// Ends a session: asks it to finish its work and stop, records the end in the store
+    /// (awaited: no node may activate it again from the store once the end is answered),
+    /// then forgets it.
     fn end_session(
         &mut self,
         session_id: Uuid,
@@ -119,15 +121,22 @@ impl TenantActor {
         let end = End {
             only_if_idle: reason == EndReason::Expired,
         };
+        let (store, record) = (
+            self.engine.store.clone(),
+            self.end_record(session_id, reason),
+        );
         Box::pin(
             async move {
                 // A session that already stopped has nothing left to finish.
-                addr.send(end).await.unwrap_or(true)
+                let ended = addr.send(end).await.unwrap_or(true);
+                let stored = ended && store.write_batch(&[record]).await.is_ok();
+                (ended, stored)
             }
             .into_actor(self)
-            .map(move |ended, tenant, _| {
+            .map(move |(ended, stored), tenant, _| {
                 if ended {
-                    tenant.forget(session_id);
+                    // Not stored now (the database is away): the writer retries it.
+                    tenant.forget(session_id, stored);
                 } else if let Some(entry) = tenant.sessions.get_mut(&session_id) {
                     // Still running executions: not idle after all.
                     entry.ending = None;
@@ -149,7 +158,7 @@ impl TenantActor {
         let broker = self.engine.broker.clone();
         let keep_finished = self.engine.finished_executions_per_session;
         let load = async move {
-            if let Some(broker) = broker
+            if let Some(broker) = &broker
                 && !broker
                     .owns(session_id)
                     .await
@@ -160,6 +169,13 @@ impl TenantActor {
             let Some(record) = store.active_session(&tenant_id, session_id).await? else {
                 return Ok(None);
             };
+            if let Some(broker) = &broker {
+                // Owned here from now on: if this node is lost too, a survivor finds it.
+                broker
+                    .claim(&tenant_id, session_id)
+                    .await
+                    .map_err(|error| GatewayError::BrokerUnavailable(error.to_string()))?;
+            }
             let lost = store
                 .fail_interrupted(&tenant_id, Some(session_id), NODE_LOST, Utc::now())
                 .await?;
@@ -251,24 +267,35 @@ impl TenantActor {
         }
     }
 
-    /// Removes a session from the directory (once), announcing why and releasing its slot.
-    /// A session that stopped without being asked to is recorded as closed.
-    fn forget(&mut self, session_id: Uuid) {
+    /// The store's record of a session's end.
+    fn end_record(&self, session_id: Uuid, reason: EndReason) -> Write {
+        Write::SessionEnded {
+            tenant_id: self.tenant_id.clone(),
+            session_id,
+            at: Utc::now(),
+            reason: match reason {
+                EndReason::Expired => "expired",
+                EndReason::Closed => "closed",
+            },
+        }
+    }
+
+    /// Removes a session from the directory (once), announcing why and releasing its slot;
+    /// its end goes to the writer unless `stored` already. A session that stopped without
+    /// being asked to is recorded as closed.
+    fn forget(&mut self, session_id: Uuid, stored: bool) {
         if let Some(entry) = self.sessions.remove(&session_id) {
             self.engine.local_sessions.remove(session_id);
-            let event_type = match entry.ending.unwrap_or(EndReason::Closed) {
+            let reason = entry.ending.unwrap_or(EndReason::Closed);
+            let event_type = match reason {
                 EndReason::Closed => EventType::SessionClosed,
                 EndReason::Expired => EventType::SessionExpired,
             };
-            self.engine.writer.write(Write::SessionEnded {
-                tenant_id: self.tenant_id.clone(),
-                session_id,
-                at: Utc::now(),
-                reason: match event_type {
-                    EventType::SessionExpired => "expired",
-                    _ => "closed",
-                },
-            });
+            if !stored {
+                self.engine
+                    .writer
+                    .write(self.end_record(session_id, reason));
+            }
             self.release_owner_slot(&entry.owner);
             self.publish(event_type, session_id, entry.owner);
             self.registry.do_send(SessionEnded {
@@ -346,7 +373,7 @@ impl Handler<StartSession> for TenantActor {
             async move {
                 store.create_session(&record).await?;
                 if let Some(broker) = broker
-                    && let Err(error) = broker.claim(record.session_id).await
+                    && let Err(error) = broker.claim(&record.tenant_id, record.session_id).await
                 {
                     // Still served here; another node sees no owner and serves it too.
                     tracing::warn!(%error, session_id = %record.session_id,
@@ -455,6 +482,27 @@ impl TenantActor {
     }
 }
 
+/// Serve a session here that was owned by a node now lost (or by this node before it
+/// restarted): activates it from the store, failing the executions that died with its node.
+/// Answers whether the session exists.
+#[derive(Message)]
+#[rtype(result = "Result<bool, GatewayError>")]
+pub(crate) struct TakeOver {
+    pub tenant_id: TenantId,
+    pub session_id: Uuid,
+}
+
+impl Handler<TakeOver> for TenantActor {
+    type Result = ResponseActFuture<Self, Result<bool, GatewayError>>;
+
+    fn handle(&mut self, msg: TakeOver, _: &mut Self::Context) -> Self::Result {
+        if self.sessions.get_mut(&msg.session_id).is_some() {
+            return Box::pin(fut::ready(Ok(true)));
+        }
+        self.activate(msg.session_id)
+    }
+}
+
 /// Close a session the caller may see (`DELETE /api/sessions/{id}`).
 #[derive(Message)]
 #[rtype(result = "Result<(), GatewayError>")]
@@ -551,7 +599,7 @@ impl Handler<ChildStopped> for TenantActor {
     type Result = ();
 
     fn handle(&mut self, msg: ChildStopped, _: &mut Self::Context) {
-        self.forget(msg.session_id);
+        self.forget(msg.session_id, false);
     }
 }
 

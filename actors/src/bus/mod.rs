@@ -157,7 +157,7 @@ impl EventBus {
             )
             && let Some(broker) = &self.broker
         {
-            broker.release(record.session_id);
+            broker.release(&record.tenant_id, record.session_id);
         }
         self.accept(published, own.then_some(record));
     }

@@ -20,6 +20,7 @@ mod nodes;
 mod owners;
 
 use std::{
+    collections::HashMap,
     sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
@@ -28,6 +29,7 @@ use actix::Recipient;
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use kailash_actors::{
+    TenantId,
     broker::{Broker, BrokerError, FromBroker, Outbound},
     store::EventRecord,
 };
@@ -108,6 +110,9 @@ struct Shared {
     started_at: DateTime<Utc>,
     /// The event bus, once attached.
     bus: OnceLock<Recipient<FromBroker>>,
+    /// The sessions this node has claimed, to claim again if Redis lost them (it restarted
+    /// without persistence): see `nodes::heartbeat`.
+    claimed: Mutex<HashMap<Uuid, TenantId>>,
 }
 
 impl Shared {
@@ -178,6 +183,7 @@ impl RedisBroker {
             link: Link::default(),
             started_at: Utc::now(),
             bus: OnceLock::new(),
+            claimed: Mutex::default(),
         });
         runtime.spawn(nodes::heartbeat(shared.clone()));
         Ok(Self {
@@ -209,6 +215,20 @@ impl RedisBroker {
     pub async fn route(&self, session_id: Uuid) -> Result<Route, BrokerError> {
         let shared = self.shared.clone();
         self.on_runtime(async move { owners::route(&shared, session_id).await })
+            .await
+    }
+
+    /// The sessions this node owned before it restarted (with the same node id).
+    pub async fn own_sessions(&self) -> Result<Vec<(TenantId, Uuid)>, BrokerError> {
+        let shared = self.shared.clone();
+        self.on_runtime(async move { owners::own_sessions(&shared).await })
+            .await
+    }
+
+    /// Takes over the sessions of lost nodes; answers them, now owned here.
+    pub async fn orphans(&self) -> Result<Vec<(TenantId, Uuid)>, BrokerError> {
+        let shared = self.shared.clone();
+        self.on_runtime(async move { owners::orphans(&shared).await })
             .await
     }
 
@@ -267,9 +287,15 @@ impl Broker for RedisBroker {
         }
     }
 
-    fn claim(&self, session_id: Uuid) -> BoxFuture<'static, Result<(), BrokerError>> {
-        let shared = self.shared.clone();
-        Box::pin(self.on_runtime(async move { owners::claim(&shared, session_id).await }))
+    fn claim(
+        &self,
+        tenant_id: &TenantId,
+        session_id: Uuid,
+    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let (shared, tenant_id) = (self.shared.clone(), tenant_id.clone());
+        Box::pin(
+            self.on_runtime(async move { owners::claim(&shared, &tenant_id, session_id).await }),
+        )
     }
 
     fn owns(&self, session_id: Uuid) -> BoxFuture<'static, Result<bool, BrokerError>> {
@@ -279,10 +305,10 @@ impl Broker for RedisBroker {
         }))
     }
 
-    fn release(&self, session_id: Uuid) {
-        let shared = self.shared.clone();
+    fn release(&self, tenant_id: &TenantId, session_id: Uuid) {
+        let (shared, tenant_id) = (self.shared.clone(), tenant_id.clone());
         self.runtime().spawn(async move {
-            if let Err(error) = owners::release(&shared, session_id).await {
+            if let Err(error) = owners::release(&shared, &tenant_id, session_id).await {
                 tracing::warn!(%error, %session_id, "could not release an ended session's owner key");
             }
         });

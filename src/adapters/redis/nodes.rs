@@ -13,7 +13,7 @@ use kailash_actors::broker::BrokerError;
 use redis::{AsyncCommands, Value};
 use serde::{Deserialize, Serialize};
 
-use super::Shared;
+use super::{Shared, owners};
 
 /// How often a node says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -66,13 +66,34 @@ async fn beat(shared: &Shared) -> Result<(), redis::RedisError> {
     };
     let json = serde_json::to_string(&info).expect("a NodeInfo serializes");
     let mut connection = shared.commands.clone();
-    redis::pipe()
+    let (held,): (usize,) = redis::pipe()
         .set_ex(node_key(shared, &options.node_id), json, NODE_TTL.as_secs())
         .ignore()
         .sadd(node_set(shared), &options.node_id)
         .ignore()
-        .query_async::<()>(&mut connection)
+        .scard(owners::count_key(shared))
+        .query_async(&mut connection)
         .await?;
+    let claimed: Vec<_> = {
+        let claimed = shared.claimed.lock().expect("claimed sessions");
+        if held >= claimed.len() {
+            Vec::new()
+        } else {
+            claimed
+                .iter()
+                .map(|(id, tenant)| (tenant.clone(), *id))
+                .collect()
+        }
+    };
+    if !claimed.is_empty() {
+        // Redis lost what this node owns (restarted empty): claim it again before another
+        // node, finding no owner, serves one of these sessions too.
+        tracing::warn!(
+            sessions = claimed.len(),
+            "Redis lost this node's sessions; claiming them again"
+        );
+        owners::claim_all(shared, &claimed).await?;
+    }
     let mut subscriber = shared.subscriber.clone();
     redis::cmd("PING")
         .query_async::<Value>(&mut subscriber)
@@ -80,7 +101,8 @@ async fn beat(shared: &Shared) -> Result<(), redis::RedisError> {
         .map(drop)
 }
 
-/// The nodes whose heartbeat has not lapsed, oldest first; forgets the others.
+/// The nodes whose heartbeat has not lapsed, oldest first. (Lapsed ones stay in the set
+/// until a sweep has taken their sessions over: see `owners::orphans`.)
 pub(super) async fn live(shared: &Shared) -> Result<Vec<NodeInfo>, BrokerError> {
     let failed = |error: redis::RedisError| BrokerError(error.to_string());
     let mut connection = shared.commands.clone();
@@ -93,18 +115,11 @@ pub(super) async fn live(shared: &Shared) -> Result<Vec<NodeInfo>, BrokerError> 
     }
     let keys: Vec<String> = ids.iter().map(|id| node_key(shared, id)).collect();
     let infos: Vec<Option<String>> = connection.mget(&keys).await.map_err(failed)?;
-    let mut nodes = Vec::with_capacity(ids.len());
-    for (id, info) in ids.iter().zip(infos) {
-        match info.and_then(|json| serde_json::from_str::<NodeInfo>(&json).ok()) {
-            Some(node) => nodes.push(node),
-            None => {
-                let _: () = connection
-                    .srem(node_set(shared), id)
-                    .await
-                    .map_err(failed)?;
-            }
-        }
-    }
+    let mut nodes: Vec<NodeInfo> = infos
+        .into_iter()
+        .flatten()
+        .filter_map(|json| serde_json::from_str(&json).ok())
+        .collect();
     nodes.sort_by(|a, b| (a.started_at, &a.node_id).cmp(&(b.started_at, &b.node_id)));
     Ok(nodes)
 }

@@ -1,13 +1,20 @@
 //! Which node owns each session: the one that serves it (its actor lives there); the
 //! others forward its requests there.
 //!
-//! A node claims a session when it creates it and releases it when the session ends. A
-//! node asked for a session it does not hold finds the owner with [`route`], one script:
-//! the owner's address while its heartbeat lasts, or — when the owner was lost — the
-//! session, taken over by the asking node (compare-and-set, so exactly one survivor wins).
-//! A session with no recorded owner (created while Redis was away) is served by whoever is
+//! A node claims a session when it creates or activates it (the owner key, and the
+//! session's entry in the node's own set) and releases it when the session ends. A node
+//! asked for a session it does not hold finds the owner with [`route`], one script: the
+//! owner's address while its heartbeat lasts, or — when the owner was lost — the session,
+//! taken over by the asking node (compare-and-set, so exactly one survivor wins). A
+//! session with no recorded owner (created while Redis was away) is served by whoever is
 //! asked.
+//!
+//! A lost node's sessions are also taken over without waiting for a request: every node
+//! sweeps ([`orphans`]) the sets of nodes whose heartbeat lapsed, so their running
+//! executions are recorded failed within seconds. The scripts compute key names, so this
+//! needs one Redis (or a primary with replicas), not Redis Cluster.
 
+use kailash_actors::TenantId;
 use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
@@ -32,20 +39,141 @@ redis.call('SET', KEYS[1], ARGV[1])
 return {ARGV[1], ''}
 "#;
 
+/// Takes up to ARGV[3] sessions of a lost node (KEYS[1], its set): each whose owner is
+/// still that node (ARGV[4]) or nobody becomes this node's (ARGV[1]). Answers the taken
+/// members (`<session id> <tenant id>`).
+const ORPHANS_SCRIPT: &str = r#"
+local taken = {}
+for _, member in ipairs(redis.call('SPOP', KEYS[1], ARGV[3])) do
+  local owner_key = ARGV[2] .. string.sub(member, 1, 36) .. '}:owner'
+  local owner = redis.call('GET', owner_key)
+  if (not owner) or owner == ARGV[4] then
+    redis.call('SET', owner_key, ARGV[1])
+    table.insert(taken, member)
+  end
+end
+return taken
+"#;
+
+/// Sessions taken from a lost node per script run.
+const ORPHANS_PER_RUN: usize = 100;
+
 fn owner_key(shared: &Shared, session_id: Uuid) -> String {
     shared.key(format_args!("{{{session_id}}}:owner"))
 }
 
-pub(super) async fn claim(shared: &Shared, session_id: Uuid) -> Result<(), redis::RedisError> {
-    let mut connection = shared.commands.clone();
-    connection
-        .set(owner_key(shared, session_id), &shared.options.node_id)
+/// The set of sessions `node_id` owns.
+fn sessions_of(shared: &Shared, node_id: &str) -> String {
+    shared.key(format_args!("node:{node_id}:sessions"))
+}
+
+fn member(tenant_id: &str, session_id: Uuid) -> String {
+    format!("{session_id} {tenant_id}")
+}
+
+fn parse_member(member: &str) -> Option<(TenantId, Uuid)> {
+    let (session_id, tenant_id) = member.split_once(' ')?;
+    Some((TenantId::from(tenant_id), session_id.parse().ok()?))
+}
+
+pub(super) async fn claim(
+    shared: &Shared,
+    tenant_id: &str,
+    session_id: Uuid,
+) -> Result<(), redis::RedisError> {
+    claim_all(shared, &[(TenantId::from(tenant_id), session_id)]).await?;
+    shared
+        .claimed
+        .lock()
+        .expect("claimed sessions")
+        .insert(session_id, TenantId::from(tenant_id));
+    Ok(())
+}
+
+/// Records this node as the owner of `sessions`, in one round trip.
+pub(super) async fn claim_all(
+    shared: &Shared,
+    sessions: &[(TenantId, Uuid)],
+) -> Result<(), redis::RedisError> {
+    let me = &shared.options.node_id;
+    let mut pipe = redis::pipe();
+    for (tenant_id, session_id) in sessions {
+        pipe.set(owner_key(shared, *session_id), me)
+            .ignore()
+            .sadd(sessions_of(shared, me), member(tenant_id, *session_id))
+            .ignore();
+    }
+    pipe.query_async(&mut shared.commands.clone()).await
+}
+
+/// How many sessions Redis holds as this node's.
+pub(super) fn count_key(shared: &Shared) -> String {
+    sessions_of(shared, &shared.options.node_id)
+}
+
+pub(super) async fn release(
+    shared: &Shared,
+    tenant_id: &str,
+    session_id: Uuid,
+) -> Result<(), redis::RedisError> {
+    shared
+        .claimed
+        .lock()
+        .expect("claimed sessions")
+        .remove(&session_id);
+    let me = &shared.options.node_id;
+    redis::pipe()
+        .del(owner_key(shared, session_id))
+        .ignore()
+        .srem(sessions_of(shared, me), member(tenant_id, session_id))
+        .ignore()
+        .query_async(&mut shared.commands.clone())
         .await
 }
 
-pub(super) async fn release(shared: &Shared, session_id: Uuid) -> Result<(), redis::RedisError> {
+/// The sessions this node owned before it (re)started with the same id.
+pub(super) async fn own_sessions(
+    shared: &Shared,
+) -> Result<Vec<(TenantId, Uuid)>, redis::RedisError> {
+    let members: Vec<String> = shared
+        .commands
+        .clone()
+        .smembers(sessions_of(shared, &shared.options.node_id))
+        .await?;
+    Ok(members.iter().filter_map(|m| parse_member(m)).collect())
+}
+
+/// Takes over the sessions of every node whose heartbeat lapsed, and forgets those nodes
+/// once nothing of theirs is left.
+pub(super) async fn orphans(shared: &Shared) -> Result<Vec<(TenantId, Uuid)>, redis::RedisError> {
+    let me = &shared.options.node_id;
     let mut connection = shared.commands.clone();
-    connection.del(owner_key(shared, session_id)).await
+    let node_set = shared.key(format_args!("nodes"));
+    let ids: Vec<String> = connection.smembers(&node_set).await?;
+    let mut taken = Vec::new();
+    for id in ids.iter().filter(|id| *id != me) {
+        let alive: bool = connection.exists(node_key(shared, id)).await?;
+        if alive {
+            continue;
+        }
+        let script = Script::new(ORPHANS_SCRIPT);
+        loop {
+            let members: Vec<String> = script
+                .key(sessions_of(shared, id))
+                .arg(me)
+                .arg(shared.key(format_args!("{{")))
+                .arg(ORPHANS_PER_RUN)
+                .arg(id)
+                .invoke_async(&mut connection)
+                .await?;
+            if members.is_empty() {
+                break;
+            }
+            taken.extend(members.iter().filter_map(|m| parse_member(m)));
+        }
+        let _: () = connection.srem(&node_set, id).await?;
+    }
+    Ok(taken)
 }
 
 pub(super) async fn route(shared: &Shared, session_id: Uuid) -> Result<Route, redis::RedisError> {

@@ -7,6 +7,7 @@
 //! for that (and [`PG_FAULT`] for reading, as every user of the PostgreSQL server does).
 
 mod events;
+mod faults;
 
 mod sessions;
 

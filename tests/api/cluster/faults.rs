@@ -1,0 +1,225 @@
+//! What a cluster does when a node or Redis fails: a killed node's executions are recorded
+//! failed by a survivor, a cancel reaches the node running the execution, and a Redis
+//! outage leaves every node serving alone (degraded) until it recovers by itself, with
+//! `stream.gap` for the clients that missed events meanwhile.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::realtime::{client::WsClient, run, session_with_workflow};
+
+/// A session of alice with a workflow whose one Python node sleeps for a minute.
+async fn session_with_slow_run(node: &Api) -> (String, String) {
+    let session = node.create_session("alice").await;
+    let definition = json!({"name": "slow", "nodes": [{"id": "py", "type": "PythonCodeNode",
+        "config": {"code": "import time\ntime.sleep(60)\nresult = {'done': True}"}}]});
+    let created = node
+        .post_json(
+            "alice",
+            &format!("/api/workflows?session_id={session}"),
+            &definition,
+        )
+        .await;
+    assert_eq!(created.status(), 200);
+    let workflow = json(created).await["workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let execution = run(node, "alice", &session, &workflow).await;
+    (session, execution)
+}
+
+fn with_python(command: &mut std::process::Command) {
+    command
+        .env(
+            "KAILASH_PYTHON_EXECUTABLE",
+            std::env::var("KAILASH_TEST_PYTHON").unwrap_or_else(|_| "python3".into()),
+        )
+        .env("KAILASH_PYTHON_WORKERS", "1");
+}
+
+async fn status(node: &Api, session: &str, execution: &str) -> Value {
+    node.json_as(
+        "alice",
+        Method::GET,
+        &format!("/api/executions/{execution}?session_id={session}"),
+    )
+    .await
+}
+
+#[actix_rt::test]
+async fn a_cancel_sent_to_any_node_stops_the_run_where_it_runs() {
+    let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
+    let mut cluster = LocalCluster::start(0).await;
+    for _ in 0..2 {
+        let node = cluster.start_node(with_python);
+        cluster.nodes.push(node);
+    }
+    let (session, execution) = session_with_slow_run(&cluster[0]).await;
+    let cancelled = cluster[1]
+        .send_as(
+            "alice",
+            Method::DELETE,
+            &format!("/api/executions/{execution}?session_id={session}"),
+        )
+        .await;
+    assert_eq!(cancelled.status(), 200);
+    assert!(
+        eventually(SETTLE, async || status(&cluster[1], &session, &execution)
+            .await["status"]
+            == "cancelled")
+        .await,
+        "the run on the other node is cancelled"
+    );
+}
+
+#[actix_rt::test]
+async fn a_killed_nodes_running_executions_are_failed_by_a_survivor_within_15_seconds() {
+    let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
+    let mut cluster = LocalCluster::start(0).await;
+    for _ in 0..2 {
+        let node = cluster.start_node(with_python);
+        cluster.nodes.push(node);
+    }
+    let (session, execution) = session_with_slow_run(&cluster[0]).await;
+    let mut watcher =
+        WsClient::connect(&cluster[1], "alice", &format!("session_id={session}")).await;
+    assert!(
+        eventually(SETTLE, async || status(&cluster[1], &session, &execution)
+            .await["node_states"]["py"]
+            == "running")
+        .await
+    );
+
+    let killed_at = std::time::Instant::now();
+    cluster.nodes[0].kill();
+    // No request touches the session: the survivor's sweep finds it.
+    let failed = loop {
+        let frame = watcher
+            .next_frame(Duration::from_secs(20))
+            .await
+            .expect("the stream stays open");
+        if frame["type"] == "event" && frame["event"]["type"] == "workflow.failed" {
+            break frame["event"].clone();
+        }
+    };
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        killed_at.elapsed()
+    );
+    assert_eq!(failed["execution_id"], execution.as_str());
+    assert!(
+        failed["error"].as_str().unwrap().contains("node"),
+        "{failed}"
+    );
+
+    let now = status(&cluster[1], &session, &execution).await;
+    assert_eq!(now["status"], "failed", "{now}");
+    assert!(now["error"].as_str().unwrap().contains("lost"), "{now}");
+}
+
+/// Stops the test Redis for `down`, then starts it again (empty: it keeps nothing on disk).
+async fn restart_redis(down: Duration) {
+    let pidfile = std::env::var("KAILASH_TEST_REDIS_PIDFILE").expect("scripts/test.sh exports it");
+    let pid = std::fs::read_to_string(&pidfile)
+        .expect("redis pidfile")
+        .trim()
+        .to_owned();
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    actix_rt::time::sleep(down).await;
+    let status = std::process::Command::new(
+        std::env::var("KAILASH_TEST_REDIS_SERVER").expect("scripts/test.sh exports it"),
+    )
+    .arg(std::env::var("KAILASH_TEST_REDIS_CONF").expect("scripts/test.sh exports it"))
+    .status()
+    .unwrap();
+    assert!(status.success(), "redis-server starts again");
+}
+
+async fn broker_status(node: &Api) -> Value {
+    json(node.request(Method::GET, "/health").send().await.unwrap()).await
+}
+
+#[actix_rt::test]
+async fn a_redis_outage_degrades_every_node_which_recover_and_tell_clients_of_the_gap() {
+    let _redis = REDIS_FAULT.write().await;
+    let _pg = PG_FAULT.read().await;
+    let cluster = LocalCluster::start(2).await;
+    let (a, b) = (&cluster[0], &cluster[1]);
+    let (session, workflow) = session_with_workflow(a, "alice").await;
+    let query = format!("session_id={session}");
+    let mut on_b = WsClient::connect(b, "alice", &query).await;
+    run(a, "alice", &session, &workflow).await;
+    let before = on_b.events_until("workflow.completed").await;
+    let last_seen = before.last().unwrap()["seq"].as_u64().unwrap();
+
+    // Redis goes away: a run through its own node still works and is seen there.
+    let pidfile = std::env::var("KAILASH_TEST_REDIS_PIDFILE").unwrap();
+    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    assert!(
+        eventually(SETTLE, async || broker_status(a).await["status"]
+            == "degraded")
+        .await,
+        "the node reports degraded"
+    );
+    let health = broker_status(a).await;
+    assert_eq!(
+        health["components"]["broker"]["status"], "degraded",
+        "{health}"
+    );
+    assert!(
+        health["components"]["broker"]["error"].is_string(),
+        "{health}"
+    );
+    let mut on_a = WsClient::connect(a, "alice", &query).await;
+    let alone = run(a, "alice", &session, &workflow).await;
+    let local = on_a.events_until("workflow.completed").await;
+    assert_eq!(
+        local[0]["execution_id"],
+        alone.as_str(),
+        "served alone: {local:#?}"
+    );
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap();
+    // Then it restarts empty.
+    restart_redis(Duration::from_millis(500)).await;
+    for node in [a, b] {
+        assert!(
+            eventually(SETTLE, async || broker_status(node).await["status"]
+                == "healthy")
+            .await,
+            "{} recovers by itself",
+            node.node_id
+        );
+    }
+
+    // The next run reaches B again, after a notice of what B missed.
+    let after = run(a, "alice", &session, &workflow).await;
+    let events = on_b.events_until("workflow.completed").await;
+    assert_eq!(events[0]["type"], "stream.gap", "{events:#?}");
+    assert_eq!(
+        events[0]["metadata"]["from_seq"].as_u64(),
+        Some(last_seen + 1)
+    );
+    assert_eq!(events[1]["type"], "workflow.started");
+    assert_eq!(events[1]["execution_id"], after.as_str());
+    assert_eq!(
+        events[1]["seq"].as_u64().unwrap(),
+        events[0]["metadata"]["to_seq"].as_u64().unwrap() + 1,
+        "numbering continues after what was numbered alone"
+    );
+}
