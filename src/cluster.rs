@@ -198,8 +198,11 @@ pub fn start_takeovers(state: web::Data<AppState>) {
             match sessions {
                 Ok(sessions) => {
                     first = false;
-                    for (tenant_id, session_id) in sessions {
-                        if let Err(error) = state.gateway.take_over(tenant_id, session_id).await {
+                    for session in sessions {
+                        let session_id = session.session_id;
+                        if let Err(error) =
+                            state.gateway.take_over(session.tenant_id, session_id).await
+                        {
                             tracing::warn!(%error, %session_id, "could not take a session over");
                         }
                     }

@@ -20,7 +20,11 @@ use actix::prelude::*;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
-use crate::{caller::TenantId, events::Event, store::EventRecord};
+use crate::{
+    caller::{TenantId, UserId},
+    events::Event,
+    store::EventRecord,
+};
 
 /// A session event on its way to the broker: the event (for the local fallback), its JSON
 /// with `"seq":0` for the broker to stamp, and the newest `seq` this node knows.
@@ -59,21 +63,22 @@ pub trait Broker: Send + Sync + 'static {
     /// broker cannot take come back as [`FromBroker::Unpublished`].
     fn publish(&self, event: Outbound);
 
-    /// Records this node as the owner of a session it created or activated: requests for it
-    /// on other nodes are forwarded here, and if this node is lost a survivor takes it over.
-    /// Awaited before a new session is reported created.
+    /// Records this node as the owner of a session it creates or activates: requests for
+    /// it on other nodes are forwarded here, and if this node is lost a survivor takes it
+    /// over. For a new session (`limits` given) the cluster-wide session limits are checked
+    /// and the session counted, atomically; awaited before the session is created.
     fn claim(
         &self,
-        tenant_id: &TenantId,
-        session_id: Uuid,
-    ) -> BoxFuture<'static, Result<(), BrokerError>>;
+        session: &SessionKey,
+        limits: Option<SessionLimits>,
+    ) -> BoxFuture<'static, Result<Claim, BrokerError>>;
 
     /// Whether this node serves `session_id`: it owns it, took it over from a lost node, or
     /// nobody owns it. Asked before a stored session is activated here.
     fn owns(&self, session_id: Uuid) -> BoxFuture<'static, Result<bool, BrokerError>>;
 
-    /// Forgets the owner of a session that ended (best effort).
-    fn release(&self, tenant_id: &TenantId, session_id: Uuid);
+    /// Forgets the owner of a session that ended and stops counting it (best effort).
+    fn release(&self, session: &SessionKey);
 
     /// The session's retained events after `after_seq`, oldest first.
     fn events_after(
@@ -81,6 +86,33 @@ pub trait Broker: Send + Sync + 'static {
         session_id: Uuid,
         after_seq: u64,
     ) -> BoxFuture<'static, Result<Vec<EventRecord>, BrokerError>>;
+}
+
+/// A session as the broker knows it: whose, in which tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub session_id: Uuid,
+}
+
+/// The session limits that hold across the cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// Live sessions in the whole cluster (`max_sessions`).
+    pub max_sessions: usize,
+    /// Live sessions per user in a tenant (`concurrent_sessions_limit`; 0: none).
+    pub per_user: usize,
+}
+
+/// How a claim went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    Claimed,
+    /// The cluster holds `max_sessions` live sessions.
+    MaxSessionsReached,
+    /// The user holds `concurrent_sessions_limit` live sessions in the cluster.
+    TooManySessions,
 }
 
 /// A shared broker, as the tree holds it.

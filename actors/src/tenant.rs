@@ -23,6 +23,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
+    broker::{Claim, SessionKey, SessionLimits},
     bus::{EventBus, Publish},
     caller::{Caller, TenantId, UserId},
     engine::workflow::Workflow,
@@ -171,8 +172,13 @@ impl TenantActor {
             };
             if let Some(broker) = &broker {
                 // Owned here from now on: if this node is lost too, a survivor finds it.
+                let key = SessionKey {
+                    tenant_id: tenant_id.clone(),
+                    user_id: record.user_id.clone(),
+                    session_id,
+                };
                 broker
-                    .claim(&tenant_id, session_id)
+                    .claim(&key, None)
                     .await
                     .map_err(|error| GatewayError::BrokerUnavailable(error.to_string()))?;
             }
@@ -367,17 +373,52 @@ impl Handler<StartSession> for TenantActor {
             last_activity: now,
         };
         let (store, broker) = (self.engine.store.clone(), self.engine.broker.clone());
-        // Committed before it exists: a session the client hears of survives a restart.
-        // In a cluster it is claimed before it exists too, so no other node activates it.
+        let limits = SessionLimits {
+            max_sessions: self.config.max_sessions,
+            per_user: limit,
+        };
+        let retry_after = self
+            .config
+            .expiry_sweep_interval()
+            .max(Duration::from_secs(1));
+        // In a cluster it is claimed (and counted against the cluster-wide limits) before it
+        // exists, so no other node activates it; committed before it exists, so a session
+        // the client hears of survives a restart.
         Box::pin(
             async move {
-                store.create_session(&record).await?;
-                if let Some(broker) = broker
-                    && let Err(error) = broker.claim(&record.tenant_id, record.session_id).await
-                {
-                    // Still served here; another node sees no owner and serves it too.
-                    tracing::warn!(%error, session_id = %record.session_id,
-                        "could not record this node as the session's owner");
+                let key = SessionKey {
+                    tenant_id: record.tenant_id.clone(),
+                    user_id: record.user_id.clone(),
+                    session_id: record.session_id,
+                };
+                let claimed = match &broker {
+                    None => false,
+                    Some(broker) => match broker.claim(&key, Some(limits)).await {
+                        Ok(Claim::Claimed) => true,
+                        Ok(Claim::MaxSessionsReached) => {
+                            return Err(GatewayError::MaxSessionsReached {
+                                limit: limits.max_sessions,
+                                retry_after,
+                            });
+                        }
+                        Ok(Claim::TooManySessions) => {
+                            return Err(GatewayError::TooManySessions {
+                                limit: limits.per_user,
+                            });
+                        }
+                        Err(error) => {
+                            // Served alone: another node sees no owner and may serve it too.
+                            tracing::warn!(%error, session_id = %record.session_id,
+                                "could not claim the new session in Redis; serving it alone");
+                            false
+                        }
+                    },
+                };
+                if let Err(error) = store.create_session(&record).await {
+                    if let (true, Some(broker)) = (claimed, &broker) {
+                        broker.release(&key);
+                    }
+                    return Err(error.into());
                 }
                 Ok::<_, GatewayError>(record)
             }

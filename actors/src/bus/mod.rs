@@ -37,7 +37,7 @@ use self::{
 };
 pub use self::{fanout::SubscriberId, history::Backlog};
 use crate::{
-    broker::{FromBroker, Outbound, SharedBroker},
+    broker::{FromBroker, Outbound, SessionKey, SharedBroker},
     events::{Event, EventFilter, EventType, PublishedEvent},
     sharded::ShardedMap,
     store::{EventRecord, StoreWriter, Write},
@@ -155,9 +155,13 @@ impl EventBus {
                 published.event_type,
                 EventType::SessionClosed | EventType::SessionExpired
             )
-            && let Some(broker) = &self.broker
+            && let (Some(broker), Some(user_id)) = (&self.broker, &record.user_id)
         {
-            broker.release(&record.tenant_id, record.session_id);
+            broker.release(&SessionKey {
+                tenant_id: record.tenant_id.clone(),
+                user_id: user_id.clone(),
+                session_id: record.session_id,
+            });
         }
         self.accept(published, own.then_some(record));
     }

@@ -20,7 +20,7 @@ mod nodes;
 mod owners;
 
 use std::{
-    collections::HashMap,
+    collections::HashSet,
     sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
@@ -29,8 +29,7 @@ use actix::Recipient;
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use kailash_actors::{
-    TenantId,
-    broker::{Broker, BrokerError, FromBroker, Outbound},
+    broker::{Broker, BrokerError, Claim, FromBroker, Outbound, SessionKey, SessionLimits},
     store::EventRecord,
 };
 use redis::{
@@ -112,7 +111,7 @@ struct Shared {
     bus: OnceLock<Recipient<FromBroker>>,
     /// The sessions this node has claimed, to claim again if Redis lost them (it restarted
     /// without persistence): see `nodes::heartbeat`.
-    claimed: Mutex<HashMap<Uuid, TenantId>>,
+    claimed: Mutex<HashSet<SessionKey>>,
 }
 
 impl Shared {
@@ -219,14 +218,14 @@ impl RedisBroker {
     }
 
     /// The sessions this node owned before it restarted (with the same node id).
-    pub async fn own_sessions(&self) -> Result<Vec<(TenantId, Uuid)>, BrokerError> {
+    pub async fn own_sessions(&self) -> Result<Vec<SessionKey>, BrokerError> {
         let shared = self.shared.clone();
         self.on_runtime(async move { owners::own_sessions(&shared).await })
             .await
     }
 
     /// Takes over the sessions of lost nodes; answers them, now owned here.
-    pub async fn orphans(&self) -> Result<Vec<(TenantId, Uuid)>, BrokerError> {
+    pub async fn orphans(&self) -> Result<Vec<SessionKey>, BrokerError> {
         let shared = self.shared.clone();
         self.on_runtime(async move { owners::orphans(&shared).await })
             .await
@@ -289,13 +288,11 @@ impl Broker for RedisBroker {
 
     fn claim(
         &self,
-        tenant_id: &TenantId,
-        session_id: Uuid,
-    ) -> BoxFuture<'static, Result<(), BrokerError>> {
-        let (shared, tenant_id) = (self.shared.clone(), tenant_id.clone());
-        Box::pin(
-            self.on_runtime(async move { owners::claim(&shared, &tenant_id, session_id).await }),
-        )
+        session: &SessionKey,
+        limits: Option<SessionLimits>,
+    ) -> BoxFuture<'static, Result<Claim, BrokerError>> {
+        let (shared, session) = (self.shared.clone(), session.clone());
+        Box::pin(self.on_runtime(async move { owners::claim(&shared, &session, limits).await }))
     }
 
     fn owns(&self, session_id: Uuid) -> BoxFuture<'static, Result<bool, BrokerError>> {
@@ -305,11 +302,12 @@ impl Broker for RedisBroker {
         }))
     }
 
-    fn release(&self, tenant_id: &TenantId, session_id: Uuid) {
-        let (shared, tenant_id) = (self.shared.clone(), tenant_id.clone());
+    fn release(&self, session: &SessionKey) {
+        let (shared, session) = (self.shared.clone(), session.clone());
         self.runtime().spawn(async move {
-            if let Err(error) = owners::release(&shared, &tenant_id, session_id).await {
-                tracing::warn!(%error, %session_id, "could not release an ended session's owner key");
+            if let Err(error) = owners::release(&shared, &session).await {
+                tracing::warn!(%error, session_id = %session.session_id,
+                    "could not release an ended session's owner key");
             }
         });
     }

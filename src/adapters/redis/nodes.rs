@@ -79,10 +79,7 @@ async fn beat(shared: &Shared) -> Result<(), redis::RedisError> {
         if held >= claimed.len() {
             Vec::new()
         } else {
-            claimed
-                .iter()
-                .map(|(id, tenant)| (tenant.clone(), *id))
-                .collect()
+            claimed.iter().cloned().collect()
         }
     };
     if !claimed.is_empty() {
@@ -92,7 +89,7 @@ async fn beat(shared: &Shared) -> Result<(), redis::RedisError> {
             sessions = claimed.len(),
             "Redis lost this node's sessions; claiming them again"
         );
-        owners::claim_all(shared, &claimed).await?;
+        owners::claim_again(shared, &claimed).await?;
     }
     let mut subscriber = shared.subscriber.clone();
     redis::cmd("PING")

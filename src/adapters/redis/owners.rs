@@ -14,7 +14,10 @@
 //! executions are recorded failed within seconds. The scripts compute key names, so this
 //! needs one Redis (or a primary with replicas), not Redis Cluster.
 
-use kailash_actors::TenantId;
+use kailash_actors::{
+    TenantId, UserId,
+    broker::{Claim, SessionKey, SessionLimits},
+};
 use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
@@ -58,6 +61,23 @@ return taken
 /// Sessions taken from a lost node per script run.
 const ORPHANS_PER_RUN: usize = 100;
 
+/// Claims a session, checking (when ARGV[4] is '1' and the session is not counted yet) the
+/// cluster's live sessions (KEYS[3]) against ARGV[5] and the user's (KEYS[4]) against
+/// ARGV[6] (0: no limit). 0: claimed; 1: `max_sessions` reached; 2: the user's limit.
+const CLAIM_SCRIPT: &str = r#"
+if ARGV[4] == '1' and redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 0 then
+  if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[5]) then return 1 end
+  if tonumber(ARGV[6]) > 0 and redis.call('SCARD', KEYS[4]) >= tonumber(ARGV[6]) then
+    return 2
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('SADD', KEYS[4], ARGV[3])
+return 0
+"#;
+
 fn owner_key(shared: &Shared, session_id: Uuid) -> String {
     shared.key(format_args!("{{{session_id}}}:owner"))
 }
@@ -67,74 +87,126 @@ fn sessions_of(shared: &Shared, node_id: &str) -> String {
     shared.key(format_args!("node:{node_id}:sessions"))
 }
 
-fn member(tenant_id: &str, session_id: Uuid) -> String {
-    format!("{session_id} {tenant_id}")
+/// The live sessions of the cluster (`max_sessions`).
+fn live_sessions(shared: &Shared) -> String {
+    shared.key(format_args!("sessions"))
 }
 
-fn parse_member(member: &str) -> Option<(TenantId, Uuid)> {
-    let (session_id, tenant_id) = member.split_once(' ')?;
-    Some((TenantId::from(tenant_id), session_id.parse().ok()?))
+/// A user's live sessions in a tenant (`concurrent_sessions_limit`).
+fn user_sessions(shared: &Shared, session: &SessionKey) -> String {
+    let who = serde_json::to_string(&(&*session.tenant_id, &*session.user_id))
+        .expect("strings serialize");
+    shared.key(format_args!("user-sessions:{who}"))
+}
+
+/// `<session id> ["<tenant>","<user>"]`: the session id first, at a fixed width, so the
+/// scripts can read it.
+fn member(session: &SessionKey) -> String {
+    let whose = serde_json::to_string(&(&*session.tenant_id, &*session.user_id))
+        .expect("strings serialize");
+    format!("{} {whose}", session.session_id)
+}
+
+fn parse_member(member: &str) -> Option<SessionKey> {
+    let (session_id, whose) = member.split_once(' ')?;
+    let (tenant_id, user_id): (String, String) = serde_json::from_str(whose).ok()?;
+    Some(SessionKey {
+        tenant_id: TenantId::from(tenant_id),
+        user_id: UserId::from(user_id),
+        session_id: session_id.parse().ok()?,
+    })
 }
 
 pub(super) async fn claim(
     shared: &Shared,
-    tenant_id: &str,
-    session_id: Uuid,
-) -> Result<(), redis::RedisError> {
-    claim_all(shared, &[(TenantId::from(tenant_id), session_id)]).await?;
-    shared
-        .claimed
-        .lock()
-        .expect("claimed sessions")
-        .insert(session_id, TenantId::from(tenant_id));
-    Ok(())
+    session: &SessionKey,
+    limits: Option<SessionLimits>,
+) -> Result<Claim, redis::RedisError> {
+    let script = Script::new(CLAIM_SCRIPT);
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(owner_key(shared, session.session_id))
+        .key(sessions_of(shared, &shared.options.node_id))
+        .key(live_sessions(shared))
+        .key(user_sessions(shared, session))
+        .arg(&shared.options.node_id)
+        .arg(member(session))
+        .arg(session.session_id.to_string())
+        .arg(if limits.is_some() { "1" } else { "0" })
+        .arg(limits.map_or(0, |l| l.max_sessions))
+        .arg(limits.map_or(0, |l| l.per_user));
+    let outcome: u8 = invocation
+        .invoke_async(&mut shared.commands.clone())
+        .await?;
+    let claim = match outcome {
+        0 => Claim::Claimed,
+        1 => Claim::MaxSessionsReached,
+        _ => Claim::TooManySessions,
+    };
+    if claim == Claim::Claimed {
+        shared
+            .claimed
+            .lock()
+            .expect("claimed sessions")
+            .insert(session.clone());
+    }
+    Ok(claim)
 }
 
-/// Records this node as the owner of `sessions`, in one round trip.
-pub(super) async fn claim_all(
+/// Claims `sessions` again, unchecked (Redis lost them), in one round trip.
+pub(super) async fn claim_again(
     shared: &Shared,
-    sessions: &[(TenantId, Uuid)],
+    sessions: &[SessionKey],
 ) -> Result<(), redis::RedisError> {
     let me = &shared.options.node_id;
     let mut pipe = redis::pipe();
-    for (tenant_id, session_id) in sessions {
-        pipe.set(owner_key(shared, *session_id), me)
+    for session in sessions {
+        let id = session.session_id.to_string();
+        pipe.set(owner_key(shared, session.session_id), me)
             .ignore()
-            .sadd(sessions_of(shared, me), member(tenant_id, *session_id))
+            .sadd(sessions_of(shared, me), member(session))
+            .ignore()
+            .sadd(live_sessions(shared), &id)
+            .ignore()
+            .sadd(user_sessions(shared, session), &id)
             .ignore();
     }
     pipe.query_async(&mut shared.commands.clone()).await
 }
 
-/// How many sessions Redis holds as this node's.
+/// The key of the set Redis holds as this node's sessions.
 pub(super) fn count_key(shared: &Shared) -> String {
     sessions_of(shared, &shared.options.node_id)
 }
 
 pub(super) async fn release(
     shared: &Shared,
-    tenant_id: &str,
-    session_id: Uuid,
+    session: &SessionKey,
 ) -> Result<(), redis::RedisError> {
     shared
         .claimed
         .lock()
         .expect("claimed sessions")
-        .remove(&session_id);
-    let me = &shared.options.node_id;
+        .remove(session);
+    let id = session.session_id.to_string();
     redis::pipe()
-        .del(owner_key(shared, session_id))
+        .del(owner_key(shared, session.session_id))
         .ignore()
-        .srem(sessions_of(shared, me), member(tenant_id, session_id))
+        .srem(
+            sessions_of(shared, &shared.options.node_id),
+            member(session),
+        )
+        .ignore()
+        .srem(live_sessions(shared), &id)
+        .ignore()
+        .srem(user_sessions(shared, session), &id)
         .ignore()
         .query_async(&mut shared.commands.clone())
         .await
 }
 
 /// The sessions this node owned before it (re)started with the same id.
-pub(super) async fn own_sessions(
-    shared: &Shared,
-) -> Result<Vec<(TenantId, Uuid)>, redis::RedisError> {
+pub(super) async fn own_sessions(shared: &Shared) -> Result<Vec<SessionKey>, redis::RedisError> {
     let members: Vec<String> = shared
         .commands
         .clone()
@@ -145,7 +217,7 @@ pub(super) async fn own_sessions(
 
 /// Takes over the sessions of every node whose heartbeat lapsed, and forgets those nodes
 /// once nothing of theirs is left.
-pub(super) async fn orphans(shared: &Shared) -> Result<Vec<(TenantId, Uuid)>, redis::RedisError> {
+pub(super) async fn orphans(shared: &Shared) -> Result<Vec<SessionKey>, redis::RedisError> {
     let me = &shared.options.node_id;
     let mut connection = shared.commands.clone();
     let node_set = shared.key(format_args!("nodes"));

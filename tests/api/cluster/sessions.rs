@@ -176,3 +176,46 @@ async fn the_admin_sees_every_live_node_and_a_killed_one_drops_out() {
         "a killed node's heartbeat lapses"
     );
 }
+
+#[actix_rt::test]
+async fn session_limits_hold_across_the_cluster_and_free_up_when_sessions_end() {
+    let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
+    let mut cluster = LocalCluster::start(0).await;
+    for _ in 0..2 {
+        let node = cluster.start_node(|command| {
+            command
+                .env("KAILASH_MAX_SESSIONS", "3")
+                .env("KAILASH_CONCURRENT_SESSIONS_LIMIT", "2");
+        });
+        cluster.nodes.push(node);
+    }
+    let (a, b) = (&cluster[0], &cluster[1]);
+    let create =
+        async |node: &Node, user: &str| node.send_as(user, Method::POST, "/api/sessions").await;
+
+    // Two of alice's sessions, one on each node: her third is refused on either.
+    let first = a.create_session("alice").await;
+    b.create_session("alice").await;
+    let refused = create(a, "alice").await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(json(refused).await["code"], "too_many_sessions");
+
+    // Three in the cluster: a fourth, anyone's, is refused on either node.
+    b.create_session("bob").await;
+    for node in [a, b] {
+        let refused = create(node, "carol").await;
+        assert_eq!(refused.status(), 429);
+        assert!(refused.headers().contains_key("retry-after"));
+        assert_eq!(json(refused).await["code"], "max_sessions_reached");
+    }
+
+    // Closing one (through the other node) frees a slot cluster-wide.
+    let closed = b
+        .send_as("alice", Method::DELETE, &format!("/api/sessions/{first}"))
+        .await;
+    assert_eq!(closed.status(), 200);
+    assert!(
+        eventually(SETTLE, async || create(b, "carol").await.status() == 200).await,
+        "the freed slot is usable on another node"
+    );
+}
