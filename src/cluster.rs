@@ -214,6 +214,24 @@ pub fn start_takeovers(state: web::Data<AppState>) {
     });
 }
 
+/// How often a node re-reads the webhook registrations made through other nodes.
+const WEBHOOK_SYNC_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps this node's webhook registrations those of the store (see `Webhooks::sync`).
+pub fn start_webhook_sync(state: web::Data<AppState>) {
+    if state.cluster.is_none() {
+        return;
+    }
+    actix_rt::spawn(async move {
+        loop {
+            actix_rt::time::sleep(WEBHOOK_SYNC_EVERY).await;
+            if let Err(error) = state.webhooks.sync().await {
+                tracing::debug!(%error, "webhook registrations not synced this time");
+            }
+        }
+    });
+}
+
 /// The session a request names: the `{session_id}` of `/api/sessions/{session_id}`, else
 /// a `session_id` query parameter. `None` for anything else (or an id that does not parse,
 /// which the route refuses by itself), and for the event streams (`/ws`, `/events`), which

@@ -199,6 +199,8 @@ pub struct PublishedEvent {
     pub user_id: Option<UserId>,
     /// The event as JSON text, exactly as it goes on the wire.
     pub json: Box<str>,
+    /// Published by this node (false for what the broker brought from other nodes).
+    pub published_here: bool,
 }
 
 impl PublishedEvent {
@@ -219,13 +221,14 @@ impl PublishedEvent {
             tenant_id: event.tenant_id.clone(),
             user_id: event.user_id.clone(),
             json,
+            published_here: true,
         }
     }
 }
 
 impl PublishedEvent {
-    /// An event loaded from the store, aged as it was: history retention counts from when it
-    /// was first published, not from the restart.
+    /// An event already numbered — loaded from the store, or brought by the broker — aged
+    /// as it was: history retention counts from when it was first published.
     pub fn restored(record: &crate::store::EventRecord) -> Self {
         let age = (Utc::now() - record.published_at)
             .to_std()
@@ -239,6 +242,7 @@ impl PublishedEvent {
             tenant_id: record.tenant_id.clone(),
             user_id: record.user_id.clone(),
             json: record.json.clone(),
+            published_here: true,
         }
     }
 }
@@ -252,6 +256,9 @@ pub struct EventFilter {
     pub session_id: Option<Uuid>,
     /// `None`: every type.
     pub event_types: Option<HashSet<EventType>>,
+    /// Only events this node published (in a cluster every node receives every event; a
+    /// webhook, registered on every node, must be delivered once: by the publishing node).
+    pub published_here: bool,
 }
 
 impl EventFilter {
@@ -262,11 +269,13 @@ impl EventFilter {
             owner: (!caller.sees_all_sessions).then(|| caller.user_id.clone()),
             session_id: None,
             event_types: None,
+            published_here: false,
         }
     }
 
     pub fn matches(&self, event: &PublishedEvent) -> bool {
         event.tenant_id == self.tenant_id
+            && (!self.published_here || event.published_here)
             && match (&self.owner, &event.user_id) {
                 (Some(owner), Some(user)) => owner == user,
                 _ => true,

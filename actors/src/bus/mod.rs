@@ -149,7 +149,10 @@ impl EventBus {
             );
             self.accept(gap, None);
         }
-        let published = Arc::new(PublishedEvent::restored(&record));
+        let published = Arc::new(PublishedEvent {
+            published_here: own,
+            ..PublishedEvent::restored(&record)
+        });
         if own
             && matches!(
                 published.event_type,

@@ -154,13 +154,12 @@ pub(super) async fn receive_loop(
                     bus.do_send(message);
                 }
             }
-            PushKind::Disconnection => {
+            PushKind::Disconnection
                 if shared
                     .link
-                    .down("the subscriber connection to Redis was lost")
-                {
-                    tracing::warn!("the Redis subscriber connection was lost; reconnecting");
-                }
+                    .down("the subscriber connection to Redis was lost") =>
+            {
+                tracing::warn!("the Redis subscriber connection was lost; reconnecting");
             }
             _ => {}
         }

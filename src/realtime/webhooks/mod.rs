@@ -200,7 +200,9 @@ impl Webhooks {
             ));
         }
         if let Some(session_id) = request.session_id {
-            self.gateway.session(caller.clone(), session_id).await?;
+            self.gateway
+                .check_session_access(caller, session_id)
+                .await?;
         }
         let owned = self
             .table()
@@ -267,6 +269,35 @@ impl Webhooks {
         Ok(restored)
     }
 
+    /// Makes this node's registrations those of the store: in a cluster a webhook is
+    /// registered (or removed) through one node, and the others follow at their next sync.
+    /// Answers how many were added and removed.
+    pub async fn sync(&self) -> Result<(usize, usize), GatewayError> {
+        let stored = self.gateway.stored_webhooks().await?;
+        let stored_ids: HashSet<Uuid> = stored.iter().map(|r| r.webhook_id).collect();
+        let gone: Vec<Uuid> = self
+            .table()
+            .keys()
+            .filter(|id| !stored_ids.contains(id))
+            .copied()
+            .collect();
+        let removed = gone.into_iter().filter(|id| self.retire(*id)).count();
+        let mut added = 0;
+        for record in stored {
+            if self.table().contains_key(&record.webhook_id) {
+                continue;
+            }
+            let webhook_id = record.webhook_id;
+            match self.activate(record, Vec::new()).await {
+                Ok(_) => added += 1,
+                Err(error) => {
+                    tracing::warn!(%webhook_id, error = %error.body(), "stored webhook not activated")
+                }
+            }
+        }
+        Ok((added, removed))
+    }
+
     /// Subscribes a stored registration to the bus and starts its delivery task.
     async fn activate(
         &self,
@@ -299,6 +330,9 @@ impl Webhooks {
         let filter = EventFilter {
             session_id: record.session_id,
             event_types: (!event_types.is_empty()).then_some(event_types),
+            // Every node holds every registration (see `sync`); each delivers what it
+            // published, so an event is delivered once in the cluster.
+            published_here: true,
             ..EventFilter::visible_to(&owner)
         };
         let (queue, inbox) = SubscriberQueue::bounded(self.delivery.queue_len, WhenFull::Drop);
@@ -376,7 +410,17 @@ impl Webhooks {
             .map(|r| r.tenant_id.clone())
             .ok_or_else(not_found)?;
         self.gateway.delete_webhook(&tenant_id, webhook_id).await?;
-        let registration = self.table().remove(&webhook_id).ok_or_else(not_found)?;
+        if !self.retire(webhook_id) {
+            return Err(not_found());
+        }
+        Ok(())
+    }
+
+    /// Stops a registration on this node; false when it had none.
+    fn retire(&self, webhook_id: Uuid) -> bool {
+        let Some(registration) = self.table().remove(&webhook_id) else {
+            return false;
+        };
         self.gateway.unsubscribe(registration.subscriber);
         registration.task.abort();
         self.retired
@@ -388,7 +432,7 @@ impl Webhooks {
             .transport(Transport::Webhook)
             .connections
             .dec();
-        Ok(())
+        true
     }
 
     /// Node-wide totals, including webhooks since unregistered.

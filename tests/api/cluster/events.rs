@@ -1,6 +1,8 @@
 //! Events reach every node: a client on any node sees a session's events in `seq` order,
 //! exactly once, and resumes on any node.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use super::*;
@@ -66,4 +68,52 @@ async fn an_sse_client_resumes_on_another_node_after_its_node_is_killed() {
     let events = data(&resumed.until("workflow.completed").await);
     assert_eq!(events[0]["seq"].as_u64(), Some(last + 1), "{events:#?}");
     assert_one_complete_run(&events, &missed);
+}
+
+#[actix_rt::test]
+async fn a_webhook_registered_on_one_node_gets_each_event_once_from_the_node_that_published_it() {
+    use crate::realtime::webhooks::Receiver;
+    let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
+    let mut cluster = LocalCluster::start(0).await;
+    for _ in 0..2 {
+        let node = cluster.start_node(|command| {
+            command.env("KAILASH_EGRESS_ALLOW", "127.0.0.1");
+        });
+        cluster.nodes.push(node);
+    }
+    let (a, b) = (&cluster[0], &cluster[1]);
+    let receiver = Receiver::start(Some(0));
+    let (session, workflow) = session_with_workflow(a, "alice").await;
+    let registered = b
+        .post_json(
+            "alice",
+            "/api/webhooks",
+            &serde_json::json!({"url": receiver.url, "session_id": session,
+                "event_types": ["workflow.completed"]}),
+        )
+        .await;
+    assert_eq!(registered.status(), 200);
+    // The session's node (A) picks the registration up at its next sync.
+    actix_rt::time::sleep(Duration::from_secs(3)).await;
+
+    let mut executions = Vec::new();
+    for _ in 0..3 {
+        executions.push(run(b, "alice", &session, &workflow).await);
+    }
+    assert!(eventually(SETTLE, async || receiver.requests().len() >= 3).await);
+    actix_rt::time::sleep(Duration::from_secs(1)).await;
+    let delivered: Vec<String> = receiver.requests().into_iter().map(|r| r.body).collect();
+    assert_eq!(
+        delivered.len(),
+        3,
+        "once each, not once per node: {delivered:#?}"
+    );
+    for execution in &executions {
+        assert!(
+            delivered
+                .iter()
+                .any(|body| body.contains(execution.as_str())),
+            "{execution} delivered: {delivered:#?}"
+        );
+    }
 }
