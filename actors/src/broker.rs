@@ -80,6 +80,17 @@ pub trait Broker: Send + Sync + 'static {
     /// Forgets the owner of a session that ended and stops counting it (best effort).
     fn release(&self, session: &SessionKey);
 
+    /// Holds a cluster-wide slot for a new run under `max_concurrent_executions`: a lease on
+    /// the run, renewed while this node lives. False when the cluster runs `limit` already.
+    fn reserve_run(
+        &self,
+        execution_id: Uuid,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<bool, BrokerError>>;
+
+    /// Gives a run's slot back (it ended, or never started).
+    fn end_run(&self, execution_id: Uuid);
+
     /// The session's retained events after `after_seq`, oldest first.
     fn events_after(
         &self,

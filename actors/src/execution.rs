@@ -451,7 +451,10 @@ impl ExecutionActor {
             self.record(snapshot.clone()),
         )));
         self.spec.session.do_send(ExecutionFinished { snapshot });
-        self.spec.gateway.do_send(ExecutionEnded { ran: true });
+        self.spec.gateway.do_send(ExecutionEnded {
+            execution_id: self.spec.execution_id,
+            ran: true,
+        });
         ctx.stop();
     }
 }

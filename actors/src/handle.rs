@@ -151,6 +151,7 @@ pub struct Gateway {
     local_sessions: Arc<LocalSessions>,
     /// Whether a broker shares the store with other nodes.
     pub(crate) clustered: bool,
+    broker: Option<SharedBroker>,
 }
 
 /// Counters across the tree.
@@ -227,6 +228,7 @@ impl Gateway {
             writer,
             local_sessions,
             clustered: persistence.broker.is_some(),
+            broker: persistence.broker,
         }
     }
 
@@ -613,11 +615,32 @@ impl Gateway {
         config_overrides: Map<String, Value>,
     ) -> Result<ExecutionSnapshot, GatewayError> {
         self.ask(&self.registry, ReserveExecution).await??;
+        let execution_id = Uuid::new_v4();
+        let limit = self.config.max_concurrent_executions;
+        let reserved = match &self.broker {
+            None => true,
+            Some(broker) => broker
+                .reserve_run(execution_id, limit)
+                .await
+                // Redis away: this node's own limit (above) is all that can be checked.
+                .unwrap_or(true),
+        };
+        if !reserved {
+            self.registry.do_send(ExecutionEnded {
+                execution_id,
+                ran: false,
+            });
+            return Err(GatewayError::TooManyExecutions {
+                limit,
+                scope: "cluster",
+            });
+        }
         let started = self
             .for_session(
                 caller,
                 session_id,
                 StartExecution {
+                    execution_id,
                     workflow_id,
                     inputs,
                     config_overrides,
@@ -626,7 +649,10 @@ impl Gateway {
             .await
             .and_then(|result| result);
         if started.is_err() {
-            self.registry.do_send(ExecutionEnded { ran: false });
+            self.registry.do_send(ExecutionEnded {
+                execution_id,
+                ran: false,
+            });
         }
         started
     }

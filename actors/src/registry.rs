@@ -11,6 +11,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use actix::{dev::ToEnvelope, prelude::*};
 use futures_util::future::{join_all, ready};
 use serde_json::Value;
+use uuid::Uuid;
 
 use crate::{
     bus::EventBus,
@@ -344,6 +345,7 @@ impl Handler<ReserveExecution> for RegistryActor {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct ExecutionEnded {
+    pub execution_id: Uuid,
     pub ran: bool,
 }
 
@@ -352,6 +354,9 @@ impl Handler<ExecutionEnded> for RegistryActor {
 
     fn handle(&mut self, msg: ExecutionEnded, _: &mut Self::Context) {
         self.active_executions = self.active_executions.saturating_sub(1);
+        if let Some(broker) = &self.engine.broker {
+            broker.end_run(msg.execution_id);
+        }
         self.totals.executions += u64::from(msg.ran);
     }
 }

@@ -332,6 +332,8 @@ impl Handler<FindWorkflow> for SessionActor {
 #[derive(Message)]
 #[rtype(result = "Result<ExecutionSnapshot, GatewayError>")]
 pub(crate) struct StartExecution {
+    /// Chosen by the handle, which holds the run's cluster-wide slot under it.
+    pub execution_id: Uuid,
     pub workflow_id: String,
     pub inputs: Map<String, Value>,
     pub config_overrides: Map<String, Value>,
@@ -420,7 +422,7 @@ impl SessionActor {
         self.check_overrides(&workflow, &msg.config_overrides)?;
         let inputs = RunInputs::new(&workflow, &msg.inputs, &msg.config_overrides);
         Ok(ExecutionActor::new(ExecutionSpec {
-            execution_id: Uuid::new_v4(),
+            execution_id: msg.execution_id,
             workflow,
             inputs,
             request: Arc::new((

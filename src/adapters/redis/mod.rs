@@ -18,6 +18,7 @@
 mod events;
 mod nodes;
 mod owners;
+mod runs;
 
 use std::{
     collections::HashSet,
@@ -112,6 +113,8 @@ struct Shared {
     /// The sessions this node has claimed, to claim again if Redis lost them (it restarted
     /// without persistence): see `nodes::heartbeat`.
     claimed: Mutex<HashSet<SessionKey>>,
+    /// The runs this node holds a lease on, renewed by the heartbeat.
+    running: Mutex<HashSet<Uuid>>,
 }
 
 impl Shared {
@@ -183,6 +186,7 @@ impl RedisBroker {
             started_at: Utc::now(),
             bus: OnceLock::new(),
             claimed: Mutex::default(),
+            running: Mutex::default(),
         });
         runtime.spawn(nodes::heartbeat(shared.clone()));
         Ok(Self {
@@ -308,6 +312,25 @@ impl Broker for RedisBroker {
             if let Err(error) = owners::release(&shared, &session).await {
                 tracing::warn!(%error, session_id = %session.session_id,
                     "could not release an ended session's owner key");
+            }
+        });
+    }
+
+    fn reserve_run(
+        &self,
+        execution_id: Uuid,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<bool, BrokerError>> {
+        let shared = self.shared.clone();
+        Box::pin(self.on_runtime(async move { runs::reserve(&shared, execution_id, limit).await }))
+    }
+
+    fn end_run(&self, execution_id: Uuid) {
+        let shared = self.shared.clone();
+        self.runtime().spawn(async move {
+            if let Err(error) = runs::end(&shared, execution_id).await {
+                // The lease lapses by itself within `runs::LEASE`.
+                tracing::debug!(%error, %execution_id, "could not end a run's lease");
             }
         });
     }

@@ -13,7 +13,7 @@ use kailash_actors::broker::BrokerError;
 use redis::{AsyncCommands, Value};
 use serde::{Deserialize, Serialize};
 
-use super::{Shared, owners};
+use super::{Shared, owners, runs};
 
 /// How often a node says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -66,14 +66,14 @@ async fn beat(shared: &Shared) -> Result<(), redis::RedisError> {
     };
     let json = serde_json::to_string(&info).expect("a NodeInfo serializes");
     let mut connection = shared.commands.clone();
-    let (held,): (usize,) = redis::pipe()
-        .set_ex(node_key(shared, &options.node_id), json, NODE_TTL.as_secs())
+    let mut pipe = redis::pipe();
+    pipe.set_ex(node_key(shared, &options.node_id), json, NODE_TTL.as_secs())
         .ignore()
         .sadd(node_set(shared), &options.node_id)
         .ignore()
-        .scard(owners::count_key(shared))
-        .query_async(&mut connection)
-        .await?;
+        .scard(owners::count_key(shared));
+    runs::renew(shared, &mut pipe);
+    let (held,): (usize,) = pipe.query_async(&mut connection).await?;
     let claimed: Vec<_> = {
         let claimed = shared.claimed.lock().expect("claimed sessions");
         if held >= claimed.len() {

@@ -122,13 +122,41 @@ async fn a_killed_nodes_running_executions_are_failed_by_a_survivor_within_15_se
     assert!(now["error"].as_str().unwrap().contains("lost"), "{now}");
 }
 
-/// Stops the test Redis for `down`, then starts it again (empty: it keeps nothing on disk).
-async fn restart_redis(down: Duration) {
+/// The test Redis, stopped (SIGSTOP: its clients time out) until dropped, even when the
+/// test fails, so the next test finds it running.
+struct Paused(String);
+
+impl Paused {
+    fn redis() -> Self {
+        let pid = redis_pid();
+        let status = std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Self(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0])
+            .status();
+    }
+}
+
+fn redis_pid() -> String {
     let pidfile = std::env::var("KAILASH_TEST_REDIS_PIDFILE").expect("scripts/test.sh exports it");
-    let pid = std::fs::read_to_string(&pidfile)
+    std::fs::read_to_string(pidfile)
         .expect("redis pidfile")
         .trim()
-        .to_owned();
+        .to_owned()
+}
+
+/// Stops the test Redis for `down`, then starts it again (empty: it keeps nothing on disk).
+async fn restart_redis(down: Duration) {
+    let pid = redis_pid();
     let status = std::process::Command::new("kill")
         .args(["-9", &pid])
         .status()
@@ -162,12 +190,7 @@ async fn a_redis_outage_degrades_every_node_which_recover_and_tell_clients_of_th
     let last_seen = before.last().unwrap()["seq"].as_u64().unwrap();
 
     // Redis goes away: a run through its own node still works and is seen there.
-    let pidfile = std::env::var("KAILASH_TEST_REDIS_PIDFILE").unwrap();
-    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
-    std::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap();
+    let paused = Paused::redis();
     assert!(
         eventually(SETTLE, async || broker_status(a).await["status"]
             == "degraded")
@@ -191,10 +214,7 @@ async fn a_redis_outage_degrades_every_node_which_recover_and_tell_clients_of_th
         alone.as_str(),
         "served alone: {local:#?}"
     );
-    std::process::Command::new("kill")
-        .args(["-CONT", &pid])
-        .status()
-        .unwrap();
+    drop(paused);
     // Then it restarts empty.
     restart_redis(Duration::from_millis(500)).await;
     for node in [a, b] {
@@ -221,5 +241,59 @@ async fn a_redis_outage_degrades_every_node_which_recover_and_tell_clients_of_th
         events[1]["seq"].as_u64().unwrap(),
         events[0]["metadata"]["to_seq"].as_u64().unwrap() + 1,
         "numbering continues after what was numbered alone"
+    );
+}
+
+#[actix_rt::test]
+async fn concurrent_executions_are_limited_across_the_cluster() {
+    let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
+    let mut cluster = LocalCluster::start(0).await;
+    for _ in 0..2 {
+        let node = cluster.start_node(|command| {
+            with_python(command);
+            command.env("KAILASH_MAX_CONCURRENT_EXECUTIONS", "1");
+        });
+        cluster.nodes.push(node);
+    }
+    let (session, execution) = session_with_slow_run(&cluster[0]).await;
+    // B's own session, B's own run: refused while A's run holds the cluster's one slot.
+    let (other, workflow) = session_with_workflow(&cluster[1], "bob").await;
+    let refused = cluster[1]
+        .post_json(
+            "bob",
+            &format!("/api/executions?session_id={other}"),
+            &json!({"workflow_id": workflow, "inputs": {"route": {"input_data": {"tier": "gold"}}}}),
+        )
+        .await;
+    assert_eq!(refused.status(), 429);
+    let body = json(refused).await;
+    assert_eq!(body["code"], "too_many_executions", "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("cluster"),
+        "{body}"
+    );
+
+    // The slot comes back when the run ends.
+    let cancelled = cluster[0]
+        .send_as(
+            "alice",
+            Method::DELETE,
+            &format!("/api/executions/{execution}?session_id={session}"),
+        )
+        .await;
+    assert_eq!(cancelled.status(), 200);
+    assert!(
+        eventually(SETTLE, async || {
+            cluster[1]
+                .post_json(
+                    "bob",
+                    &format!("/api/executions?session_id={other}"),
+                    &json!({"workflow_id": workflow, "inputs": {"route": {"input_data": {"tier": "gold"}}}}),
+                )
+                .await
+                .status()
+                == 200
+        })
+        .await
     );
 }

@@ -1,0 +1,90 @@
+//! Cluster-wide run slots (`max_concurrent_executions`): each running execution holds a
+//! lease in one sorted set, scored by its expiry, renewed by its node's heartbeat. A run
+//! that ends gives its lease back; a lost node's leases lapse by themselves, so its slots
+//! free up within [`LEASE`] without anyone's help.
+
+use std::time::Duration;
+
+use redis::Script;
+use uuid::Uuid;
+
+use super::Shared;
+
+/// How long a run's lease lasts without renewal (the heartbeat renews it every second).
+pub const LEASE: Duration = Duration::from_secs(5);
+
+/// Drops lapsed leases, then takes one for ARGV[1] unless KEYS[1] holds ARGV[3] already.
+const RESERVE_SCRIPT: &str = r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+return 1
+"#;
+
+fn runs_key(shared: &Shared) -> String {
+    shared.key(format_args!("runs"))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+fn expiry_ms() -> u64 {
+    now_ms() + LEASE.as_millis() as u64
+}
+
+pub(super) async fn reserve(
+    shared: &Shared,
+    execution_id: Uuid,
+    limit: usize,
+) -> Result<bool, redis::RedisError> {
+    let script = Script::new(RESERVE_SCRIPT);
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(runs_key(shared))
+        .arg(execution_id.to_string())
+        .arg(now_ms())
+        .arg(limit)
+        .arg(expiry_ms());
+    let reserved: u8 = invocation
+        .invoke_async(&mut shared.commands.clone())
+        .await?;
+    if reserved == 1 {
+        shared
+            .running
+            .lock()
+            .expect("running runs")
+            .insert(execution_id);
+    }
+    Ok(reserved == 1)
+}
+
+pub(super) async fn end(shared: &Shared, execution_id: Uuid) -> Result<(), redis::RedisError> {
+    shared
+        .running
+        .lock()
+        .expect("running runs")
+        .remove(&execution_id);
+    redis::cmd("ZREM")
+        .arg(runs_key(shared))
+        .arg(execution_id.to_string())
+        .query_async(&mut shared.commands.clone())
+        .await
+}
+
+/// Adds to `pipe` the renewal of this node's leases (recreating them if Redis lost them).
+pub(super) fn renew(shared: &Shared, pipe: &mut redis::Pipeline) {
+    let running = shared.running.lock().expect("running runs");
+    if running.is_empty() {
+        return;
+    }
+    let expiry = expiry_ms();
+    let mut zadd = redis::cmd("ZADD");
+    zadd.arg(runs_key(shared));
+    for execution_id in running.iter() {
+        zadd.arg(expiry).arg(execution_id.to_string());
+    }
+    pipe.add_command(zadd).ignore();
+}
