@@ -184,66 +184,34 @@ pub(super) fn context(values: &[(&'static str, Value)]) -> Context {
     .expect("distinct context keys")
 }
 
-/// Entities the cache holds at most; a full cache starts over.
-const CACHE_CAPACITY: usize = 4096;
+/// Entries a [`Memo`] holds at most; a full memo starts over.
+const MEMO_CAPACITY: usize = 4096;
 
-/// The entities of recent route decisions, by caller and route. Building them (every
-/// attribute evaluated, the hierarchy closed) costs more than deciding, and a caller asks
-/// about the same few routes request after request. An entry is used only if it was built
-/// from the same inputs — roles and account attributes included — so a change to either is
-/// seen by the next decision without anyone having to invalidate it.
-#[derive(Default)]
-pub(super) struct EntityCache {
-    entries: RwLock<HashMap<u64, Arc<Built>>>,
+/// What was built from some inputs, by a hash of the inputs. Each entry keeps its inputs and
+/// counts only if they equal the asker's, so a hash collision or a changed input is a miss:
+/// nothing ever needs to be invalidated.
+struct Memo<I, V> {
+    entries: RwLock<HashMap<u64, Arc<(I, V)>>>,
 }
 
-/// Entities and the inputs they were built from.
-pub(super) struct Built {
-    tenant_id: String,
-    user_id: String,
-    roles: Vec<String>,
-    attributes: Map<String, Value>,
-    route: Option<(String, String)>,
-    pub entities: Entities,
-}
-
-impl Built {
-    fn new(subject: &Subject<'_>, target: &Target<'_>) -> Option<Self> {
-        Some(Self {
-            tenant_id: subject.tenant_id.to_owned(),
-            user_id: subject.user_id.to_owned(),
-            roles: subject.roles.to_vec(),
-            attributes: subject.attributes.clone(),
-            route: route(target).map(|(m, p)| (m.to_owned(), p.to_owned())),
-            entities: Entities::from_entities([principal(subject), target.entity()], None).ok()?,
-        })
-    }
-
-    fn is_for(&self, subject: &Subject<'_>, target: &Target<'_>) -> bool {
-        self.tenant_id == subject.tenant_id
-            && self.user_id == subject.user_id
-            && self.roles == subject.roles
-            && self.attributes == *subject.attributes
-            && self.route.as_ref().map(|(m, p)| (m.as_str(), p.as_str())) == route(target)
+impl<I, V> Default for Memo<I, V> {
+    fn default() -> Self {
+        Self {
+            entries: RwLock::default(),
+        }
     }
 }
 
-fn route<'a>(target: &Target<'a>) -> Option<(&'a str, &'a str)> {
-    match target {
-        Target::Route { method, pattern } => Some((method, pattern)),
-        Target::Workflow { .. } => None,
-    }
-}
-
-impl EntityCache {
-    /// The entities of `subject` and `target`: cached for routes, built afresh for workflows
-    /// (asked about once, at creation). `None` if Cedar refuses them.
-    pub fn entities(&self, subject: &Subject<'_>, target: &Target<'_>) -> Option<Arc<Built>> {
-        let Some((method, pattern)) = route(target) else {
-            return Built::new(subject, target).map(Arc::new);
-        };
+impl<I, V> Memo<I, V> {
+    /// The entry for `key` whose inputs `matches`, or a new one from `build`.
+    fn get(
+        &self,
+        key: impl Hash,
+        matches: impl Fn(&I) -> bool,
+        build: impl FnOnce() -> Option<(I, V)>,
+    ) -> Option<Arc<(I, V)>> {
         let mut hasher = DefaultHasher::new();
-        (subject.tenant_id, subject.user_id, method, pattern).hash(&mut hasher);
+        key.hash(&mut hasher);
         let key = hasher.finish();
         let cached = self
             .entries
@@ -251,15 +219,91 @@ impl EntityCache {
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
             .cloned();
-        if let Some(built) = cached.filter(|b| b.is_for(subject, target)) {
-            return Some(built);
+        if let Some(entry) = cached.filter(|entry| matches(&entry.0)) {
+            return Some(entry);
         }
-        let built = Arc::new(Built::new(subject, target)?);
+        let entry = Arc::new(build()?);
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= CACHE_CAPACITY {
+        if entries.len() >= MEMO_CAPACITY {
             entries.clear();
         }
-        entries.insert(key, built.clone());
-        Some(built)
+        entries.insert(key, entry.clone());
+        Some(entry)
+    }
+}
+
+/// The inputs of a route decision's entities: tenant, user, roles, account attributes,
+/// method and pattern.
+type EntityInputs = (
+    String,
+    String,
+    Vec<String>,
+    Map<String, Value>,
+    String,
+    String,
+);
+
+/// The entities and contexts of recent decisions. Building them (every attribute evaluated,
+/// the hierarchy closed) costs more than deciding, and a caller asks about the same few
+/// routes request after request, from one address.
+#[derive(Default)]
+pub(super) struct Cache {
+    entities: Memo<EntityInputs, Arc<Entities>>,
+    /// By minute of the week and client IP.
+    contexts: Memo<(u32, String), Context>,
+}
+
+impl Cache {
+    /// The entities of `subject` and `target`: remembered for routes, built afresh for
+    /// workflows (asked about once, at creation). `None` if Cedar refuses them.
+    pub fn entities(&self, subject: &Subject<'_>, target: &Target<'_>) -> Option<Arc<Entities>> {
+        let build = || {
+            Entities::from_entities([principal(subject), target.entity()], None)
+                .ok()
+                .map(Arc::new)
+        };
+        let Target::Route { method, pattern } = target else {
+            return build();
+        };
+        let matches = |(tenant, user, roles, attributes, m, p): &EntityInputs| {
+            (tenant.as_str(), user.as_str(), m.as_str(), p.as_str())
+                == (subject.tenant_id, subject.user_id, *method, *pattern)
+                && roles == subject.roles
+                && attributes == subject.attributes
+        };
+        let entry = self.entities.get(
+            (subject.tenant_id, subject.user_id, method, pattern),
+            matches,
+            || {
+                let inputs = (
+                    subject.tenant_id.to_owned(),
+                    subject.user_id.to_owned(),
+                    subject.roles.to_vec(),
+                    subject.attributes.clone(),
+                    (*method).to_owned(),
+                    (*pattern).to_owned(),
+                );
+                Some((inputs, build()?))
+            },
+        )?;
+        Some(entry.1.clone())
+    }
+
+    /// The context of a request at `now` from `client_ip` (see [`context_values`]).
+    pub fn context(&self, now: DateTime<Utc>, client_ip: Option<&str>) -> Context {
+        let minute = (now.weekday().num_days_from_monday() * 24 + now.hour()) * 60 + now.minute();
+        let ip = client_ip.unwrap_or_default();
+        let entry = self.contexts.get(
+            (minute, ip),
+            |(m, i)| (*m, i.as_str()) == (minute, ip),
+            || {
+                Some((
+                    (minute, ip.to_owned()),
+                    context(&context_values(now, client_ip)),
+                ))
+            },
+        );
+        // A context shares its contents: a clone is a reference count.
+        entry.expect("a context is always built").1.clone()
     }
 }

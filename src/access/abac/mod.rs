@@ -33,7 +33,7 @@ use chrono::{DateTime, Utc};
 use kailash_actors::accounts::PolicyRecord;
 
 use crate::http::FieldError;
-use entities::{EntityCache, TYPES, context, context_values, uid};
+use entities::{Cache, TYPES, context_values, uid};
 pub use entities::{Subject, Target};
 
 /// Parses `text` into policies with ids `<source>#<n>`; errors name line and column.
@@ -73,7 +73,8 @@ pub struct Policies {
     stored: RwLock<HashMap<(String, String), PolicyRecord>>,
     /// Per (tenant, action): the policies whose action scope can match it, indexed.
     compiled: RwLock<HashMap<(String, String), Arc<index::Index>>>,
-    entities: EntityCache,
+    /// Entities and contexts of recent decisions.
+    cache: Cache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,13 +220,13 @@ impl Policies {
             keys.principal.clone(),
             action,
             keys.resource.clone(),
-            context(&context_values),
+            self.cache.context(now, client_ip),
             None,
         );
-        let (Ok(request), Some(built)) = (request, self.entities.entities(subject, target)) else {
+        let (Ok(request), Some(entities)) = (request, self.cache.entities(subject, target)) else {
             return false;
         };
-        index.allows(&request, &built.entities, &keys)
+        index.allows(&request, &entities, &keys)
     }
 }
 
