@@ -13,169 +13,28 @@
 //!
 //! Cedar denies unless a `permit` applies and no `forbid` does; the shipped examples are a
 //! base `permit` and `forbid ... unless { condition }` rules, so each rule narrows access.
+//!
+//! The policies are compiled per (tenant, action) when first needed after a change: only
+//! those whose action scope can match, filed by [`index`] so that a decision evaluates only
+//! the ones whose principal, resource or context guard the request meets.
+
+mod entities;
+mod index;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     path::Path,
     str::FromStr,
     sync::{Arc, RwLock},
 };
 
-use cedar_policy::{
-    ActionConstraint, Authorizer, Context, Decision, Entities, Entity, EntityUid, PolicyId,
-    PolicySet, Request, RestrictedExpression,
-};
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use cedar_policy::{ActionConstraint, EntityUid, PolicyId, PolicySet, Request};
+use chrono::{DateTime, Utc};
 use kailash_actors::accounts::PolicyRecord;
-use serde_json::{Map, Value};
 
 use crate::http::FieldError;
-
-/// Levels of the seeds' data classifications, compared with a user's clearance.
-const LEVELS: &[(&str, i64)] = &[
-    ("public", 1),
-    ("internal", 2),
-    ("confidential", 3),
-    ("secret", 4),
-];
-
-fn level(value: Option<&Value>) -> Option<i64> {
-    match value? {
-        Value::String(name) => LEVELS.iter().find(|(n, _)| n == name).map(|(_, l)| *l),
-        Value::Number(n) => n.as_i64(),
-        _ => None,
-    }
-}
-
-/// A JSON value as a Cedar value; floats and nulls have none and are left out.
-fn cedar_value(value: &Value) -> Option<RestrictedExpression> {
-    Some(match value {
-        Value::String(s) => RestrictedExpression::new_string(s.clone()),
-        Value::Bool(b) => RestrictedExpression::new_bool(*b),
-        Value::Number(n) => RestrictedExpression::new_long(n.as_i64()?),
-        Value::Array(items) => RestrictedExpression::new_set(items.iter().filter_map(cedar_value)),
-        Value::Object(fields) => RestrictedExpression::new_record(
-            fields
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), cedar_value(v)?))),
-        )
-        .ok()?,
-        Value::Null => return None,
-    })
-}
-
-fn strings(items: impl IntoIterator<Item = impl Into<String>>) -> RestrictedExpression {
-    RestrictedExpression::new_set(
-        items
-            .into_iter()
-            .map(|s| RestrictedExpression::new_string(s.into())),
-    )
-}
-
-fn uid(kind: &str, id: &str) -> EntityUid {
-    EntityUid::from_str(&format!("{kind}::{}", Value::String(id.to_owned())))
-        .expect("a quoted id always parses")
-}
-
-/// Who is asking, as the policies see them.
-pub struct Subject<'a> {
-    pub user_id: &'a str,
-    pub tenant_id: &'a str,
-    pub roles: &'a [String],
-    pub attributes: &'a Map<String, Value>,
-}
-
-/// What is asked about.
-pub enum Target<'a> {
-    Route {
-        method: &'a str,
-        pattern: &'a str,
-    },
-    Workflow {
-        name: &'a str,
-        metadata: &'a Value,
-        node_types: Vec<&'a str>,
-    },
-}
-
-impl Target<'_> {
-    fn entity(&self) -> Entity {
-        let mut attrs = HashMap::new();
-        let uid = match self {
-            Target::Route { method, pattern } => {
-                attrs.insert(
-                    "method".into(),
-                    RestrictedExpression::new_string((*method).into()),
-                );
-                attrs.insert(
-                    "path".into(),
-                    RestrictedExpression::new_string((*pattern).into()),
-                );
-                uid("Route", &format!("{method} {pattern}"))
-            }
-            Target::Workflow {
-                name,
-                metadata,
-                node_types,
-            } => {
-                for key in ["department", "classification"] {
-                    if let Some(value) = metadata.get(key).and_then(cedar_value) {
-                        attrs.insert(key.into(), value);
-                    }
-                }
-                if let Some(l) = level(metadata.get("classification")) {
-                    attrs.insert(
-                        "classification_level".into(),
-                        RestrictedExpression::new_long(l),
-                    );
-                }
-                attrs.insert("node_types".into(), strings(node_types.iter().copied()));
-                uid("Workflow", name)
-            }
-        };
-        Entity::new(uid, attrs, HashSet::new()).expect("plain attribute values")
-    }
-}
-
-fn principal(subject: &Subject<'_>) -> Entity {
-    let mut attrs: HashMap<String, RestrictedExpression> = subject
-        .attributes
-        .iter()
-        .filter_map(|(k, v)| Some((k.clone(), cedar_value(v)?)))
-        .collect();
-    attrs.insert("roles".into(), strings(subject.roles.iter().cloned()));
-    attrs.insert(
-        "tenant".into(),
-        RestrictedExpression::new_string(subject.tenant_id.into()),
-    );
-    if let Some(l) = level(subject.attributes.get("clearance")) {
-        attrs.insert("clearance_level".into(), RestrictedExpression::new_long(l));
-    }
-    Entity::new(uid("User", subject.user_id), attrs, HashSet::new())
-        .expect("plain attribute values")
-}
-
-fn context(now: DateTime<Utc>, client_ip: Option<&str>) -> Context {
-    Context::from_pairs([
-        (
-            "hour".into(),
-            RestrictedExpression::new_long(now.hour().into()),
-        ),
-        (
-            "minute".into(),
-            RestrictedExpression::new_long(now.minute().into()),
-        ),
-        (
-            "weekday".into(),
-            RestrictedExpression::new_long(now.weekday().num_days_from_monday().into()),
-        ),
-        (
-            "client_ip".into(),
-            RestrictedExpression::new_string(client_ip.unwrap_or_default().into()),
-        ),
-    ])
-    .expect("distinct context keys")
-}
+use entities::{Cache, TYPES, context_values, uid};
+pub use entities::{Subject, Target};
 
 /// Parses `text` into policies with ids `<source>#<n>`; errors name line and column.
 pub fn parse(source: &str, text: &str) -> Result<PolicySet, Vec<FieldError>> {
@@ -212,9 +71,10 @@ pub struct Policies {
     /// From `policies_path`: (source name, text), for every tenant.
     shipped: Vec<(String, String)>,
     stored: RwLock<HashMap<(String, String), PolicyRecord>>,
-    /// Per (tenant, action): only the policies whose action scope can match it, so a
-    /// decision evaluates none that cannot apply.
-    compiled: RwLock<HashMap<(String, String), Arc<PolicySet>>>,
+    /// Per (tenant, action): the policies whose action scope can match it, indexed.
+    compiled: RwLock<HashMap<(String, String), Arc<index::Index>>>,
+    /// Entities and contexts of recent decisions.
+    cache: Cache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -298,7 +158,7 @@ impl Policies {
             .retain(|(tenant, _), _| tenant != tenant_id);
     }
 
-    fn set_for(&self, tenant_id: &str, action: &EntityUid) -> Arc<PolicySet> {
+    fn index_for(&self, tenant_id: &str, action: &EntityUid) -> Arc<index::Index> {
         let key = (tenant_id.to_owned(), action.id().unescaped().to_owned());
         if let Some(set) = self
             .compiled
@@ -309,7 +169,7 @@ impl Policies {
             return set.clone();
         }
         let (shipped, stored) = self.listing(tenant_id);
-        let mut set = PolicySet::new();
+        let mut applying = Vec::new();
         let sources = shipped.into_iter().chain(
             stored
                 .into_iter()
@@ -326,17 +186,17 @@ impl Policies {
                         ActionConstraint::In(uids) => uids.contains(action),
                     };
                     if applies {
-                        let _ = set.add(policy.clone());
+                        applying.push(policy.clone());
                     }
                 }
             }
         }
-        let set = Arc::new(set);
+        let index = Arc::new(index::Index::new(applying));
         self.compiled
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key, set.clone());
-        set
+            .insert(key, index.clone());
+        index
     }
 
     /// Whether the tenant's policies allow `subject` to do `action` on `target` now.
@@ -348,26 +208,27 @@ impl Policies {
         now: DateTime<Utc>,
         client_ip: Option<&str>,
     ) -> bool {
-        let principal = principal(subject);
-        let resource = target.entity();
-        let action = uid("Action", action);
-        let policies = self.set_for(subject.tenant_id, &action);
+        let action = uid(&TYPES.action, action);
+        let index = self.index_for(subject.tenant_id, &action);
+        let context_values = context_values(now, client_ip);
+        let keys = index::Keys {
+            principal: &uid(&TYPES.user, subject.user_id),
+            resource: &target.uid(),
+            context: &context_values,
+        };
         let request = Request::new(
-            principal.uid(),
+            keys.principal.clone(),
             action,
-            resource.uid(),
-            context(now, client_ip),
+            keys.resource.clone(),
+            self.cache.context(now, client_ip),
             None,
         );
-        let (Ok(request), Ok(entities)) = (
-            request,
-            Entities::from_entities([principal, resource], None),
-        ) else {
+        let (Ok(request), Some(entities)) = (request, self.cache.entities(subject, target)) else {
             return false;
         };
-        Authorizer::new()
-            .is_authorized(&request, &policies, &entities)
-            .decision()
-            == Decision::Allow
+        index.allows(&request, &entities, &keys)
     }
 }
+
+#[cfg(test)]
+mod tests;
