@@ -251,6 +251,13 @@ fn session_of(req: &ServiceRequest) -> Option<Uuid> {
         .ok()
 }
 
+/// Where a request is served.
+enum Serve {
+    Here,
+    At(String),
+    Refuse(ApiError),
+}
+
 /// See the module docs.
 pub async fn forward_to_owner(
     req: ServiceRequest,
@@ -260,57 +267,64 @@ pub async fn forward_to_owner(
         .app_data::<web::Data<AppState>>()
         .cloned()
         .expect("AppState is registered on the App");
-    let Some(cluster) = &state.cluster else {
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_boxed_body);
+    let serve = match (&state.cluster, session_of(&req)) {
+        (Some(cluster), Some(session_id)) if !state.gateway.is_local(session_id) => {
+            cluster.where_served(&req, session_id).await
+        }
+        _ => Serve::Here,
     };
-    let Some(session_id) = session_of(&req) else {
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_boxed_body);
-    };
-    if state.gateway.is_local(session_id) {
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_boxed_body);
-    }
-    let forwarded = req.headers().get(FORWARDED).map(|value| {
-        let path_and_query = req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| req.path().to_owned(), |pq| pq.as_str().to_owned());
-        value
-            .to_str()
-            .is_ok_and(|value| cluster.verify(value, req.method().as_str(), &path_and_query))
-    });
-    if forwarded == Some(false) {
-        let error = ApiError::new(ErrorCode::Forbidden)
-            .with_detail("The forwarding proof is invalid or expired");
-        return Ok(req.into_response(actix_web::ResponseError::error_response(&error)));
-    }
-    match cluster.redis.route(session_id).await {
-        Ok(Route::Here) => next
+    match serve {
+        Serve::Here => next
             .call(req)
             .await
             .map(ServiceResponse::map_into_boxed_body),
-        // Forwarded once already: the owner moved on the way; the client retries.
-        Ok(Route::Owner { .. }) if forwarded == Some(true) => {
-            let error = ApiError::new(ErrorCode::Unavailable)
-                .with_detail("The session is moving to another node; retry")
-                .with_retry_after(Duration::from_secs(1));
+        Serve::At(address) => {
+            let cluster = state.cluster.as_ref().expect("only a cluster forwards");
+            cluster.forward(req, &address).await
+        }
+        Serve::Refuse(error) => {
             Ok(req.into_response(actix_web::ResponseError::error_response(&error)))
         }
-        Ok(Route::Owner { address, .. }) => cluster.forward(req, &address).await,
-        Err(error) => {
-            tracing::warn!(%error, %session_id, "cannot find the session's node");
-            let error = ApiError::new(ErrorCode::Unavailable)
-                .with_detail("The session's node cannot be found while Redis is unavailable; retry")
-                .with_retry_after(Duration::from_secs(1));
-            Ok(req.into_response(actix_web::ResponseError::error_response(&error)))
+    }
+}
+
+impl Cluster {
+    /// Where a request for `session_id`, which has no actor here, is served.
+    async fn where_served(&self, req: &ServiceRequest, session_id: Uuid) -> Serve {
+        let forwarded = req.headers().get(FORWARDED).map(|value| {
+            let path_and_query = req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.path().to_owned(), |pq| pq.as_str().to_owned());
+            value
+                .to_str()
+                .is_ok_and(|value| self.verify(value, req.method().as_str(), &path_and_query))
+        });
+        if forwarded == Some(false) {
+            return Serve::Refuse(
+                ApiError::new(ErrorCode::Forbidden)
+                    .with_detail("The forwarding proof is invalid or expired"),
+            );
+        }
+        match self.redis.route(session_id).await {
+            Ok(Route::Here) => Serve::Here,
+            // Forwarded once already: the owner moved on the way; the client retries.
+            Ok(Route::Owner { .. }) if forwarded == Some(true) => Serve::Refuse(
+                ApiError::new(ErrorCode::Unavailable)
+                    .with_detail("The session is moving to another node; retry")
+                    .with_retry_after(Duration::from_secs(1)),
+            ),
+            Ok(Route::Owner { address, .. }) => Serve::At(address),
+            Err(error) => {
+                tracing::warn!(%error, %session_id, "cannot find the session's node");
+                Serve::Refuse(
+                    ApiError::new(ErrorCode::Unavailable)
+                        .with_detail(
+                            "The session's node cannot be found while Redis is unavailable; retry",
+                        )
+                        .with_retry_after(Duration::from_secs(1)),
+                )
+            }
         }
     }
 }

@@ -74,13 +74,10 @@ async fn an_sse_client_resumes_on_another_node_after_its_node_is_killed() {
 async fn a_webhook_registered_on_one_node_gets_each_event_once_from_the_node_that_published_it() {
     use crate::realtime::webhooks::Receiver;
     let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
-    let mut cluster = LocalCluster::start(0).await;
-    for _ in 0..2 {
-        let node = cluster.start_node(|command| {
-            command.env("KAILASH_EGRESS_ALLOW", "127.0.0.1");
-        });
-        cluster.nodes.push(node);
-    }
+    let cluster = LocalCluster::start_with(2, |command| {
+        command.env("KAILASH_EGRESS_ALLOW", "127.0.0.1");
+    })
+    .await;
     let (a, b) = (&cluster[0], &cluster[1]);
     let receiver = Receiver::start(Some(0));
     let (session, workflow) = session_with_workflow(a, "alice").await;

@@ -9,25 +9,14 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::realtime::{client::WsClient, run, session_with_workflow};
+use crate::realtime::{add_workflow, client::WsClient, run, session_with_workflow};
 
 /// A session of alice with a workflow whose one Python node sleeps for a minute.
 async fn session_with_slow_run(node: &Api) -> (String, String) {
     let session = node.create_session("alice").await;
     let definition = json!({"name": "slow", "nodes": [{"id": "py", "type": "PythonCodeNode",
         "config": {"code": "import time\ntime.sleep(60)\nresult = {'done': True}"}}]});
-    let created = node
-        .post_json(
-            "alice",
-            &format!("/api/workflows?session_id={session}"),
-            &definition,
-        )
-        .await;
-    assert_eq!(created.status(), 200);
-    let workflow = json(created).await["workflow_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let workflow = add_workflow(node, "alice", &session, &definition).await;
     let execution = run(node, "alice", &session, &workflow).await;
     (session, execution)
 }
@@ -53,11 +42,7 @@ async fn status(node: &Api, session: &str, execution: &str) -> Value {
 #[actix_rt::test]
 async fn a_cancel_sent_to_any_node_stops_the_run_where_it_runs() {
     let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
-    let mut cluster = LocalCluster::start(0).await;
-    for _ in 0..2 {
-        let node = cluster.start_node(with_python);
-        cluster.nodes.push(node);
-    }
+    let cluster = LocalCluster::start_with(2, with_python).await;
     let (session, execution) = session_with_slow_run(&cluster[0]).await;
     let cancelled = cluster[1]
         .send_as(
@@ -79,11 +64,7 @@ async fn a_cancel_sent_to_any_node_stops_the_run_where_it_runs() {
 #[actix_rt::test]
 async fn a_killed_nodes_running_executions_are_failed_by_a_survivor_within_15_seconds() {
     let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
-    let mut cluster = LocalCluster::start(0).await;
-    for _ in 0..2 {
-        let node = cluster.start_node(with_python);
-        cluster.nodes.push(node);
-    }
+    let mut cluster = LocalCluster::start_with(2, with_python).await;
     let (session, execution) = session_with_slow_run(&cluster[0]).await;
     let mut watcher =
         WsClient::connect(&cluster[1], "alice", &format!("session_id={session}")).await;
@@ -247,14 +228,11 @@ async fn a_redis_outage_degrades_every_node_which_recover_and_tell_clients_of_th
 #[actix_rt::test]
 async fn concurrent_executions_are_limited_across_the_cluster() {
     let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
-    let mut cluster = LocalCluster::start(0).await;
-    for _ in 0..2 {
-        let node = cluster.start_node(|command| {
-            with_python(command);
-            command.env("KAILASH_MAX_CONCURRENT_EXECUTIONS", "1");
-        });
-        cluster.nodes.push(node);
-    }
+    let cluster = LocalCluster::start_with(2, |command| {
+        with_python(command);
+        command.env("KAILASH_MAX_CONCURRENT_EXECUTIONS", "1");
+    })
+    .await;
     let (session, execution) = session_with_slow_run(&cluster[0]).await;
     // B's own session, B's own run: refused while A's run holds the cluster's one slot.
     let (other, workflow) = session_with_workflow(&cluster[1], "bob").await;

@@ -88,6 +88,11 @@ impl std::ops::Index<usize> for LocalCluster {
 
 impl LocalCluster {
     pub async fn start(nodes: usize) -> Self {
+        Self::start_with(nodes, |_| {}).await
+    }
+
+    /// Like [`LocalCluster::start`], with `customize` applied to each node's command.
+    pub async fn start_with(nodes: usize, customize: impl Fn(&mut Command)) -> Self {
         let mut cluster = Self {
             nodes: Vec::new(),
             database_url: fresh_database().await,
@@ -100,7 +105,7 @@ impl LocalCluster {
             started: 0,
         };
         for _ in 0..nodes {
-            let node = cluster.start_node(|_| {});
+            let node = cluster.start_node(&customize);
             cluster.nodes.push(node);
         }
         cluster

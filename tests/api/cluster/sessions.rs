@@ -5,7 +5,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::*;
-use crate::realtime::{run, session_with_workflow};
+use crate::realtime::{add_workflow, run, session_with_workflow};
 
 #[actix_rt::test]
 async fn a_session_created_on_one_node_is_used_and_closed_through_the_others() {
@@ -20,18 +20,7 @@ async fn a_session_created_on_one_node_is_used_and_closed_through_the_others() {
     assert_eq!(detail["session_id"], session.as_str(), "{detail}");
 
     // A workflow added through B, run through C, read through A.
-    let created = b
-        .post_json(
-            "alice",
-            &format!("/api/workflows?session_id={session}"),
-            &route_and_merge(),
-        )
-        .await;
-    assert_eq!(created.status(), 200);
-    let workflow = json(created).await["workflow_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let workflow = add_workflow(b, "alice", &session, &route_and_merge()).await;
     let execution = run(c, "alice", &session, &workflow).await;
     let path = format!("/api/executions/{execution}?session_id={session}");
     assert!(
@@ -180,15 +169,12 @@ async fn the_admin_sees_every_live_node_and_a_killed_one_drops_out() {
 #[actix_rt::test]
 async fn session_limits_hold_across_the_cluster_and_free_up_when_sessions_end() {
     let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
-    let mut cluster = LocalCluster::start(0).await;
-    for _ in 0..2 {
-        let node = cluster.start_node(|command| {
-            command
-                .env("KAILASH_MAX_SESSIONS", "3")
-                .env("KAILASH_CONCURRENT_SESSIONS_LIMIT", "2");
-        });
-        cluster.nodes.push(node);
-    }
+    let cluster = LocalCluster::start_with(2, |command| {
+        command
+            .env("KAILASH_MAX_SESSIONS", "3")
+            .env("KAILASH_CONCURRENT_SESSIONS_LIMIT", "2");
+    })
+    .await;
     let (a, b) = (&cluster[0], &cluster[1]);
     let create =
         async |node: &Node, user: &str| node.send_as(user, Method::POST, "/api/sessions").await;

@@ -14,19 +14,24 @@ use crate::helpers::*;
 /// A session of `user` holding the native Switch → Merge workflow; (session, workflow).
 pub async fn session_with_workflow(app: &Api, user: &str) -> (String, String) {
     let session = app.create_session(user).await;
+    let workflow = add_workflow(app, user, &session, &route_and_merge()).await;
+    (session, workflow)
+}
+
+/// Adds `definition` to `user`'s session; returns the workflow id.
+pub async fn add_workflow(app: &Api, user: &str, session: &str, definition: &Value) -> String {
     let created = app
         .post_json(
             user,
             &format!("/api/workflows?session_id={session}"),
-            &route_and_merge(),
+            definition,
         )
         .await;
     assert_eq!(created.status(), 200);
-    let workflow = json(created).await["workflow_id"]
+    json(created).await["workflow_id"]
         .as_str()
         .unwrap()
-        .to_owned();
-    (session, workflow)
+        .to_owned()
 }
 
 /// Starts a run of `workflow` over HTTP; returns the execution id.
