@@ -279,8 +279,10 @@ fn nginx_accepts_the_load_balancer_config() {
     let names = gateway_services(&compose()).join(" ");
     std::fs::write(&hosts, format!("127.0.0.1 localhost {names}\n")).unwrap();
     let config = root().join("deploy/nginx.conf");
+    // `user root`: inside the user namespace only root is mapped, so nginx must not try to
+    // hand its temporary directories to `nobody` (chown fails there with EINVAL).
     let script = format!(
-        "mount --bind '{}' /etc/hosts && exec '{}' -t -q -c '{}'",
+        "mount --bind '{}' /etc/hosts && exec '{}' -t -q -g 'user root;' -c '{}'",
         hosts.display(),
         tool("KAILASH_TEST_NGINX").display(),
         config.display()
