@@ -27,10 +27,12 @@ use super::{Store, Write};
 
 /// Most writes applied in one `write_batch` call.
 const MAX_BATCH: usize = 2000;
-/// Batches written at once. One connection writing one batch after another capped the
-/// event rate well below what the engine produces; batches commute (see the module docs),
-/// so several can commit concurrently.
-const CONCURRENT_BATCHES: u32 = 4;
+/// Batches written at once. Batches commute (see the module docs), so several can commit
+/// concurrently, which keeps up with the engine while one batch waits on the database.
+/// Not more: each slot freed early splits the queue into smaller batches, and a batch's
+/// fixed cost (statements, commit) then dominates — four slots cost the PostgreSQL server
+/// about 40 % more CPU per execution than two, with no gain in throughput.
+const CONCURRENT_BATCHES: u32 = 2;
 /// Pause after the first failed attempt; doubles up to [`MAX_RETRY_PAUSE`].
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);

@@ -1,10 +1,10 @@
 //! The background writer's batches, and the event history they fill.
 //!
 //! A batch is turned into one column array per field and written with one `UNNEST`
-//! statement per kind of write, all in one transaction: a handful of prepared statements
-//! whatever the batch size, instead of a round trip per row. Inserts ignore rows already
-//! there and updates set final values, so a batch retried after an unknown outcome changes
-//! nothing twice.
+//! statement per kind of write, all in one transaction sent as one pipeline: a handful of
+//! prepared statements and one round trip whatever the batch size. A batch retried after an
+//! unknown outcome changes nothing twice: updates set final values, and inserts that meet
+//! rows already there are written again skipping them.
 
 use chrono::{DateTime, Utc};
 use kailash_actors::{
@@ -14,6 +14,10 @@ use kailash_actors::{
 };
 use serde_json::Value;
 use uuid::Uuid;
+
+use deadpool_postgres::Client;
+use futures_util::future::{join3, try_join_all};
+use tokio_postgres::{Error as PgError, error::SqlState, types::ToSql};
 
 use super::{Db, store_error};
 
@@ -81,19 +85,37 @@ struct FinishedColumns {
     error: Vec<Option<String>>,
 }
 
-const INSERT_EVENTS: &str = "INSERT INTO events \
+/// An insert, as first tried and as retried after a duplicate key (see [`Columns::write`]).
+macro_rules! insert {
+    ($name:ident, $sql:literal) => {
+        const $name: [&str; 2] = [$sql, concat!($sql, " ON CONFLICT DO NOTHING")];
+    };
+}
+
+insert!(
+    INSERT_EVENTS,
+    "INSERT INTO events \
     (tenant_id, session_id, seq, event_id, event_type, user_id, published_at, payload) \
     SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::int8[], $4::uuid[], $5::text[], \
-    $6::text[], $7::timestamptz[], $8::text[]) ON CONFLICT DO NOTHING";
+    $6::text[], $7::timestamptz[], $8::text[])"
+);
 
-const INSERT_NODE_RUNS: &str = "INSERT INTO node_runs \
+insert!(
+    INSERT_NODE_RUNS,
+    "INSERT INTO node_runs \
     (tenant_id, execution_id, node_id, node_type, status, started_at, finished_at, \
     execution_time_ms, outputs, error) \
     SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
-    $6::timestamptz[], $7::timestamptz[], $8::float8[], $9::jsonb[], $10::text[]) \
-    ON CONFLICT DO NOTHING";
+    $6::timestamptz[], $7::timestamptz[], $8::float8[], $9::jsonb[], $10::text[])"
+);
 
-const FINISH_EXECUTIONS: &str = "UPDATE executions e SET status = u.status, \
+/// The final state, and the running mark (see `executions::create_many`) cleared, in one
+/// statement. Only columns no index covers change, so the row's new version stays on its
+/// page (a HOT update) and no index is touched.
+const FINISH_EXECUTIONS: &str = "WITH done AS (DELETE FROM running_executions r \
+    USING UNNEST($1::text[], $2::uuid[]) AS d(tenant_id, execution_id) \
+    WHERE r.tenant_id = d.tenant_id AND r.execution_id = d.execution_id) \
+    UPDATE executions e SET status = u.status, \
     progress = u.progress, current_node = NULL, started_at = u.started_at, \
     completed_at = u.completed_at, outputs = u.outputs, node_states = u.node_states, \
     error = u.error \
@@ -113,12 +135,14 @@ const END_SESSIONS: &str = "UPDATE sessions s SET ended_at = COALESCE(s.ended_at
     AS u(tenant_id, session_id, at, reason) \
     WHERE s.tenant_id = u.tenant_id AND s.session_id = u.session_id";
 
-const INSERT_DELIVERIES: &str = "INSERT INTO webhook_deliveries \
+insert!(
+    INSERT_DELIVERIES,
+    "INSERT INTO webhook_deliveries \
     (tenant_id, webhook_id, delivery_id, event_type, event_seq, status, attempts, \
     last_status_code, last_error, finished_at) \
     SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::int8[], \
-    $6::text[], $7::int4[], $8::int4[], $9::text[], $10::timestamptz[]) \
-    ON CONFLICT DO NOTHING";
+    $6::text[], $7::int4[], $8::int4[], $9::text[], $10::timestamptz[])"
+);
 
 impl Columns {
     pub fn of(batch: &[Write]) -> Self {
@@ -205,19 +229,36 @@ impl Columns {
         }
     }
 
-    /// Writes the batch in one transaction.
+    /// Writes the batch in one transaction. The inserts are first tried plainly: checking
+    /// for an existing row before each insert cost the server as much as the insert's own
+    /// index work. Only a batch that meets a duplicate key — a retry of one that did commit
+    /// although its outcome was lost — is written again skipping what is there.
     pub async fn write(&self, db: &Db) -> Result<(), StoreError> {
-        let mut client = db.client().await?;
-        let tx = client.transaction().await.map_err(store_error)?;
+        let client = db.client().await?;
+        match self.write_once(&client, false).await {
+            Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                self.write_once(&client, true).await
+            }
+            written => written,
+        }
+        .map_err(store_error)
+    }
+
+    /// One attempt, pipelined: BEGIN, every statement and COMMIT are sent at once, so a
+    /// batch costs one round trip whatever it holds (once its statements are prepared on
+    /// this connection). A failed statement aborts the transaction, and the COMMIT that
+    /// follows it then only ends it.
+    async fn write_once(&self, client: &Client, skip_existing: bool) -> Result<(), PgError> {
         let (e, n, f, d) = (
             &self.events,
             &self.node_runs,
             &self.finished,
             &self.deliveries,
         );
-        let statements: [(&str, bool, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>); 6] = [
+        let insert = |sql: [&'static str; 2]| sql[usize::from(skip_existing)];
+        let statements: [(&str, bool, Vec<&(dyn ToSql + Sync)>); 6] = [
             (
-                INSERT_EVENTS,
+                insert(INSERT_EVENTS),
                 !e.tenant.is_empty(),
                 vec![
                     &e.tenant,
@@ -231,7 +272,7 @@ impl Columns {
                 ],
             ),
             (
-                INSERT_NODE_RUNS,
+                insert(INSERT_NODE_RUNS),
                 !n.tenant.is_empty(),
                 vec![
                     &n.tenant,
@@ -272,7 +313,7 @@ impl Columns {
                 vec![&self.ended.0, &self.ended.1, &self.ended.2, &self.ended.3],
             ),
             (
-                INSERT_DELIVERIES,
+                insert(INSERT_DELIVERIES),
                 !d.tenant.is_empty(),
                 vec![
                     &d.tenant,
@@ -288,13 +329,30 @@ impl Columns {
                 ],
             ),
         ];
-        for (sql, any, params) in statements {
-            if any {
-                let statement = tx.prepare_cached(sql).await.map_err(store_error)?;
-                tx.execute(&statement, &params).await.map_err(store_error)?;
-            }
-        }
-        tx.commit().await.map_err(store_error)
+        let statements: Vec<_> = statements.into_iter().filter(|(_, any, _)| *any).collect();
+        let prepared = try_join_all(
+            statements
+                .iter()
+                .map(|(sql, _, _)| client.prepare_cached(sql)),
+        )
+        .await?;
+        let writes = try_join_all(
+            prepared
+                .iter()
+                .zip(&statements)
+                .map(|(statement, (_, _, params))| client.execute(statement, params)),
+        );
+        // A request goes out when its future is first polled, and `join3` polls in argument
+        // order: BEGIN, then every statement (in any order: they commute), then COMMIT.
+        let (began, written, committed) = join3(
+            client.batch_execute("BEGIN"),
+            writes,
+            client.batch_execute("COMMIT"),
+        )
+        .await;
+        began?;
+        written?;
+        committed
     }
 }
 

@@ -21,8 +21,9 @@ const COLUMNS: &str = "execution_id, session_id, user_id, workflow_id, workflow_
 /// Most executions in one insert.
 pub const MAX_CREATE_BATCH: usize = 256;
 
-/// Records new executions (status `running`) in one statement; the store submits each
-/// through a group commit, so concurrent starts share a round trip and a commit.
+/// Records new executions (status `running`), and marks them running for crash recovery,
+/// in one statement; the store submits each through a group commit, so concurrent starts
+/// share a round trip and a commit.
 pub async fn create_many(db: &Db, executions: Vec<ExecutionRecord>) -> Result<(), StoreError> {
     let mut c = CreateColumns::default();
     for execution in &executions {
@@ -48,7 +49,9 @@ pub async fn create_many(db: &Db, executions: Vec<ExecutionRecord>) -> Result<()
     let client = db.client().await?;
     let statement = client
         .prepare_cached(&format!(
-            "INSERT INTO executions (tenant_id, {COLUMNS}) SELECT * FROM UNNEST(\
+            "WITH running AS (INSERT INTO running_executions (tenant_id, execution_id) \
+             SELECT * FROM UNNEST($1::text[], $2::uuid[])) \
+             INSERT INTO executions (tenant_id, {COLUMNS}) SELECT * FROM UNNEST(\
              $1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], \
              $7::text[], $8::float8[], $9::text[], $10::jsonb[], $11::jsonb[], $12::jsonb[], \
              $13::jsonb[], $14::text[], $15::timestamptz[], $16::timestamptz[], \
@@ -194,6 +197,9 @@ pub async fn node_runs(
         .collect())
 }
 
+/// Fails the executions still marked running (the gateway stopped while they ran, or the
+/// node running them was lost: then only those of `session`), and clears their marks, in
+/// one statement.
 pub async fn fail_interrupted(
     db: &Db,
     tenant: &TenantId,
@@ -204,10 +210,13 @@ pub async fn fail_interrupted(
     let rows = db
         .query(
             &format!(
-                "UPDATE executions SET status = 'failed', error = $2, completed_at = $3, \
+                "WITH marked AS (DELETE FROM running_executions WHERE tenant_id = $1 \
+                 AND ($4::uuid IS NULL OR execution_id IN (SELECT execution_id FROM executions \
+                 WHERE tenant_id = $1 AND session_id = $4)) RETURNING execution_id) \
+                 UPDATE executions SET status = 'failed', error = $2, completed_at = $3, \
                  current_node = NULL \
-                 WHERE tenant_id = $1 AND status IN ('started', 'running') \
-                 AND ($4::uuid IS NULL OR session_id = $4) RETURNING {COLUMNS}"
+                 WHERE tenant_id = $1 AND execution_id IN (SELECT execution_id FROM marked) \
+                 AND status IN ('started', 'running') RETURNING {COLUMNS}"
             ),
             tenant,
             &[&error, &at, &session],
@@ -285,14 +294,18 @@ pub async fn prune(
             events_before,
             None,
         ),
+        // `created_at < $2` lets executions_history find the candidates: an execution
+        // completes after it was created.
         (
             "DELETE FROM node_runs n USING executions e WHERE n.tenant_id = $1 \
-             AND e.tenant_id = $1 AND n.execution_id = e.execution_id AND e.completed_at < $2",
+             AND e.tenant_id = $1 AND n.execution_id = e.execution_id \
+             AND e.created_at < $2 AND e.completed_at < $2",
             executions_before,
             None,
         ),
         (
-            "DELETE FROM executions WHERE tenant_id = $1 AND completed_at < $2",
+            "DELETE FROM executions WHERE tenant_id = $1 AND created_at < $2 \
+             AND completed_at < $2",
             executions_before,
             Some(&mut counts.executions),
         ),
