@@ -374,7 +374,16 @@ impl Gateway {
         self.for_session(caller, session_id, Describe).await
     }
 
+    /// The caller's live sessions (the tenant's, for a caller who sees them all). In a
+    /// cluster they live on many nodes, so the store answers.
     pub async fn list_sessions(&self, caller: Caller) -> Result<Vec<SessionSummary>, GatewayError> {
+        if self.clustered {
+            let owner = (!caller.sees_all_sessions).then_some(&*caller.user_id);
+            return Ok(self
+                .store
+                .session_summaries(&caller.tenant_id, owner)
+                .await?);
+        }
         self.ask(&self.registry, ListSessions { caller }).await?
     }
 

@@ -20,7 +20,9 @@ use super::{
     ExecutionRecord, HistoryPage, HistoryQuery, NodeRunRecord, PruneCounts, SessionRecord, Store,
     StoreFuture, StoreHealth, WebhookDeliveryRecord, WebhookRecord, WorkflowRecord, Write,
 };
-use crate::{caller::TenantId, execution::ExecutionStatus, store::EventRecord};
+use crate::{
+    caller::TenantId, execution::ExecutionStatus, session::SessionSummary, store::EventRecord,
+};
 
 /// Finished executions kept per tenant; the oldest are forgotten first, so a long-running
 /// embedded gateway does not grow without bound.
@@ -169,6 +171,48 @@ impl Store for MemoryStore {
             .collect();
         sessions.sort_by_key(|s| (s.created_at, s.session_id));
         Self::answer(sessions)
+    }
+
+    fn session_summaries<'a>(
+        &'a self,
+        tenant: &'a str,
+        owner: Option<&'a str>,
+    ) -> StoreFuture<'a, Vec<SessionSummary>> {
+        let tables = self.tables();
+        let mut summaries: Vec<SessionSummary> = tables
+            .sessions
+            .get(tenant)
+            .into_iter()
+            .flat_map(|s| s.values())
+            .filter(|(session, ended)| !ended && owner.is_none_or(|o| *session.user_id == *o))
+            .map(|(session, _)| {
+                let of_session = |id: Uuid| id == session.session_id;
+                let workflows: std::collections::HashSet<&str> = tables
+                    .workflows
+                    .get(tenant)
+                    .into_iter()
+                    .flatten()
+                    .filter(|w| of_session(w.session_id))
+                    .map(|w| w.workflow_id.as_str())
+                    .collect();
+                let executions = tables
+                    .executions
+                    .get(tenant)
+                    .into_iter()
+                    .flat_map(|e| e.values())
+                    .filter(|e| of_session(e.session_id))
+                    .count();
+                SessionSummary {
+                    session_id: session.session_id,
+                    user_id: session.user_id.clone(),
+                    created_at: session.created_at,
+                    workflow_count: workflows.len(),
+                    execution_count: executions,
+                }
+            })
+            .collect();
+        summaries.sort_by_key(|s| (s.created_at, s.session_id));
+        Self::answer(summaries)
     }
 
     fn active_session<'a>(

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
-use crate::caller::TenantId;
+use crate::{caller::TenantId, session::SessionSummary};
 
 pub use self::{
     memory::MemoryStore,
@@ -84,6 +84,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// The tenant's sessions that have not ended, oldest first.
     fn active_sessions<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, Vec<SessionRecord>>;
+
+    /// The tenant's live sessions (of `owner` only, when given) as `GET /api/sessions`
+    /// lists them, oldest first: the listing of a cluster, whose sessions live on many nodes.
+    fn session_summaries<'a>(
+        &'a self,
+        tenant: &'a str,
+        owner: Option<&'a str>,
+    ) -> StoreFuture<'a, Vec<SessionSummary>>;
 
     /// One session, if it has not ended (a node activating a session another node
     /// created, or one whose node was lost).

@@ -32,12 +32,12 @@ use std::{
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures_util::future::BoxFuture;
-use kailash_actors::TenantId;
 use kailash_actors::store::{
     EventRecord, ExecutionRecord, HistoryPage, HistoryQuery, NodeRunRecord, PruneCounts,
     SessionRecord, Store, StoreError, StoreFuture, StoreHealth, WebhookDeliveryRecord,
     WebhookRecord, WorkflowRecord, Write,
 };
+use kailash_actors::{SessionSummary, TenantId};
 use tokio_postgres::{NoTls, types::ToSql};
 use uuid::Uuid;
 
@@ -253,6 +253,15 @@ impl Store for PgStore {
     fn active_sessions<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, Vec<SessionRecord>> {
         let tenant = TenantId::from(tenant);
         self.with_db(|db| async move { sessions::active(&db, &tenant, None).await })
+    }
+
+    fn session_summaries<'a>(
+        &'a self,
+        tenant: &'a str,
+        owner: Option<&'a str>,
+    ) -> StoreFuture<'a, Vec<SessionSummary>> {
+        let (tenant, owner) = (TenantId::from(tenant), owner.map(str::to_owned));
+        self.with_db(|db| async move { sessions::summaries(&db, &tenant, owner.as_deref()).await })
     }
 
     fn active_session<'a>(

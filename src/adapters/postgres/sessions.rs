@@ -2,7 +2,7 @@
 
 use deadpool_postgres::Transaction;
 use kailash_actors::{
-    TenantId,
+    SessionSummary, TenantId,
     store::{SessionRecord, StoreError, WorkflowRecord},
 };
 use tokio_postgres::Row;
@@ -93,6 +93,38 @@ pub async fn active(
             metadata: row.get(2),
             created_at: row.get(3),
             last_activity: row.get(4),
+        })
+        .collect())
+}
+
+/// The live sessions of a tenant (of `owner` only, when given) with their workflow and
+/// execution counts, oldest first.
+pub async fn summaries(
+    db: &Db,
+    tenant: &TenantId,
+    owner: Option<&str>,
+) -> Result<Vec<SessionSummary>, StoreError> {
+    let rows = db
+        .query(
+            "SELECT s.session_id, s.user_id, s.created_at, \
+             (SELECT count(DISTINCT w.workflow_id) FROM workflow_versions w \
+              WHERE w.tenant_id = s.tenant_id AND w.session_id = s.session_id), \
+             (SELECT count(*) FROM executions e \
+              WHERE e.tenant_id = s.tenant_id AND e.session_id = s.session_id) \
+             FROM sessions s WHERE s.tenant_id = $1 AND s.ended_at IS NULL \
+             AND ($2::text IS NULL OR s.user_id = $2) ORDER BY s.created_at, s.session_id",
+            tenant,
+            &[&owner],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| SessionSummary {
+            session_id: row.get(0),
+            user_id: row.get::<_, &str>(1).into(),
+            created_at: row.get(2),
+            workflow_count: row.get::<_, i64>(3) as usize,
+            execution_count: row.get::<_, i64>(4) as usize,
         })
         .collect())
 }

@@ -42,6 +42,18 @@ async fn a_session_created_on_one_node_is_used_and_closed_through_the_others() {
         "the workflow is listed through C: {listed}"
     );
 
+    // Listed through any node, wherever each session lives; nobody else's.
+    let on_c = c.create_session("alice").await;
+    c.create_session("bob").await;
+    let listed = b.json_as("alice", Method::GET, "/api/sessions").await;
+    let ids: Vec<&str> = listed["sessions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a session list: {listed}"))
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [session.as_str(), on_c.as_str()], "{listed}");
+
     // Someone else gets 404 through any node, as on one node.
     let other = b
         .send_as("mallory", Method::GET, &format!("/api/sessions/{session}"))
