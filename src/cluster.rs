@@ -27,13 +27,14 @@ use actix_web::{
     web,
 };
 use hmac::{Hmac, KeyInit, Mac};
+use kailash_actors::broker::BrokerError;
 use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::{
     adapters::redis::{RedisBroker, Route},
     app::AppState,
-    auth::api_keys::hex,
+    auth::{Presented, api_keys::hex},
     http::{
         ApiError, ErrorCode,
         request_id::{REQUEST_ID_HEADER, current_request_id},
@@ -111,6 +112,79 @@ impl Cluster {
         constant_time_eq(expected.as_bytes(), proof.as_bytes())
     }
 
+    /// A request to the node at `address`, carrying this node's proof and the current
+    /// request id (one id for the request on both nodes: in both logs, and in the answer).
+    fn signed(&self, method: &str, address: &str, path_and_query: &str) -> reqwest::RequestBuilder {
+        let at = now_secs();
+        let proof = self.proof(method, path_and_query, self.node_id(), at);
+        self.client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).expect("a valid method"),
+                format!("http://{address}{path_and_query}"),
+            )
+            .header(
+                FORWARDED.as_str(),
+                format!("{} {at} {proof}", self.node_id()),
+            )
+            .header(REQUEST_ID_HEADER, current_request_id())
+    }
+
+    /// Where `session_id` is served, for a caller that is not an HTTP request (a
+    /// WebSocket message): `None` here, else the owner's address.
+    pub async fn owner_elsewhere(
+        &self,
+        gateway: &kailash_actors::Gateway,
+        session_id: Uuid,
+    ) -> Result<Option<String>, ApiError> {
+        if gateway.is_local(session_id) {
+            return Ok(None);
+        }
+        match self.redis.route(session_id).await {
+            Ok(Route::Here) => Ok(None),
+            Ok(Route::Owner { address, .. }) => Ok(Some(address)),
+            Err(error) => Err(unlocatable(&error, session_id)),
+        }
+    }
+
+    /// Sends a WebSocket message's HTTP twin to the session's owner with the connection's
+    /// credential; answers the owner's JSON, or its error as this node's.
+    pub async fn call(
+        &self,
+        address: &str,
+        method: &str,
+        path_and_query: &str,
+        body: Option<&serde_json::Value>,
+        credential: &Presented,
+    ) -> Result<serde_json::Value, ApiError> {
+        let (name, value) = credential.header();
+        let mut request = self
+            .signed(method, address, path_and_query)
+            .header(name, value);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let unanswered = |error: reqwest::Error| {
+            tracing::warn!(%error, address, "calling the session's node failed");
+            ApiError::new(ErrorCode::Unavailable)
+                .with_detail("The node serving this session did not answer; retry")
+        };
+        let response = request.send().await.map_err(unanswered)?;
+        let ok = response.status().is_success();
+        let answer: serde_json::Value = response.json().await.map_err(unanswered)?;
+        if ok {
+            return Ok(answer);
+        }
+        let code = answer["code"]
+            .as_str()
+            .and_then(ErrorCode::from_code)
+            .unwrap_or(ErrorCode::Unavailable);
+        let mut error = ApiError::new(code);
+        if let Some(detail) = answer["detail"].as_str() {
+            error = error.with_detail(detail.to_owned());
+        }
+        Err(error)
+    }
+
     /// Sends the request to the session's owner and relays its answer.
     async fn forward(
         &self,
@@ -123,14 +197,8 @@ impl Cluster {
             .uri()
             .path_and_query()
             .map_or_else(|| http.path().to_owned(), |pq| pq.as_str().to_owned());
-        let method = http.method().as_str();
-        let at = now_secs();
         let mut request = self
-            .client
-            .request(
-                reqwest::Method::from_bytes(method.as_bytes()).expect("a valid method"),
-                format!("http://{address}{path_and_query}"),
-            )
+            .signed(http.method().as_str(), address, &path_and_query)
             .body(body.to_vec());
         for (name, value) in http.headers() {
             if !HOP_BY_HOP.contains(&name.as_str())
@@ -140,13 +208,6 @@ impl Cluster {
                 request = request.header(name.as_str(), value.as_bytes());
             }
         }
-        // One id for the request on both nodes: in both logs, and in the relayed answer.
-        request = request.header(REQUEST_ID_HEADER, current_request_id());
-        let proof = self.proof(method, &path_and_query, self.node_id(), at);
-        request = request.header(
-            FORWARDED.as_str(),
-            format!("{} {at} {proof}", self.node_id()),
-        );
         let response = match request.send().await {
             Ok(response) => response,
             Err(error) => {
@@ -315,18 +376,17 @@ impl Cluster {
                     .with_retry_after(Duration::from_secs(1)),
             ),
             Ok(Route::Owner { address, .. }) => Serve::At(address),
-            Err(error) => {
-                tracing::warn!(%error, %session_id, "cannot find the session's node");
-                Serve::Refuse(
-                    ApiError::new(ErrorCode::Unavailable)
-                        .with_detail(
-                            "The session's node cannot be found while Redis is unavailable; retry",
-                        )
-                        .with_retry_after(Duration::from_secs(1)),
-                )
-            }
+            Err(error) => Serve::Refuse(unlocatable(&error, session_id)),
         }
     }
+}
+
+/// The answer when Redis cannot say which node serves a session.
+fn unlocatable(error: &BrokerError, session_id: Uuid) -> ApiError {
+    tracing::warn!(%error, %session_id, "cannot find the session's node");
+    ApiError::new(ErrorCode::Unavailable)
+        .with_detail("The session's node cannot be found while Redis is unavailable; retry")
+        .with_retry_after(Duration::from_secs(1))
 }
 
 fn now_secs() -> u64 {

@@ -31,7 +31,7 @@ use kailash_actors::Caller;
 use crate::{
     access::{self, Credential, Principal},
     app::AppState,
-    config::{AuthMode, Settings},
+    config::{AuthMode, Secret, Settings},
     http::{ApiError, ErrorCode},
 };
 use token::{TokenError, TokenKeys};
@@ -150,18 +150,18 @@ async fn identify(state: &AppState, req: &ServiceRequest) -> Result<Identity, Ap
         });
     };
     if let Some(key) = req.headers().get("x-api-key")
-        && bearer_token(req).is_none()
+        && bearer_token(req.request()).is_none()
     {
         let key = key
             .to_str()
             .map_err(|_| ApiError::new(ErrorCode::InvalidToken))?;
         return api_key_identity(state, key).await;
     }
-    let token = bearer_token(req)
+    let token = bearer_token(req.request())
         .or_else(|| {
             QUERY_TOKEN_PATHS
                 .contains(&req.path())
-                .then(|| query_token(req))
+                .then(|| query_token(req.request()))
                 .flatten()
         })
         .ok_or_else(|| ApiError::new(ErrorCode::MissingCredentials))?;
@@ -240,7 +240,7 @@ async fn api_key_identity(state: &AppState, key: &str) -> Result<Identity, ApiEr
     }))
 }
 
-fn bearer_token(req: &ServiceRequest) -> Option<String> {
+fn bearer_token(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -249,11 +249,38 @@ fn bearer_token(req: &ServiceRequest) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-fn query_token(req: &ServiceRequest) -> Option<String> {
+fn query_token(req: &HttpRequest) -> Option<String> {
     web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
         .ok()?
         .get("access_token")
         .cloned()
+}
+
+/// The credential a request presented, as the gate took it, to present again when a
+/// WebSocket message is served by another node (the owner authenticates it as if the
+/// client had sent the message's HTTP twin itself). Never logged: `Secret` hides it.
+#[derive(Debug, Clone)]
+pub enum Presented {
+    Bearer(Secret),
+    ApiKey(Secret),
+}
+
+impl Presented {
+    pub fn of(req: &HttpRequest) -> Option<Self> {
+        match (bearer_token(req), req.headers().get("x-api-key")) {
+            (Some(token), _) => Some(Self::Bearer(Secret::new(token))),
+            (None, Some(key)) => Some(Self::ApiKey(Secret::new(key.to_str().ok()?))),
+            (None, None) => query_token(req).map(|token| Self::Bearer(Secret::new(token))),
+        }
+    }
+
+    /// The header that presents it.
+    pub fn header(&self) -> (&'static str, String) {
+        match self {
+            Self::Bearer(token) => ("authorization", format!("Bearer {}", token.expose())),
+            Self::ApiKey(key) => ("x-api-key", key.expose().to_owned()),
+        }
+    }
 }
 
 /// The authentication gate: public paths pass, everything else gets an [`Identity`] or a

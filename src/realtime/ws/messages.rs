@@ -177,26 +177,72 @@ impl Connection {
         }
     }
 
+    /// Sends the message's HTTP twin to the session's node when that is another node;
+    /// `None`: the session is served here.
+    async fn on_owner(
+        &self,
+        session_id: Uuid,
+        method: &str,
+        path_and_query: String,
+        body: Option<Value>,
+    ) -> Result<Option<Value>, ApiError> {
+        let Some(cluster) = &self.state.cluster else {
+            return Ok(None);
+        };
+        let Some(address) = cluster
+            .owner_elsewhere(&self.state.gateway, session_id)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let credential = self
+            .credential
+            .as_ref()
+            .ok_or_else(|| ApiError::from(kailash_actors::GatewayError::ServedElsewhere))?;
+        cluster
+            .call(&address, method, &path_and_query, body.as_ref(), credential)
+            .await
+            .map(Some)
+    }
+
     async fn execute(&self, msg: ExecuteWorkflow) -> Result<Value, ApiError> {
         let session_id = self.session_for(msg.session_id.as_deref())?;
-        let run = self
-            .state
-            .gateway
-            .start_execution(
-                self.caller.clone(),
-                session_id,
-                msg.workflow_id,
-                msg.inputs,
-                msg.config_overrides,
-            )
-            .await?;
+        let twin = json!({"workflow_id": msg.workflow_id, "inputs": msg.inputs,
+            "config_overrides": msg.config_overrides});
+        let path = format!("/api/executions?session_id={session_id}");
+        let (execution_id, workflow_id, created_at) =
+            match self.on_owner(session_id, "POST", path, Some(twin)).await? {
+                Some(run) => (
+                    run["execution_id"].clone(),
+                    run["workflow_id"].clone(),
+                    run["created_at"].clone(),
+                ),
+                None => {
+                    let run = self
+                        .state
+                        .gateway
+                        .start_execution(
+                            self.caller.clone(),
+                            session_id,
+                            msg.workflow_id,
+                            msg.inputs,
+                            msg.config_overrides,
+                        )
+                        .await?;
+                    (
+                        json!(run.execution_id),
+                        json!(run.workflow_id),
+                        json!(run.created_at),
+                    )
+                }
+            };
         Ok(json!({
             "type": "execution_started",
-            "execution_id": run.execution_id,
-            "workflow_id": run.workflow_id,
+            "execution_id": execution_id,
+            "workflow_id": workflow_id,
             "session_id": session_id,
             "status": "started",
-            "created_at": run.created_at,
+            "created_at": created_at,
         }))
     }
 
@@ -230,14 +276,20 @@ impl Connection {
 
     async fn status(&self, msg: ExecutionRef) -> Result<Value, ApiError> {
         let session_id = self.session_for(msg.session_id.as_deref())?;
-        let snapshot = self
-            .state
-            .gateway
-            .execution(self.caller.clone(), session_id, execution_id(&msg)?)
-            .await?;
+        let execution_id = execution_id(&msg)?;
+        let path = format!("/api/executions/{execution_id}?session_id={session_id}");
+        let snapshot = match self.on_owner(session_id, "GET", path, None).await? {
+            Some(snapshot) => snapshot,
+            None => json!(
+                self.state
+                    .gateway
+                    .execution(self.caller.clone(), session_id, execution_id)
+                    .await?
+            ),
+        };
         Ok(json!({
             "type": "status_update",
-            "execution_id": snapshot.execution_id,
+            "execution_id": execution_id,
             "status": snapshot,
         }))
     }
@@ -245,10 +297,17 @@ impl Connection {
     async fn cancel(&self, msg: ExecutionRef) -> Result<Value, ApiError> {
         let session_id = self.session_for(msg.session_id.as_deref())?;
         let execution_id = execution_id(&msg)?;
-        self.state
-            .gateway
-            .cancel_execution(self.caller.clone(), session_id, execution_id)
-            .await?;
+        let path = format!("/api/executions/{execution_id}?session_id={session_id}");
+        if self
+            .on_owner(session_id, "DELETE", path, None)
+            .await?
+            .is_none()
+        {
+            self.state
+                .gateway
+                .cancel_execution(self.caller.clone(), session_id, execution_id)
+                .await?;
+        }
         Ok(json!({"type": "execution_cancelled", "execution_id": execution_id}))
     }
 

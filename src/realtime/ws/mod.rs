@@ -36,7 +36,7 @@ use super::{StreamQuery, authorized_filter, refuse_when_draining};
 use crate::{
     access::Principal,
     app::AppState,
-    auth::Identity,
+    auth::{Identity, Presented},
     http::{
         ApiError, ErrorCode,
         request_id::{accept_or_generate, scope},
@@ -73,6 +73,7 @@ pub async fn connect(
         id: Uuid::new_v4(),
         caller,
         principal,
+        credential: Presented::of(&req),
         filter,
         subscriber: subscription.id,
         queue,
@@ -91,6 +92,9 @@ struct Connection {
     caller: Caller,
     /// The credential's principal (gated mode): every message is authorized against it.
     principal: Option<Principal>,
+    /// The credential itself, presented again to a session's node when a message is
+    /// served there (a cluster).
+    credential: Option<Presented>,
     /// What the connection receives now; `subscribe_events` replaces it.
     filter: EventFilter,
     subscriber: SubscriberId,

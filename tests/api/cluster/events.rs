@@ -114,3 +114,45 @@ async fn a_webhook_registered_on_one_node_gets_each_event_once_from_the_node_tha
         );
     }
 }
+
+#[actix_rt::test]
+async fn websocket_messages_for_a_session_on_another_node_are_served_there() {
+    let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
+    let cluster = LocalCluster::start(2).await;
+    let (a, b) = (&cluster[0], &cluster[1]);
+    let (session, workflow) = session_with_workflow(a, "alice").await;
+    let mut on_b = WsClient::connect(b, "alice", &format!("session_id={session}")).await;
+
+    let started = on_b
+        .request(
+            &serde_json::json!({"type": "execute_workflow", "session_id": session,
+            "workflow_id": workflow, "inputs": {"route": {"input_data": {"tier": "gold"}}}}),
+        )
+        .await;
+    assert_eq!(started["type"], "execution_started", "{started}");
+    let execution = started["execution_id"].as_str().unwrap().to_owned();
+    let events = on_b.events_until("workflow.completed").await;
+    assert_one_complete_run(&events, &execution);
+
+    let status = on_b
+        .request(
+            &serde_json::json!({"type": "get_status", "session_id": session,
+            "execution_id": execution}),
+        )
+        .await;
+    assert_eq!(status["type"], "status_update", "{status}");
+    assert_eq!(status["status"]["status"], "completed", "{status}");
+
+    // The owner's refusal comes back as this connection's error.
+    let refused = on_b
+        .request(
+            &serde_json::json!({"type": "cancel_execution", "session_id": session,
+            "execution_id": execution}),
+        )
+        .await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(
+        refused["error"]["code"], "execution_not_running",
+        "{refused}"
+    );
+}
