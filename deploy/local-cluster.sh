@@ -68,7 +68,7 @@ http_code() {
 
 # A pid that still runs the given program (guards against pid reuse after a crash).
 pid_runs() { # PID NAME
-    [[ "$1" =~ ^[0-9]+$ ]] && kill -0 "$1" 2>/dev/null &&
+    [ -n "$2" ] && [[ "$1" =~ ^[0-9]+$ ]] && kill -0 "$1" 2>/dev/null &&
         tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q -- "$2"
 }
 
@@ -89,9 +89,11 @@ wait_ready() { # URL PID NAME LOG
 # --------------------------------------------------------------------------
 # up
 # --------------------------------------------------------------------------
+# (Port variables are not called `port`: svc_pick_port sets its target with printf -v
+# and has a local of that name.)
 start_node() { # N
-    local n="$1" port id logfile pid
-    svc_pick_port port
+    local n="$1" node_port id logfile pid
+    svc_pick_port node_port
     id="node-$n"
     logfile="$DIR/logs/$id.log"
     mkdir -p "$DIR/nodes/$id"
@@ -99,22 +101,22 @@ start_node() { # N
         REDIS_URL="$REDIS_URL" \
         KAILASH_REDIS_PREFIX="$REDIS_PREFIX" \
         KAILASH_NODE_ID="$id" \
-        KAILASH_BIND="127.0.0.1:$port" \
+        KAILASH_BIND="127.0.0.1:$node_port" \
         KAILASH_API_GATEWAY_SECRET="$SECRET" \
         KAILASH_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
         KAILASH_DATA_DIR="$DIR/nodes/$id" \
         "$BIN" serve >"$logfile" 2>&1 </dev/null &
     pid=$!
     state_set "NODE_PID_$n" "$pid"
-    state_set "NODE_URL_$n" "http://127.0.0.1:$port"
-    wait_ready "http://127.0.0.1:$port" "$pid" kailash-gateway "$logfile"
-    log "$id ready on http://127.0.0.1:$port (pid $pid, log $logfile)"
-    UPSTREAM_SERVERS+="        server 127.0.0.1:$port max_fails=2 fail_timeout=5s;"$'\n'
+    state_set "NODE_URL_$n" "http://127.0.0.1:$node_port"
+    wait_ready "http://127.0.0.1:$node_port" "$pid" "$BIN" "$logfile"
+    log "$id ready on http://127.0.0.1:$node_port (pid $pid, log $logfile)"
+    UPSTREAM_SERVERS+="        server 127.0.0.1:$node_port max_fails=2 fail_timeout=5s;"$'\n'
 }
 
 start_nginx() {
-    local port nofile conf="$DIR/nginx/nginx.conf" user_directive=""
-    svc_pick_port port
+    local lb_port nofile conf="$DIR/nginx/nginx.conf" user_directive=""
+    svc_pick_port lb_port
     nofile="$(ulimit -n)"
     # Running as root, nginx's workers switch to the `user` directive's account (nobody by
     # default), which may not reach the cluster directory (e.g. under /root): keep them as
@@ -124,7 +126,7 @@ start_nginx() {
     fi
     mkdir -p "$DIR/nginx"
     sed -e "s|@DIR@|$DIR|g" \
-        -e "s|@LB_PORT@|$port|g" \
+        -e "s|@LB_PORT@|$lb_port|g" \
         -e "s|@NOFILE@|$nofile|g" \
         -e "s|@WORKER_CONNECTIONS@|$((nofile / 2))|g" \
         -e "s|@USER_DIRECTIVE@|$user_directive|g" \
@@ -137,15 +139,15 @@ d
         die "nginx rejected $conf"
     "$DEPLOY_NGINX" -p "$DIR/nginx" -c "$conf" -e "$DIR/logs/nginx-error.log" ||
         die "nginx did not start (log: $DIR/logs/nginx-error.log)"
-    state_set LB_URL "http://127.0.0.1:$port"
+    state_set LB_URL "http://127.0.0.1:$lb_port"
     # The daemonized master writes its pid file a moment after the command returns.
     local i
     for ((i = 0; i < 50; i++)); do
         [ -s "$DIR/nginx/nginx.pid" ] && break
         sleep 0.1
     done
-    wait_ready "http://127.0.0.1:$port" "$(cat "$DIR/nginx/nginx.pid" 2>/dev/null)" nginx "$DIR/logs/nginx-error.log"
-    log "nginx ready on http://127.0.0.1:$port"
+    wait_ready "http://127.0.0.1:$lb_port" "$(cat "$DIR/nginx/nginx.pid" 2>/dev/null)" nginx "$DIR/logs/nginx-error.log"
+    log "nginx ready on http://127.0.0.1:$lb_port"
 }
 
 up_failed() {
@@ -237,7 +239,7 @@ running_parts() {
     pid_runs "$(cat "$DIR/nginx/nginx.pid" 2>/dev/null)" nginx && printf 'nginx '
     for ((n = 1; n <= ${NODES:-0}; n++)); do
         pid="NODE_PID_$n"
-        pid_runs "${!pid:-}" kailash-gateway && printf 'node-%s ' "$n"
+        pid_runs "${!pid:-}" "$BIN" && printf 'node-%s ' "$n"
     done
     return 0
 }
@@ -258,7 +260,7 @@ stop_cluster() {
     for ((n = 1; n <= ${NODES:-0}; n++)); do
         pid="NODE_PID_$n"
         pid="${!pid:-}"
-        if pid_runs "$pid" kailash-gateway; then
+        if pid_runs "$pid" "$BIN"; then
             kill -TERM "$pid" 2>/dev/null || true
             pids+=("$pid")
         fi
@@ -301,7 +303,7 @@ cmd_status() {
         broker="$(curl -s --max-time 2 "${!url}/health" 2>/dev/null |
             python3 -c 'import json,sys; print(json.load(sys.stdin)["components"]["broker"]["status"])' 2>/dev/null ||
             echo '?')"
-        pid_runs "${!pid}" kailash-gateway || code="not running"
+        pid_runs "${!pid}" "$BIN" || code="not running"
         printf '%-8s %-28s ready %s, broker %s\n' "node-$n" "${!url}" "$code" "$broker"
         [ "$code" = 200 ] || down=1
     done
