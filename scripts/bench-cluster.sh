@@ -10,9 +10,9 @@
 # runs the load tool's `cluster-fanout` mode (benches/realtime/) R times (default 3):
 # N WebSocket clients (default 5,000) connect directly to nodes B and C, following K
 # sessions (default 100, N/K clients each, half on B and half on C) created on node A;
-# node A starts E executions per second (default 22.5) of a Switch→Merge workflow, each
-# publishing 9 events, so ~E × 9 × N/K = 10,000 events/s reach the clients, for S seconds
-# (default 20). Every event goes A → Redis → B/C → client.
+# node A starts E executions per second (default 20) of a Switch→Merge workflow, each
+# publishing 10 events, so E × 10 × N/K = 10,000 events/s reach the clients: 3 s of warm-up,
+# then S seconds measured (default 20). Every event goes A → Redis → B/C → client.
 #
 # Per run and as medians over the runs: delivered events/s, publish-to-receive latency
 # p50/p99/max (the event's `timestamp`, set on A, to its arrival at the client: one
@@ -36,7 +36,7 @@ DURATION=20
 RUNS=3
 CONNECTIONS=5000
 SESSIONS=100
-RATE=22.5
+RATE=20
 BUILD=1
 BIN=""
 BENCH_WRK=0
@@ -76,7 +76,7 @@ BENCH_CLEANUP=cluster_down
 step "building the load tool (benches/realtime)"
 cargo bench --bench realtime --no-run --quiet 2>/dev/null || die "building the load tool failed"
 TOOL="$(cargo bench --bench realtime --no-run --message-format=json 2>/dev/null |
-    "$SVC_PYTHON" -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')"
+    "$SVC_PYTHON" -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["kind"] == ["bench"]][-1])')"
 
 step "starting the cluster (deploy/local-cluster.sh, log $WORK/cluster.log)"
 TOKEN="$(mint_token bench)"

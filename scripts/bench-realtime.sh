@@ -43,7 +43,7 @@ echo "==> building the release gateway and the load tool"
 cargo build --release --quiet
 cargo bench --bench realtime --no-run --quiet 2>/dev/null
 TOOL=$(cargo bench --bench realtime --no-run --message-format=json 2>/dev/null \
-    | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
+    | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["kind"] == ["bench"]][-1])')
 
 for run in $(seq "$RUNS"); do
     echo "==> run $run/$RUNS"

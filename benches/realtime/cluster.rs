@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::fanout::{Endpoint, Fanout, Report};
+use crate::fanout::{Endpoint, Fanout, Report, SETTLE};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -20,9 +20,12 @@ pub struct Options {
     clients: usize,
     #[arg(long, default_value_t = 100)]
     sessions: usize,
-    /// Executions started per second (each publishes 9 events to clients/sessions clients).
-    #[arg(long, default_value_t = 22.5)]
+    /// Executions started per second (each publishes 10 events to clients/sessions clients).
+    #[arg(long, default_value_t = 20.0)]
     rate: f64,
+    /// Seconds of publishing before the measured window.
+    #[arg(long, default_value_t = 3.0)]
+    warmup: f64,
     #[arg(long, default_value_t = 20.0)]
     seconds: f64,
     /// The cluster's Redis, for its CPU counters.
@@ -112,11 +115,14 @@ pub async fn run(options: Options) {
         .map(|url| Endpoint::new(url, Some(options.token.clone())))
         .collect();
     let fanout = Fanout::prepare(&publisher, &subscribers, options.clients, options.sessions).await;
-    // Redis's counters over the same window as the publisher's (both start now).
-    let redis_cpu = tokio::spawn(redis_cpu_over(options.redis_url.clone(), options.seconds));
-    let report = fanout
-        .measure(&publisher, options.rate, options.seconds)
-        .await;
-    let redis_cpu = redis_cpu.await.expect("the Redis CPU reading");
+    // Redis's counters cover the measured window, which starts after the warm-up.
+    let redis_cpu = async {
+        tokio::time::sleep(Duration::from_secs_f64(options.warmup) + SETTLE).await;
+        redis_cpu_over(options.redis_url.clone(), options.seconds).await
+    };
+    let (report, redis_cpu) = tokio::join!(
+        fanout.measure(&publisher, options.rate, options.warmup, options.seconds),
+        redis_cpu
+    );
     print_summary(&options, &report, redis_cpu);
 }

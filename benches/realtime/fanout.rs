@@ -20,6 +20,9 @@ pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Connections opened at once while setting up.
 const CONNECT_CONCURRENCY: usize = 256;
 
+/// How long the last events of a publishing phase take to arrive (all but stragglers).
+pub const SETTLE: Duration = Duration::from_millis(500);
+
 /// One gateway node as a client sees it. Without a token the gateway runs in open mode and
 /// trusts `user_id=bench`; with one, the token names the user (HTTP header, `access_token`
 /// on the WebSocket).
@@ -90,7 +93,7 @@ fn event_time(frame: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     frame[start..end].parse().ok()
 }
 
-/// Switch → Merge: a run of it publishes 9 events (started, node events, completed).
+/// Switch → Merge: a run of it publishes 10 events (execution and node events).
 fn fanout_workflow() -> Value {
     json!({
         "name": "fanout",
@@ -197,36 +200,59 @@ impl Fanout {
         }
     }
 
-    /// Starts `rate` executions per second for `seconds` through `publisher`, round-robin
-    /// over the sessions, and counts every event of those runs the clients receive.
-    pub async fn measure(mut self, publisher: &Endpoint, rate: f64, seconds: f64) -> Report {
-        let start_run = |(session, workflow): &(String, String)| {
-            let request = publisher.post_request(
-                &format!("/api/executions?session_id={session}&user_id=bench"),
-                &json!({"workflow_id": workflow, "inputs": {"route": {"input_data": {"tier": "gold"}}}}),
-            );
-            async move {
-                let _ = request.send().await;
-            }
-        };
-        self.measuring.store(true, Ordering::Relaxed);
+    /// Starts one execution of the fan-out workflow in the given session.
+    fn start_run(
+        publisher: &Endpoint,
+        (session, workflow): &(String, String),
+    ) -> impl Future<Output = ()> + 'static {
+        let request = publisher.post_request(
+            &format!("/api/executions?session_id={session}&user_id=bench"),
+            &json!({"workflow_id": workflow, "inputs": {"route": {"input_data": {"tier": "gold"}}}}),
+        );
+        async move {
+            let _ = request.send().await;
+        }
+    }
+
+    /// Starts `rate` executions per second for `seconds`, round-robin over the sessions;
+    /// answers how many it started and the seconds that took.
+    async fn publish(&self, publisher: &Endpoint, rate: f64, seconds: f64) -> (usize, f64) {
         let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
         let started = Instant::now();
         let mut launched = 0usize;
         while started.elapsed() < Duration::from_secs_f64(seconds) {
             ticker.tick().await;
-            tokio::spawn(start_run(&self.targets[launched % self.targets.len()]));
+            let target = &self.targets[launched % self.targets.len()];
+            tokio::spawn(Self::start_run(publisher, target));
             launched += 1;
         }
-        let window = started.elapsed().as_secs_f64();
+        (launched, started.elapsed().as_secs_f64())
+    }
+
+    /// Publishes at `rate` executions per second for `warmup` seconds unmeasured (first
+    /// deliveries pay for connections and caches warming up), then for `seconds` counting
+    /// every event of those runs the clients receive.
+    pub async fn measure(
+        mut self,
+        publisher: &Endpoint,
+        rate: f64,
+        warmup: f64,
+        seconds: f64,
+    ) -> Report {
+        if warmup > 0.0 {
+            self.publish(publisher, rate, warmup).await;
+            tokio::time::sleep(SETTLE).await;
+        }
+        self.measuring.store(true, Ordering::Relaxed);
+        let (launched, window) = self.publish(publisher, rate, seconds).await;
         // Let the last runs' events arrive, then stop counting: the rate is the events of
         // the runs started in the window over the window.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(SETTLE).await;
         self.measuring.store(false, Ordering::Relaxed);
         let delivered = self.delivered.load(Ordering::Relaxed);
         // One more run per session wakes every reader so it reports.
         for target in &self.targets {
-            start_run(target).await;
+            Self::start_run(publisher, target).await;
         }
         let mut latencies = Vec::new();
         while let Ok(Some(batch)) =

@@ -145,7 +145,7 @@ async fn single_fanout(
 ) {
     let endpoint = &gateway.endpoint;
     let fanout = Fanout::prepare(endpoint, std::slice::from_ref(endpoint), clients, sessions).await;
-    let report = fanout.measure(endpoint, rate, seconds).await;
+    let report = fanout.measure(endpoint, rate, 0.0, seconds).await;
     println!(
         "fanout: {clients} clients over {sessions} sessions, {} executions at {rate}/s: {} events delivered in {:.1} s = {:.0} events/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         report.launched,
