@@ -155,10 +155,11 @@ pub(super) async fn receive_loop(
                 }
             }
             PushKind::Disconnection => {
-                if shared
+                // Marking the link down is the point; the answer only says whether to log.
+                let newly_down = shared
                     .link
-                    .down("the subscriber connection to Redis was lost")
-                {
+                    .down("the subscriber connection to Redis was lost");
+                if newly_down {
                     tracing::warn!("the Redis subscriber connection was lost; reconnecting");
                 }
             }
