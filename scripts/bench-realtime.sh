@@ -5,7 +5,7 @@
 #   bash scripts/bench-realtime.sh [connections N] [fanout CLIENTS SESSIONS RATE SECONDS] [runs R]
 #
 # Defaults: connections 18000; fanout 10000 clients over 100 sessions, 25 executions/s
-# (each publishes 9 events to the 100 clients of its session: ~22,500 deliveries/s) for 10 s;
+# (each publishes 10 events to the 100 clients of its session: ~25,000 deliveries/s) for 10 s;
 # 3 runs of each. Prints one line per run:
 #   connections: N open ...; gateway RSS A KiB -> B KiB; X bytes per connection
 #   fanout: ... = E events/s; latency p50 P ms, p99 Q ms
@@ -43,7 +43,7 @@ echo "==> building the release gateway and the load tool"
 cargo build --release --quiet
 cargo bench --bench realtime --no-run --quiet 2>/dev/null
 TOOL=$(cargo bench --bench realtime --no-run --message-format=json 2>/dev/null \
-    | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
+    | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["kind"] == ["bench"]][-1])')
 
 for run in $(seq "$RUNS"); do
     echo "==> run $run/$RUNS"

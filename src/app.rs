@@ -275,6 +275,9 @@ impl Application {
             seconds => KeepAlive::Timeout(Duration::from_secs(seconds)),
         })
         .client_request_timeout(Duration::from_secs(settings.client_request_timeout_seconds))
+        // Events leave as bursts of small WebSocket/SSE writes: with Nagle's algorithm each
+        // write after the first waits for the client's (delayed, up to 40 ms) ACK.
+        .tcp_nodelay(true)
         .shutdown_timeout(settings.shutdown_timeout_seconds)
         // Signals are handled by `shutdown`, which drains in order before stopping the server.
         .disable_signals();

@@ -15,6 +15,8 @@
 #   WRK_PATH      URL path for run_wrk (e.g. /api/sessions)
 #   WRK_ENV=(VAR=value ...)     extra environment for wrk (read by the Lua)
 #   TOKEN         bearer token, passed to wrk as KAILASH_BENCH_TOKEN
+#   BENCH_WRK=0   the benchmark does not use wrk (bench_prepare leaves it alone)
+#   BENCH_CLEANUP a function on_exit calls first (e.g. one stopping a cluster)
 #
 # Functions:
 #   usage, die, need_value, is_uint, step     argument parsing and output
@@ -41,6 +43,8 @@ WRK_ENV=()
 WRK_LUA=""
 WRK_PATH=""
 TOKEN=""
+BENCH_WRK=1
+BENCH_CLEANUP=""
 WORK=""
 SECRET=""
 SERVER_PID=""
@@ -83,12 +87,14 @@ common_option() {
 }
 step() { printf '\n==> %s\n' "$*"; }
 
-# Prerequisites (python3, wrk, the release binary), then the work dir, the
-# JWT secret and the exit trap. Call once, after argument parsing.
+# Prerequisites (python3, wrk unless BENCH_WRK=0, the release binary), then the
+# work dir, the JWT secret and the exit trap. Call once, after argument parsing.
 bench_prepare() {
     svc_ensure_python3
-    command -v wrk >/dev/null 2>&1 || svc_apt_install wrk
-    command -v wrk >/dev/null 2>&1 || die "wrk not found after install"
+    if [ "$BENCH_WRK" -eq 1 ]; then
+        command -v wrk >/dev/null 2>&1 || svc_apt_install wrk
+        command -v wrk >/dev/null 2>&1 || die "wrk not found after install"
+    fi
 
     if [ -z "$BIN" ]; then
         BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/kailash-gateway"
@@ -132,6 +138,7 @@ on_exit() {
     local rc=$?
     set +e
     trap - EXIT INT TERM
+    [ -z "$BENCH_CLEANUP" ] || "$BENCH_CLEANUP"
     stop_server
     if [ "$rc" -eq 0 ] && [ "$FAILED" -eq 0 ]; then
         rm -rf "$WORK"
