@@ -71,6 +71,13 @@ pub struct AppState {
     pub cluster: Option<Cluster>,
 }
 
+/// The state a middleware's request carries (registered on every `App`).
+pub fn state_of(req: &actix_web::dev::ServiceRequest) -> web::Data<AppState> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .expect("AppState is registered on the App")
+}
+
 /// The replaceable parts of a gateway: what time it is, and where accounts live (`None`:
 /// where the settings say, the database or memory).
 pub struct Services {

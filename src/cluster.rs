@@ -324,10 +324,7 @@ pub async fn forward_to_owner(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .cloned()
-        .expect("AppState is registered on the App");
+    let state = crate::app::state_of(&req);
     let serve = match (&state.cluster, session_of(&req)) {
         (Some(cluster), Some(session_id)) if !state.gateway.is_local(session_id) => {
             cluster.where_served(&req, session_id).await

@@ -289,10 +289,7 @@ pub async fn gate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .cloned()
-        .expect("AppState is registered on the App");
+    let state = crate::app::state_of(&req);
     // CORS preflights carry no credentials; the CORS middleware outside answers them.
     if state.auth.is_public(req.path()) || req.method() == actix_web::http::Method::OPTIONS {
         return next

@@ -10,7 +10,6 @@ use actix_web::{
     error::InternalError,
     http::header::{HeaderName, HeaderValue},
     middleware::Next,
-    web,
 };
 use tracing::Instrument;
 
@@ -18,17 +17,13 @@ use super::{
     error::{ApiError, ErrorCode},
     request_id::{self, REQUEST_ID_HEADER},
 };
-use crate::app::AppState;
 
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let started = Instant::now();
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .cloned()
-        .expect("AppState is registered on the App");
+    let state = crate::app::state_of(&req);
     let id = request_id::accept_or_generate(
         req.headers()
             .get(REQUEST_ID_HEADER)

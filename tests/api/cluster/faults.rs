@@ -30,6 +30,16 @@ fn with_python(command: &mut std::process::Command) {
         .env("KAILASH_PYTHON_WORKERS", "1");
 }
 
+/// `DELETE /api/executions/{execution}` through `node`.
+async fn cancel(node: &Api, session: &str, execution: &str) -> reqwest::Response {
+    node.send_as(
+        "alice",
+        Method::DELETE,
+        &format!("/api/executions/{execution}?session_id={session}"),
+    )
+    .await
+}
+
 async fn status(node: &Api, session: &str, execution: &str) -> Value {
     node.json_as(
         "alice",
@@ -44,14 +54,10 @@ async fn a_cancel_sent_to_any_node_stops_the_run_where_it_runs() {
     let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
     let cluster = LocalCluster::start_with(2, with_python).await;
     let (session, execution) = session_with_slow_run(&cluster[0]).await;
-    let cancelled = cluster[1]
-        .send_as(
-            "alice",
-            Method::DELETE,
-            &format!("/api/executions/{execution}?session_id={session}"),
-        )
-        .await;
-    assert_eq!(cancelled.status(), 200);
+    assert_eq!(
+        cancel(&cluster[1], &session, &execution).await.status(),
+        200
+    );
     assert!(
         eventually(SETTLE, async || status(&cluster[1], &session, &execution)
             .await["status"]
@@ -252,14 +258,10 @@ async fn concurrent_executions_are_limited_across_the_cluster() {
     );
 
     // The slot comes back when the run ends.
-    let cancelled = cluster[0]
-        .send_as(
-            "alice",
-            Method::DELETE,
-            &format!("/api/executions/{execution}?session_id={session}"),
-        )
-        .await;
-    assert_eq!(cancelled.status(), 200);
+    assert_eq!(
+        cancel(&cluster[0], &session, &execution).await.status(),
+        200
+    );
     assert!(
         eventually(SETTLE, async || {
             cluster[1]
