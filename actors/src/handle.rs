@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::{
     broker::SharedBroker,
     bus::{
-        BusConfig, BusStats, EventBus, RecentEvents, Refilter, Subscribe, SubscriberId,
+        Backlog, BusConfig, BusStats, EventBus, RecentEvents, Refilter, Subscribe, SubscriberId,
         Subscription, Unsubscribe,
     },
     caller::{Caller, TenantId},
@@ -407,22 +407,73 @@ impl Gateway {
     }
 
     /// Registers a subscriber of the events `filter` lets through; with `resume_after`, the
-    /// reply's backlog holds what it missed (see [`Subscribe`]).
+    /// reply's backlog holds what it missed (see [`Subscribe`]). In a cluster, what neither
+    /// this node nor the broker still holds is read from the store before it is called a gap.
     pub async fn subscribe(
         &self,
         filter: EventFilter,
         resume_after: Option<u64>,
         queue: SubscriberQueue,
     ) -> Result<Subscription, GatewayError> {
-        self.ask(
-            &self.bus,
-            Subscribe {
-                filter,
-                resume_after,
-                queue,
-            },
-        )
-        .await
+        let session_id = filter.session_id;
+        let mut subscription = self
+            .ask(
+                &self.bus,
+                Subscribe {
+                    filter: filter.clone(),
+                    resume_after,
+                    queue,
+                },
+            )
+            .await?;
+        if let (true, Some(last_seq), Some(session_id)) = (self.clustered, resume_after, session_id)
+            && subscription.backlog.gap.is_some()
+        {
+            self.fill_from_store(&mut subscription.backlog, &filter, session_id, last_seq)
+                .await;
+        }
+        Ok(subscription)
+    }
+
+    /// Replaces a backlog's gap by the stored events it stands for, when the store holds
+    /// every one of them (the origin node persisted them; Redis lost its copy). A partial
+    /// or failed read leaves the gap as it was.
+    async fn fill_from_store(
+        &self,
+        backlog: &mut Backlog,
+        filter: &EventFilter,
+        session_id: Uuid,
+        last_seq: u64,
+    ) {
+        let upto = backlog.events.first().map(|event| event.seq);
+        let Ok(stored) = self
+            .store
+            .recent_events(&filter.tenant_id, session_id, self.config.bus.history_len)
+            .await
+        else {
+            return;
+        };
+        let missed: Vec<_> = stored
+            .iter()
+            .filter(|record| record.seq > last_seq && upto.is_none_or(|upto| record.seq < upto))
+            .collect();
+        let contiguous = missed
+            .iter()
+            .zip(last_seq + 1..)
+            .all(|(record, expected)| record.seq == expected);
+        let complete = match upto {
+            Some(upto) => missed.len() as u64 == upto - last_seq - 1,
+            None => !missed.is_empty(),
+        };
+        if !(contiguous && complete) {
+            return;
+        }
+        let found = missed
+            .into_iter()
+            .map(|record| Arc::new(PublishedEvent::restored(record)))
+            .filter(|event| filter.matches(event));
+        backlog.events.splice(0..0, found);
+        backlog.gap = None;
     }
 
     /// Replaces a subscriber's filter; false when the bus no longer knows it.

@@ -9,7 +9,12 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::realtime::{add_workflow, client::WsClient, run, session_with_workflow};
+use crate::realtime::{
+    add_workflow,
+    client::WsClient,
+    run, session_with_workflow,
+    sse::{data, open},
+};
 
 /// A session of alice with a workflow whose one Python node sleeps for a minute.
 async fn session_with_slow_run(node: &Api) -> (String, String) {
@@ -229,6 +234,23 @@ async fn a_redis_outage_degrades_every_node_which_recover_and_tell_clients_of_th
         events[0]["metadata"]["to_seq"].as_u64().unwrap() + 1,
         "numbering continues after what was numbered alone"
     );
+
+    // A client resuming on B from before the outage misses nothing: what A numbered alone
+    // (and Redis, restarted empty, no longer has) comes from the database.
+    let mut resumed = open(b, "alice", &query, Some(last_seen)).await;
+    let mut replayed = data(&resumed.until("workflow.completed").await);
+    replayed.extend(data(&resumed.until("workflow.completed").await));
+    let seqs: Vec<u64> = replayed
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs[0], last_seen + 1, "{replayed:#?}");
+    assert!(
+        seqs.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "{seqs:?}"
+    );
+    assert_eq!(replayed[0]["execution_id"], alone.as_str());
+    assert_eq!(replayed.last().unwrap()["execution_id"], after.as_str());
 }
 
 #[actix_rt::test]
