@@ -103,6 +103,13 @@ impl Store for MemoryStore {
                     let tenant = &execution.tenant_id;
                     let id = execution.snapshot.execution_id;
                     let executions = tables.executions.entry(tenant.clone()).or_default();
+                    if executions
+                        .get(&id)
+                        .is_some_and(|stored| stored.snapshot.status.is_terminal())
+                    {
+                        // A terminal state is final (see `Write::ExecutionFinished`).
+                        continue;
+                    }
                     executions.insert(id, execution.as_ref().clone());
                     let finished = tables.finished.entry(tenant.clone()).or_default();
                     finished.push_back(id);

@@ -113,7 +113,9 @@ pub struct WebhookDeliveryRecord {
 pub enum Write {
     Event(EventRecord),
     NodeRun(NodeRunRecord),
-    /// An execution reached its terminal status.
+    /// An execution reached its terminal status. Applied only while the stored execution
+    /// is not terminal yet: a run failed by the node that took its session over (its own
+    /// node was lost) keeps that failure whatever the lost node writes late.
     ExecutionFinished(Box<ExecutionRecord>),
     /// A session was used at `at` (coalesced: the tenant sends the latest per sweep).
     SessionTouched {

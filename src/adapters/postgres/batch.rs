@@ -111,7 +111,9 @@ insert!(
 
 /// The final state, and the running mark (see `executions::create_many`) cleared, in one
 /// statement. Only columns no index covers change, so the row's new version stays on its
-/// page (a HOT update) and no index is touched.
+/// page (a HOT update) and no index is touched. A terminal state is final: the late write
+/// of a node that lost the run (another node took its session over and failed it) changes
+/// nothing.
 const FINISH_EXECUTIONS: &str = "WITH done AS (DELETE FROM running_executions r \
     USING UNNEST($1::text[], $2::uuid[]) AS d(tenant_id, execution_id) \
     WHERE r.tenant_id = d.tenant_id AND r.execution_id = d.execution_id) \
@@ -123,7 +125,8 @@ const FINISH_EXECUTIONS: &str = "WITH done AS (DELETE FROM running_executions r 
     $6::timestamptz[], $7::jsonb[], $8::jsonb[], $9::text[]) \
     AS u(tenant_id, execution_id, status, progress, started_at, completed_at, outputs, \
     node_states, error) \
-    WHERE e.tenant_id = u.tenant_id AND e.execution_id = u.execution_id";
+    WHERE e.tenant_id = u.tenant_id AND e.execution_id = u.execution_id \
+    AND e.status IN ('started', 'running')";
 
 const TOUCH_SESSIONS: &str = "UPDATE sessions s SET last_activity = GREATEST(s.last_activity, u.at) \
     FROM UNNEST($1::text[], $2::uuid[], $3::timestamptz[]) AS u(tenant_id, session_id, at) \

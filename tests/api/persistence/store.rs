@@ -259,6 +259,27 @@ async fn every_record_round_trips_and_no_method_answers_across_tenants() {
     assert_eq!(failed[0].snapshot.status, ExecutionStatus::Failed);
     assert_eq!(failed[0].snapshot.error.as_deref(), Some("stopped"));
 
+    // A late final state from the node that lost the run changes nothing.
+    let mut late = running.clone();
+    late.snapshot.status = ExecutionStatus::Completed;
+    late.snapshot.completed_at = Some(Utc::now());
+    store
+        .write_batch(&[Write::ExecutionFinished(Box::new(late))])
+        .await
+        .unwrap();
+    let kept = store
+        .executions(b, b_id, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.snapshot.execution_id == running.snapshot.execution_id)
+        .unwrap();
+    assert_eq!(
+        kept.snapshot.status,
+        ExecutionStatus::Failed,
+        "the failure stands"
+    );
+
     let later = Utc::now() + Duration::hours(1);
     let pruned = store.prune(a, later, later).await.unwrap();
     assert_eq!((pruned.events, pruned.executions), (2, 1));
