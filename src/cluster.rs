@@ -325,8 +325,13 @@ pub async fn forward_to_owner(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let state = crate::app::state_of(&req);
-    let serve = match (&state.cluster, session_of(&req)) {
-        (Some(cluster), Some(session_id)) if !state.gateway.is_local(session_id) => {
+    // Alone, nothing to decide: no pattern matched or query parsed on the hot path.
+    let serve = match state
+        .cluster
+        .as_ref()
+        .map(|cluster| (cluster, session_of(&req)))
+    {
+        Some((cluster, Some(session_id))) if !state.gateway.is_local(session_id) => {
             cluster.where_served(&req, session_id).await
         }
         _ => Serve::Here,
