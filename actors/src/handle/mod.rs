@@ -1,6 +1,9 @@
 //! [`Gateway`]: the typed handle through which the rest of the program talks to the actor
 //! tree. Callers see async methods and [`GatewayError`]s, never actix types, and every ask
 //! is bounded by a timeout so a stuck actor answers `Unavailable` instead of hanging.
+//! What differs in a cluster is in [`cluster`].
+
+mod cluster;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -9,13 +12,14 @@ use serde_json::{Map, Value};
 use tokio::time::timeout;
 use uuid::Uuid;
 
+pub use self::cluster::LocalSessions;
 use crate::{
     broker::SharedBroker,
     bus::{
-        Backlog, BusConfig, BusStats, EventBus, RecentEvents, Refilter, Subscribe, SubscriberId,
+        BusConfig, BusStats, EventBus, RecentEvents, Refilter, Subscribe, SubscriberId,
         Subscription, Unsubscribe,
     },
-    caller::{Caller, TenantId},
+    caller::Caller,
     engine::{
         node::NodeRegistry,
         workflow::{Problem, Workflow, WorkflowLimits},
@@ -35,7 +39,7 @@ use crate::{
         WebhookDeliveryRecord, WebhookRecord, Write, WriterStats,
     },
     subscriber::SubscriberQueue,
-    tenant::{EndSession, ForSession, ListSessions, TakeOver},
+    tenant::{EndSession, ForSession, ListSessions},
 };
 
 /// What the actor tree needs to know; the gateway crate builds it from its settings.
@@ -117,25 +121,6 @@ pub(crate) struct EngineContext {
     pub broker: Option<SharedBroker>,
     /// Which sessions have an actor on this node.
     pub local_sessions: Arc<LocalSessions>,
-}
-
-/// The sessions that have an actor on this node, readable without asking an actor (the
-/// HTTP layer decides from it whether a request is served here or by the session's owner).
-#[derive(Debug, Default)]
-pub struct LocalSessions(std::sync::RwLock<std::collections::HashSet<Uuid>>);
-
-impl LocalSessions {
-    pub fn contains(&self, session_id: Uuid) -> bool {
-        self.0.read().expect("local sessions").contains(&session_id)
-    }
-
-    pub(crate) fn insert(&self, session_id: Uuid) {
-        self.0.write().expect("local sessions").insert(session_id);
-    }
-
-    pub(crate) fn remove(&self, session_id: Uuid) {
-        self.0.write().expect("local sessions").remove(&session_id);
-    }
 }
 
 /// A cheap, cloneable handle on a running actor tree.
@@ -232,11 +217,6 @@ impl Gateway {
         }
     }
 
-    /// Whether `session_id` has an actor on this node.
-    pub fn is_local(&self, session_id: Uuid) -> bool {
-        self.local_sessions.contains(session_id)
-    }
-
     /// Whether the store answers, its latency and pool use.
     pub async fn store_health(&self) -> StoreHealth {
         self.store.health().await
@@ -279,45 +259,6 @@ impl Gateway {
         limit: usize,
     ) -> Result<Vec<WebhookDeliveryRecord>, GatewayError> {
         Ok(self.store.webhook_deliveries(tenant, id, limit).await?)
-    }
-
-    /// Serves here a session whose node was lost (or this node's own from before a
-    /// restart): its executions that died with that node are recorded failed, with their
-    /// terminal events. Answers whether the session still exists.
-    pub async fn take_over(
-        &self,
-        tenant_id: TenantId,
-        session_id: Uuid,
-    ) -> Result<bool, GatewayError> {
-        self.ask(
-            &self.registry,
-            TakeOver {
-                tenant_id,
-                session_id,
-            },
-        )
-        .await?
-    }
-
-    /// Whether `caller` may follow the events of `session_id`: the session's own answer when
-    /// it lives here; in a cluster, otherwise, the stored session's (any node serves every
-    /// session's events, so a stream must not make this node activate the session).
-    pub async fn check_session_access(
-        &self,
-        caller: &Caller,
-        session_id: Uuid,
-    ) -> Result<(), GatewayError> {
-        if !self.clustered || self.is_local(session_id) {
-            return self.session(caller.clone(), session_id).await.map(drop);
-        }
-        match self
-            .store
-            .active_session(&caller.tenant_id, session_id)
-            .await?
-        {
-            Some(session) if caller.may_access(&session.user_id) => Ok(()),
-            _ => Err(GatewayError::SessionNotFound),
-        }
     }
 
     /// Records how a webhook delivery ended (batched by the writer, like events).
@@ -433,47 +374,6 @@ impl Gateway {
                 .await;
         }
         Ok(subscription)
-    }
-
-    /// Replaces a backlog's gap by the stored events it stands for, when the store holds
-    /// every one of them (the origin node persisted them; Redis lost its copy). A partial
-    /// or failed read leaves the gap as it was.
-    async fn fill_from_store(
-        &self,
-        backlog: &mut Backlog,
-        filter: &EventFilter,
-        session_id: Uuid,
-        last_seq: u64,
-    ) {
-        let upto = backlog.events.first().map(|event| event.seq);
-        let Ok(stored) = self
-            .store
-            .recent_events(&filter.tenant_id, session_id, self.config.bus.history_len)
-            .await
-        else {
-            return;
-        };
-        let missed: Vec<_> = stored
-            .iter()
-            .filter(|record| record.seq > last_seq && upto.is_none_or(|upto| record.seq < upto))
-            .collect();
-        let contiguous = missed
-            .iter()
-            .zip(last_seq + 1..)
-            .all(|(record, expected)| record.seq == expected);
-        let complete = match upto {
-            Some(upto) => missed.len() as u64 == upto - last_seq - 1,
-            None => !missed.is_empty(),
-        };
-        if !(contiguous && complete) {
-            return;
-        }
-        let found = missed
-            .into_iter()
-            .map(|record| Arc::new(PublishedEvent::restored(record)))
-            .filter(|event| filter.matches(event));
-        backlog.events.splice(0..0, found);
-        backlog.gap = None;
     }
 
     /// Replaces a subscriber's filter; false when the bus no longer knows it.
