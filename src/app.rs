@@ -420,12 +420,7 @@ async fn open_stores(settings: &Settings, port: u16) -> Result<Stores, BuildErro
 fn broker_options(settings: &Settings, port: u16) -> BrokerOptions {
     let host = std::env::var("HOSTNAME")
         .ok()
-        .filter(|host| {
-            !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        })
+        .filter(|host| crate::config::is_name(host))
         .unwrap_or_else(|| "node".into());
     let node_id = settings.node_id.clone().unwrap_or_else(|| {
         let suffix = uuid::Uuid::new_v4().simple().to_string();

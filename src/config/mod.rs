@@ -573,7 +573,7 @@ const NAME_RULE: &str = "must be 1 to 64 letters, digits, '.', '_' or '-'";
 
 /// Whether `value` can name a node or prefix Redis keys: it appears in keys and in the
 /// `<node> <event>` messages between nodes, so no spaces or separators.
-fn is_name(value: &str) -> bool {
+pub(crate) fn is_name(value: &str) -> bool {
     (1..=64).contains(&value.len())
         && value
             .bytes()

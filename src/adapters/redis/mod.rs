@@ -235,10 +235,11 @@ impl RedisBroker {
             .await
     }
 
-    /// Runs `work` on the adapter's runtime.
-    fn on_runtime<T: Send + 'static>(
+    /// Runs `work` on the adapter's runtime; its error (Redis's, or a decoding one) becomes
+    /// the port's.
+    fn on_runtime<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
         &self,
-        work: impl Future<Output = Result<T, redis::RedisError>> + Send + 'static,
+        work: impl Future<Output = Result<T, E>> + Send + 'static,
     ) -> impl Future<Output = Result<T, BrokerError>> + 'static {
         let task = self.runtime().spawn(work);
         async move {
@@ -251,10 +252,8 @@ impl RedisBroker {
     /// The live nodes of the cluster (those whose heartbeat has not lapsed).
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
         let shared = self.shared.clone();
-        self.runtime()
-            .spawn(async move { nodes::live(&shared).await })
+        self.on_runtime(async move { nodes::live(&shared).await })
             .await
-            .map_err(|error| BrokerError(error.to_string()))?
     }
 }
 
@@ -302,7 +301,7 @@ impl Broker for RedisBroker {
     fn owns(&self, session_id: Uuid) -> BoxFuture<'static, Result<bool, BrokerError>> {
         let shared = self.shared.clone();
         Box::pin(self.on_runtime(async move {
-            Ok(owners::route(&shared, session_id).await? == Route::Here)
+            Ok::<_, redis::RedisError>(owners::route(&shared, session_id).await? == Route::Here)
         }))
     }
 
@@ -341,10 +340,11 @@ impl Broker for RedisBroker {
         after_seq: u64,
     ) -> BoxFuture<'static, Result<Vec<EventRecord>, BrokerError>> {
         let shared = self.shared.clone();
-        let task = self
-            .runtime()
-            .spawn(async move { events::read_stream(&shared, session_id, after_seq).await });
-        Box::pin(async move { task.await.map_err(|error| BrokerError(error.to_string()))? })
+        Box::pin(
+            self.on_runtime(
+                async move { events::read_stream(&shared, session_id, after_seq).await },
+            ),
+        )
     }
 }
 

@@ -18,6 +18,8 @@ use kailash_actors::{
     TenantId, UserId,
     broker::{Claim, SessionKey, SessionLimits},
 };
+use std::sync::LazyLock;
+
 use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
@@ -57,6 +59,11 @@ for _, member in ipairs(redis.call('SPOP', KEYS[1], ARGV[3])) do
 end
 return taken
 "#;
+
+/// The scripts, hashed once (each call sends only the hash; Redis loads a script it lost).
+static ROUTE: LazyLock<Script> = LazyLock::new(|| Script::new(ROUTE_SCRIPT));
+static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM_SCRIPT));
+static ORPHANS: LazyLock<Script> = LazyLock::new(|| Script::new(ORPHANS_SCRIPT));
 
 /// Sessions taken from a lost node per script run.
 const ORPHANS_PER_RUN: usize = 100;
@@ -122,8 +129,7 @@ pub(super) async fn claim(
     session: &SessionKey,
     limits: Option<SessionLimits>,
 ) -> Result<Claim, redis::RedisError> {
-    let script = Script::new(CLAIM_SCRIPT);
-    let mut invocation = script.prepare_invoke();
+    let mut invocation = CLAIM.prepare_invoke();
     invocation
         .key(owner_key(shared, session.session_id))
         .key(sessions_of(shared, &shared.options.node_id))
@@ -228,9 +234,8 @@ pub(super) async fn orphans(shared: &Shared) -> Result<Vec<SessionKey>, redis::R
         if alive {
             continue;
         }
-        let script = Script::new(ORPHANS_SCRIPT);
         loop {
-            let members: Vec<String> = script
+            let members: Vec<String> = ORPHANS
                 .key(sessions_of(shared, id))
                 .arg(me)
                 .arg(shared.key(format_args!("{{")))
@@ -251,7 +256,7 @@ pub(super) async fn orphans(shared: &Shared) -> Result<Vec<SessionKey>, redis::R
 pub(super) async fn route(shared: &Shared, session_id: Uuid) -> Result<Route, redis::RedisError> {
     let node_prefix = node_key(shared, "");
     let mut connection = shared.commands.clone();
-    let (owner, info): (String, String) = Script::new(ROUTE_SCRIPT)
+    let (owner, info): (String, String) = ROUTE
         .key(owner_key(shared, session_id))
         .arg(&shared.options.node_id)
         .arg(node_prefix)

@@ -3,7 +3,7 @@
 //! that ends gives its lease back; a lost node's leases lapse by themselves, so its slots
 //! free up within [`LEASE`] without anyone's help.
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 use redis::Script;
 use uuid::Uuid;
@@ -20,6 +20,9 @@ if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
 return 1
 "#;
+
+/// Hashed once (each call sends only the hash).
+static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE_SCRIPT));
 
 fn runs_key(shared: &Shared) -> String {
     shared.key(format_args!("runs"))
@@ -40,8 +43,7 @@ pub(super) async fn reserve(
     execution_id: Uuid,
     limit: usize,
 ) -> Result<bool, redis::RedisError> {
-    let script = Script::new(RESERVE_SCRIPT);
-    let mut invocation = script.prepare_invoke();
+    let mut invocation = RESERVE.prepare_invoke();
     invocation
         .key(runs_key(shared))
         .arg(execution_id.to_string())

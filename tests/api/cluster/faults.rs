@@ -206,6 +206,18 @@ async fn a_redis_outage_degrades_every_node_which_recover_and_tell_clients_of_th
         alone.as_str(),
         "served alone: {local:#?}"
     );
+    // B cannot find the session's node meanwhile: a clear, retryable refusal.
+    let unlocated = b
+        .send_as("alice", Method::GET, &format!("/api/sessions/{session}"))
+        .await;
+    assert!(unlocated.headers().contains_key("retry-after"));
+    assert_error(
+        unlocated,
+        503,
+        "unavailable",
+        "The session's node cannot be found while Redis is unavailable; retry",
+    )
+    .await;
     drop(paused);
     // Then it restarts empty.
     restart_redis(Duration::from_millis(500)).await;
