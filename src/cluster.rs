@@ -270,6 +270,15 @@ pub fn start_takeovers(state: web::Data<AppState>) {
                 }
                 Err(error) => tracing::debug!(%error, "no session sweep while Redis is away"),
             }
+            for session in redis.lost_sessions() {
+                // Infallible but for a stopped gateway, which stops this loop too.
+                drop(
+                    state
+                        .gateway
+                        .give_up(session.tenant_id, session.session_id)
+                        .await,
+                );
+            }
             actix_rt::time::sleep(SWEEP_EVERY).await;
         }
     });

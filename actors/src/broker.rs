@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::{
     caller::{TenantId, UserId},
     events::Event,
-    store::EventRecord,
+    store::{EventRecord, Fence},
 };
 
 /// A session event on its way to the broker: the event (for the local fallback), its JSON
@@ -81,12 +81,13 @@ pub trait Broker: Send + Sync + 'static {
     fn release(&self, session: &SessionKey);
 
     /// Holds a cluster-wide slot for a new run under `max_concurrent_executions`: a lease on
-    /// the run, renewed while this node lives. False when the cluster runs `limit` already.
+    /// the run, renewed while this node lives, and the run's fencing token (see [`Fence`]).
+    /// `None` when the cluster runs `limit` already.
     fn reserve_run(
         &self,
         execution_id: Uuid,
         limit: usize,
-    ) -> BoxFuture<'static, Result<bool, BrokerError>>;
+    ) -> BoxFuture<'static, Result<Option<Fence>, BrokerError>>;
 
     /// Gives a run's slot back (it ended, or never started).
     fn end_run(&self, execution_id: Uuid);

@@ -35,7 +35,7 @@ use crate::{
     events::{Event, EventDetail, EventType, NodeDetail, RunRef, WorkflowDetail},
     registry::{ExecutionEnded, RegistryActor},
     session::{ExecutionFinished, SessionActor},
-    store::{ExecutionRecord, NodeRunRecord, StoreWriter, Write},
+    store::{ExecutionRecord, Fence, NodeRunRecord, StoreWriter, Write},
 };
 
 /// Where a run is. A terminal status never changes again.
@@ -84,6 +84,8 @@ pub struct RunLimits {
 /// Everything an execution needs to start.
 pub(crate) struct ExecutionSpec {
     pub execution_id: Uuid,
+    /// The token every state write of the run carries (see [`Fence`]).
+    pub fence: Fence,
     pub workflow: Arc<Workflow>,
     pub inputs: RunInputs,
     /// The request's `inputs` and `config_overrides`, as the store records them.
@@ -209,6 +211,7 @@ impl ExecutionActor {
             inputs: self.spec.request.0.clone(),
             config_overrides: self.spec.request.1.clone(),
             snapshot,
+            fence: self.spec.fence,
         }
     }
 
@@ -230,6 +233,7 @@ impl ExecutionActor {
             execution_time_ms: outcome.execution_time_ms,
             outputs: outcome.outputs.clone(),
             error: outcome.error.clone(),
+            fence: self.spec.fence,
         }));
     }
 
@@ -490,6 +494,27 @@ impl Handler<Snapshot> for ExecutionActor {
 
     fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> ExecutionSnapshot {
         self.snapshot()
+    }
+}
+
+/// Stop the run now, silently: its session was taken over by another node, which recorded
+/// it failed (see `tenant::GiveUp`). Only this node's slot for it is given back.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Abandon;
+
+impl Handler<Abandon> for ExecutionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Abandon, ctx: &mut Self::Context) {
+        for (_, (handle, _)) in self.running.drain() {
+            ctx.cancel_future(handle);
+        }
+        self.spec.gateway.do_send(ExecutionEnded {
+            execution_id: self.spec.execution_id,
+            ran: true,
+        });
+        ctx.stop();
     }
 }
 

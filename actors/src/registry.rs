@@ -20,8 +20,8 @@ use crate::{
     handle::{EngineContext, GatewayConfig},
     session::SessionSummary,
     tenant::{
-        CountNearTimeout, EndSession, ForSession, ListSessions, RestoreSession, StartSession,
-        TakeOver, TenantActor,
+        CountNearTimeout, EndSession, ForSession, GiveUp, ListSessions, RestoreSession,
+        StartSession, TakeOver, TenantActor,
     },
 };
 
@@ -204,6 +204,18 @@ impl TenantRequest for TakeOver {
     }
 }
 
+impl TenantRequest for GiveUp {
+    type Reply = ();
+
+    fn tenant_id(&self) -> &TenantId {
+        &self.tenant_id
+    }
+
+    fn without_tenant() -> Option<Result<(), GatewayError>> {
+        Some(Ok(()))
+    }
+}
+
 impl TenantRequest for ListSessions {
     type Reply = Vec<SessionSummary>;
 
@@ -254,7 +266,16 @@ impl Handler<SessionActivated> for RegistryActor {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct SessionEnded {
-    pub expired: bool,
+    pub how: SessionEnd,
+}
+
+/// How a session left this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionEnd {
+    Closed,
+    Expired,
+    /// Another node took it over while this one was cut off; it lives on there.
+    GivenUp,
 }
 
 impl Handler<SessionEnded> for RegistryActor {
@@ -262,10 +283,10 @@ impl Handler<SessionEnded> for RegistryActor {
 
     fn handle(&mut self, msg: SessionEnded, _: &mut Self::Context) {
         self.active_sessions = self.active_sessions.saturating_sub(1);
-        if msg.expired {
-            self.totals.expired += 1;
-        } else {
-            self.totals.closed += 1;
+        match msg.how {
+            SessionEnd::Closed => self.totals.closed += 1,
+            SessionEnd::Expired => self.totals.expired += 1,
+            SessionEnd::GivenUp => {}
         }
     }
 }

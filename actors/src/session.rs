@@ -30,10 +30,11 @@ use crate::{
     engine::{plan::RunInputs, workflow::Workflow},
     error::GatewayError,
     execution::{
-        Cancel, ExecutionActor, ExecutionSnapshot, ExecutionSpec, ExecutionStatus, Snapshot,
+        Abandon, Cancel, ExecutionActor, ExecutionSnapshot, ExecutionSpec, ExecutionStatus,
+        Snapshot,
     },
     handle::EngineContext,
-    store::{SessionRecord, WorkflowRecord},
+    store::{Fence, SessionRecord, WorkflowRecord},
     tenant::{ChildStopped, TenantActor},
 };
 
@@ -227,6 +228,23 @@ impl Handler<End> for SessionActor {
     }
 }
 
+/// Stop at once, with the running executions, without publishing or writing anything:
+/// another node serves this session now (see `tenant::GiveUp`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Relinquish;
+
+impl Handler<Relinquish> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Relinquish, ctx: &mut Self::Context) {
+        for execution in self.running() {
+            execution.do_send(Abandon);
+        }
+        ctx.stop();
+    }
+}
+
 /// Add (or replace, as a new version) a validated workflow.
 #[derive(Message)]
 #[rtype(result = "Result<Arc<Workflow>, GatewayError>")]
@@ -334,6 +352,8 @@ impl Handler<FindWorkflow> for SessionActor {
 pub(crate) struct StartExecution {
     /// Chosen by the handle, which holds the run's cluster-wide slot under it.
     pub execution_id: Uuid,
+    /// The run's fencing token, from its lease.
+    pub fence: Fence,
     pub workflow_id: String,
     pub inputs: Map<String, Value>,
     pub config_overrides: Map<String, Value>,
@@ -423,6 +443,7 @@ impl SessionActor {
         let inputs = RunInputs::new(&workflow, &msg.inputs, &msg.config_overrides);
         Ok(ExecutionActor::new(ExecutionSpec {
             execution_id: msg.execution_id,
+            fence: msg.fence,
             workflow,
             inputs,
             request: Arc::new((

@@ -31,9 +31,9 @@ use crate::{
     events::{Event, EventType},
     execution::ExecutionSnapshot,
     handle::{EngineContext, GatewayConfig},
-    registry::{RegistryActor, SessionActivated, SessionEnded},
+    registry::{RegistryActor, SessionActivated, SessionEnd, SessionEnded},
     restore::{NODE_LOST, interrupted_event, parse_stored_workflows},
-    session::{End, SessionActor, SessionSummary, Summarize},
+    session::{End, Relinquish, SessionActor, SessionSummary, Summarize},
     sharded::ShardedMap,
     store::{SessionRecord, Write},
 };
@@ -305,7 +305,10 @@ impl TenantActor {
             self.release_owner_slot(&entry.owner);
             self.publish(event_type, session_id, entry.owner);
             self.registry.do_send(SessionEnded {
-                expired: event_type == EventType::SessionExpired,
+                how: match reason {
+                    EndReason::Closed => SessionEnd::Closed,
+                    EndReason::Expired => SessionEnd::Expired,
+                },
             });
         }
     }
@@ -541,6 +544,36 @@ impl Handler<TakeOver> for TenantActor {
             return Box::pin(fut::ready(Ok(true)));
         }
         self.activate(msg.session_id)
+    }
+}
+
+/// Stop serving a session another node took over while this one was cut off from Redis
+/// (paused, or partitioned, past its heartbeat's lapse). Its actor and runs stop here
+/// without a word and without a write: the session lives on at its new owner, which failed
+/// those runs (and raised their fencing tokens, so whatever they wrote meanwhile was
+/// refused).
+#[derive(Message)]
+#[rtype(result = "Result<(), GatewayError>")]
+pub(crate) struct GiveUp {
+    pub tenant_id: TenantId,
+    pub session_id: Uuid,
+}
+
+impl Handler<GiveUp> for TenantActor {
+    type Result = Result<(), GatewayError>;
+
+    fn handle(&mut self, msg: GiveUp, _: &mut Self::Context) -> Self::Result {
+        if let Some(entry) = self.sessions.remove(&msg.session_id) {
+            self.engine.local_sessions.remove(msg.session_id);
+            self.release_owner_slot(&entry.owner);
+            entry.addr.do_send(Relinquish);
+            self.registry.do_send(SessionEnded {
+                how: SessionEnd::GivenUp,
+            });
+            tracing::warn!(session_id = %msg.session_id,
+                "another node took this session over while this one was cut off; stopped serving it");
+        }
+        Ok(())
     }
 }
 

@@ -12,7 +12,7 @@ use crate::{
     caller::{Caller, TenantId},
     error::GatewayError,
     events::{EventFilter, PublishedEvent},
-    tenant::TakeOver,
+    tenant::{GiveUp, TakeOver},
 };
 
 /// The sessions that have an actor on this node, readable without asking an actor (the
@@ -51,6 +51,19 @@ impl Gateway {
         self.ask(
             &self.registry,
             TakeOver {
+                tenant_id,
+                session_id,
+            },
+        )
+        .await?
+    }
+
+    /// Stops serving a session another node took over while this one was cut off (see
+    /// `RedisBroker::lost_sessions`).
+    pub async fn give_up(&self, tenant_id: TenantId, session_id: Uuid) -> Result<(), GatewayError> {
+        self.ask(
+            &self.registry,
+            GiveUp {
                 tenant_id,
                 session_id,
             },

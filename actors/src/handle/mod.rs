@@ -577,15 +577,16 @@ impl Gateway {
         self.ask(&self.registry, ReserveExecution).await??;
         let execution_id = Uuid::new_v4();
         let limit = self.config.max_concurrent_executions;
-        let reserved = match &self.broker {
-            None => true,
+        let fence = match &self.broker {
+            None => Some(0),
             Some(broker) => broker
                 .reserve_run(execution_id, limit)
                 .await
-                // Redis away: this node's own limit (above) is all that can be checked.
-                .unwrap_or(true),
+                // Redis away: this node's own limit (above) is all that can be checked, and
+                // nobody can take the session over until Redis returns.
+                .unwrap_or(Some(0)),
         };
-        if !reserved {
+        let Some(fence) = fence else {
             self.registry.do_send(ExecutionEnded {
                 execution_id,
                 ran: false,
@@ -594,13 +595,14 @@ impl Gateway {
                 limit,
                 scope: "cluster",
             });
-        }
+        };
         let started = self
             .for_session(
                 caller,
                 session_id,
                 StartExecution {
                     execution_id,
+                    fence,
                     workflow_id,
                     inputs,
                     config_overrides,

@@ -103,11 +103,11 @@ impl Store for MemoryStore {
                     let tenant = &execution.tenant_id;
                     let id = execution.snapshot.execution_id;
                     let executions = tables.executions.entry(tenant.clone()).or_default();
-                    if executions
-                        .get(&id)
-                        .is_some_and(|stored| stored.snapshot.status.is_terminal())
-                    {
-                        // A terminal state is final (see `Write::ExecutionFinished`).
+                    if executions.get(&id).is_some_and(|stored| {
+                        stored.snapshot.status.is_terminal() || stored.fence != execution.fence
+                    }) {
+                        // A terminal state is final, a raised fence too (see
+                        // `Write::ExecutionFinished`).
                         continue;
                     }
                     executions.insert(id, execution.as_ref().clone());
@@ -332,6 +332,7 @@ impl Store for MemoryStore {
             execution.snapshot.error = Some(error.to_owned());
             execution.snapshot.completed_at = Some(at);
             execution.snapshot.current_node = None;
+            execution.fence += 1;
             failed.push(execution.clone());
         }
         Self::answer(failed)

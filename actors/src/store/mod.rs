@@ -29,8 +29,9 @@ use crate::{caller::TenantId, session::SessionSummary};
 pub use self::{
     memory::MemoryStore,
     records::{
-        EventRecord, ExecutionRecord, HistoryCursor, HistoryPage, HistoryQuery, NodeRunRecord,
-        PruneCounts, SessionRecord, WebhookDeliveryRecord, WebhookRecord, WorkflowRecord, Write,
+        EventRecord, ExecutionRecord, Fence, HistoryCursor, HistoryPage, HistoryQuery,
+        NodeRunRecord, PruneCounts, SessionRecord, WebhookDeliveryRecord, WebhookRecord,
+        WorkflowRecord, Write,
     },
     writer::{StoreWriter, WriterStats},
 };

@@ -43,7 +43,17 @@ pub struct ExecutionRecord {
     pub inputs: Value,
     pub config_overrides: Value,
     pub snapshot: ExecutionSnapshot,
+    /// The run's fencing token (see [`Fence`]).
+    pub fence: Fence,
 }
+
+/// A run's fencing token. The node that runs an execution holds a lease on it, and with
+/// the lease this token (from Redis; 0 on a single node); the store accepts the run's state
+/// writes (node runs, its final state) only under the token the stored execution holds.
+/// A node that takes a lost node's session over fails its runs and raises their tokens in
+/// the same statement, so whatever the lost node still writes (it was only cut off, or
+/// paused) changes nothing.
+pub type Fence = u64;
 
 /// How one node of an execution ended (`completed`, `failed` or `skipped`).
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +68,8 @@ pub struct NodeRunRecord {
     pub execution_time_ms: Option<f64>,
     pub outputs: Value,
     pub error: Option<String>,
+    /// The run's token: recorded only while the stored execution still holds it.
+    pub fence: Fence,
 }
 
 /// One published event of a session's stream, as it went on the wire.
@@ -114,8 +126,9 @@ pub enum Write {
     Event(EventRecord),
     NodeRun(NodeRunRecord),
     /// An execution reached its terminal status. Applied only while the stored execution
-    /// is not terminal yet: a run failed by the node that took its session over (its own
-    /// node was lost) keeps that failure whatever the lost node writes late.
+    /// is not terminal yet and holds the record's [`Fence`]: a run failed by the node that
+    /// took its session over (its own node was lost) keeps that failure whatever the lost
+    /// node writes late.
     ExecutionFinished(Box<ExecutionRecord>),
     /// A session was used at `at` (coalesced: the tenant sends the latest per sweep).
     SessionTouched {

@@ -19,7 +19,7 @@ use deadpool_postgres::Client;
 use futures_util::future::{join3, try_join_all};
 use tokio_postgres::{Error as PgError, error::SqlState, types::ToSql};
 
-use super::{Db, store_error};
+use super::{Db, executions::as_i64, store_error};
 
 /// A batch, by column.
 #[derive(Default)]
@@ -70,6 +70,7 @@ struct NodeRunColumns {
     time_ms: Vec<Option<f64>>,
     outputs: Vec<Value>,
     error: Vec<Option<String>>,
+    fence: Vec<i64>,
 }
 
 #[derive(Default)]
@@ -83,6 +84,7 @@ struct FinishedColumns {
     outputs: Vec<Value>,
     node_states: Vec<Value>,
     error: Vec<Option<String>>,
+    fence: Vec<i64>,
 }
 
 /// An insert, as first tried and as retried after a duplicate key (see [`Columns::write`]).
@@ -100,19 +102,25 @@ insert!(
     $6::text[], $7::timestamptz[], $8::text[])"
 );
 
+// Only the node runs whose execution still holds their fencing token (see `Fence`).
 insert!(
     INSERT_NODE_RUNS,
     "INSERT INTO node_runs \
     (tenant_id, execution_id, node_id, node_type, status, started_at, finished_at, \
-    execution_time_ms, outputs, error) \
-    SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
-    $6::timestamptz[], $7::timestamptz[], $8::float8[], $9::jsonb[], $10::text[])"
+    execution_time_ms, outputs, error, fence) \
+    SELECT u.* FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+    $6::timestamptz[], $7::timestamptz[], $8::float8[], $9::jsonb[], $10::text[], \
+    $11::int8[]) AS u(tenant_id, execution_id, node_id, node_type, status, started_at, \
+    finished_at, execution_time_ms, outputs, error, fence) \
+    WHERE EXISTS (SELECT 1 FROM executions e WHERE e.tenant_id = u.tenant_id \
+    AND e.execution_id = u.execution_id AND e.fence = u.fence)"
 );
 
 /// The final state, and the running mark (see `executions::create_many`) cleared, in one
 /// statement. Only columns no index covers change, so the row's new version stays on its
-/// page (a HOT update) and no index is touched. A terminal state is final: the late write
-/// of a node that lost the run (another node took its session over and failed it) changes
+/// page (a HOT update) and no index is touched. A terminal state is final, and a write
+/// under a fencing token the execution no longer holds is refused: the late write of a
+/// node that lost the run (another node took its session over and failed it) changes
 /// nothing.
 const FINISH_EXECUTIONS: &str = "WITH done AS (DELETE FROM running_executions r \
     USING UNNEST($1::text[], $2::uuid[]) AS d(tenant_id, execution_id) \
@@ -122,11 +130,11 @@ const FINISH_EXECUTIONS: &str = "WITH done AS (DELETE FROM running_executions r 
     completed_at = u.completed_at, outputs = u.outputs, node_states = u.node_states, \
     error = u.error \
     FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::float8[], $5::timestamptz[], \
-    $6::timestamptz[], $7::jsonb[], $8::jsonb[], $9::text[]) \
+    $6::timestamptz[], $7::jsonb[], $8::jsonb[], $9::text[], $10::int8[]) \
     AS u(tenant_id, execution_id, status, progress, started_at, completed_at, outputs, \
-    node_states, error) \
+    node_states, error, fence) \
     WHERE e.tenant_id = u.tenant_id AND e.execution_id = u.execution_id \
-    AND e.status IN ('started', 'running')";
+    AND e.status IN ('started', 'running') AND e.fence = u.fence";
 
 const TOUCH_SESSIONS: &str = "UPDATE sessions s SET last_activity = GREATEST(s.last_activity, u.at) \
     FROM UNNEST($1::text[], $2::uuid[], $3::timestamptz[]) AS u(tenant_id, session_id, at) \
@@ -181,6 +189,7 @@ impl Columns {
                 c.time_ms.push(run.execution_time_ms);
                 c.outputs.push(run.outputs.clone());
                 c.error.push(run.error.clone());
+                c.fence.push(as_i64(run.fence));
             }
             Write::ExecutionFinished(execution) => {
                 let (c, s) = (&mut self.finished, &execution.snapshot);
@@ -193,6 +202,7 @@ impl Columns {
                 c.outputs.push(Value::Object(s.outputs.clone()));
                 c.node_states.push(Value::Object(s.node_states.clone()));
                 c.error.push(s.error.clone());
+                c.fence.push(as_i64(execution.fence));
             }
             Write::SessionTouched {
                 tenant_id,
@@ -288,6 +298,7 @@ impl Columns {
                     &n.time_ms,
                     &n.outputs,
                     &n.error,
+                    &n.fence,
                 ],
             ),
             (
@@ -303,6 +314,7 @@ impl Columns {
                     &f.outputs,
                     &f.node_states,
                     &f.error,
+                    &f.fence,
                 ],
             ),
             (

@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use kailash_actors::{
     TenantId,
     execution::{ExecutionSnapshot, ExecutionStatus},
-    store::{ExecutionRecord, HistoryPage, HistoryQuery, NodeRunRecord, PruneCounts, StoreError},
+    store::{
+        ExecutionRecord, Fence, HistoryPage, HistoryQuery, NodeRunRecord, PruneCounts, StoreError,
+    },
 };
 use serde_json::{Map, Value};
 use tokio_postgres::Row;
@@ -16,7 +18,7 @@ use super::{Db, scoped, store_error};
 /// The columns [`execution_from_row`] reads, in its order.
 const COLUMNS: &str = "execution_id, session_id, user_id, workflow_id, workflow_name, status, \
      progress, current_node, inputs, config_overrides, outputs, node_states, error, created_at, \
-     started_at, completed_at";
+     started_at, completed_at, fence";
 
 /// Most executions in one insert.
 pub const MAX_CREATE_BATCH: usize = 256;
@@ -45,6 +47,7 @@ pub async fn create_many(db: &Db, executions: Vec<ExecutionRecord>) -> Result<()
         c.created.push(s.created_at);
         c.started.push(s.started_at);
         c.completed.push(s.completed_at);
+        c.fence.push(as_i64(execution.fence));
     }
     let client = db.client().await?;
     let statement = client
@@ -55,7 +58,7 @@ pub async fn create_many(db: &Db, executions: Vec<ExecutionRecord>) -> Result<()
              $1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], \
              $7::text[], $8::float8[], $9::text[], $10::jsonb[], $11::jsonb[], $12::jsonb[], \
              $13::jsonb[], $14::text[], $15::timestamptz[], $16::timestamptz[], \
-             $17::timestamptz[])"
+             $17::timestamptz[], $18::int8[])"
         ))
         .await
         .map_err(store_error)?;
@@ -80,6 +83,7 @@ pub async fn create_many(db: &Db, executions: Vec<ExecutionRecord>) -> Result<()
                 &c.created,
                 &c.started,
                 &c.completed,
+                &c.fence,
             ],
         )
         .await
@@ -107,6 +111,12 @@ struct CreateColumns {
     created: Vec<DateTime<Utc>>,
     started: Vec<Option<DateTime<Utc>>>,
     completed: Vec<Option<DateTime<Utc>>>,
+    fence: Vec<i64>,
+}
+
+/// A fencing token as PostgreSQL keeps it (`bigint`; tokens never come near its limit).
+pub fn as_i64(fence: Fence) -> i64 {
+    i64::try_from(fence).unwrap_or(i64::MAX)
 }
 
 fn object(value: Value) -> Map<String, Value> {
@@ -137,6 +147,7 @@ fn execution_from_row(tenant: &TenantId, row: &Row) -> ExecutionRecord {
             error: row.get(12),
             node_states: object(row.get(11)),
         },
+        fence: row.get::<_, i64>(16).unsigned_abs(),
     }
 }
 
@@ -174,7 +185,7 @@ pub async fn node_runs(
     let rows = db
         .query(
             "SELECT node_id, node_type, status, started_at, finished_at, execution_time_ms, \
-             outputs, error FROM node_runs WHERE tenant_id = $1 AND execution_id = $2 \
+             outputs, error, fence FROM node_runs WHERE tenant_id = $1 AND execution_id = $2 \
              ORDER BY finished_at, node_id",
             tenant,
             &[&execution_id],
@@ -193,13 +204,15 @@ pub async fn node_runs(
             execution_time_ms: row.get(5),
             outputs: row.get(6),
             error: row.get(7),
+            fence: row.get::<_, i64>(8).unsigned_abs(),
         })
         .collect())
 }
 
 /// Fails the executions still marked running (the gateway stopped while they ran, or the
-/// node running them was lost: then only those of `session`), and clears their marks, in
-/// one statement.
+/// node running them was lost: then only those of `session`), clears their marks and
+/// raises their fencing tokens (so nothing the lost node still writes of them is taken),
+/// in one statement.
 pub async fn fail_interrupted(
     db: &Db,
     tenant: &TenantId,
@@ -214,7 +227,7 @@ pub async fn fail_interrupted(
                  AND ($4::uuid IS NULL OR execution_id IN (SELECT execution_id FROM executions \
                  WHERE tenant_id = $1 AND session_id = $4)) RETURNING execution_id) \
                  UPDATE executions SET status = 'failed', error = $2, completed_at = $3, \
-                 current_node = NULL \
+                 current_node = NULL, fence = fence + 1 \
                  WHERE tenant_id = $1 AND execution_id IN (SELECT execution_id FROM marked) \
                  AND status IN ('started', 'running') RETURNING {COLUMNS}"
             ),

@@ -5,7 +5,9 @@
 //! the session's stream (entry id `<seq>-1`, trimmed to the history length, expiring with
 //! the retention) and `PUBLISH`es `<origin node> <json>` on the deployment's one event
 //! channel. Redis runs scripts one at a time and delivers a channel's messages in publish
-//! order, so every node receives each session's events in `seq` order.
+//! order, so every node receives each session's events in `seq` order. An event of a
+//! session another node owns now is refused (the publishing node lost it; see
+//! `owners::claim_again`).
 //!
 //! The publisher pipelines whatever is queued (up to [`BATCH`] events per round trip).
 //! While Redis is down it does not wait on it: queued events go straight back to the bus
@@ -26,12 +28,17 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::Shared;
+use super::{Shared, owners};
 
 /// Events per pipelined round trip.
 const BATCH: usize = 512;
 
+/// Refuses (answers 0) an event of a session another node owns now: this node was cut off
+/// long enough for a survivor to take the session over, and until it notices, nothing it
+/// still says of that session may reach anyone.
 const PUBLISH_SCRIPT: &str = r#"
+local owner = redis.call('GET', KEYS[4])
+if owner and owner ~= ARGV[3] then return 0 end
 local seq = redis.call('INCR', KEYS[1])
 local floor = tonumber(ARGV[1])
 if seq <= floor then
@@ -53,7 +60,7 @@ pub(super) fn channel(shared: &Shared) -> String {
     shared.key(format_args!("events"))
 }
 
-/// A session's `seq` counter and stream (one hash slot per session).
+/// A session's `seq` counter and stream (one hash slot per session, its owner key's).
 fn session_keys(shared: &Shared, session_id: Uuid) -> (String, String) {
     (
         shared.key(format_args!("{{{session_id}}}:seq")),
@@ -108,6 +115,7 @@ async fn publish_batch(
             .key(seq_key)
             .key(stream_key)
             .key(&channel)
+            .key(owners::owner_key(shared, session_id))
             .arg(event.floor)
             .arg(&*event.json)
             .arg(&shared.options.node_id)
@@ -115,18 +123,15 @@ async fn publish_batch(
             .arg(ttl);
         pipe.invoke_script(&invocation);
     }
-    let mut connection = shared.commands.clone();
-    match pipe.query_async::<Vec<u64>>(&mut connection).await {
-        Err(error)
-            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-        {
-            // Redis restarted (or flushed its scripts): load it and send the batch again.
-            script.prepare_invoke().load_async(&mut connection).await?;
-            pipe.query_async::<Vec<u64>>(&mut connection).await?;
-            Ok(())
-        }
-        result => result.map(drop),
+    let numbered: Vec<u64> = shared.query_scripted(&pipe, script).await?;
+    let refused = numbered.iter().filter(|&&seq| seq == 0).count();
+    if refused > 0 {
+        tracing::warn!(
+            refused,
+            "events of sessions another node took over were not published"
+        );
     }
+    Ok(())
 }
 
 /// Hands every event message of the subscriber connection to the bus.

@@ -31,7 +31,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use kailash_actors::{
     broker::{Broker, BrokerError, Claim, FromBroker, Outbound, SessionKey, SessionLimits},
-    store::EventRecord,
+    store::{EventRecord, Fence},
 };
 use redis::{
     Client, ProtocolVersion,
@@ -115,12 +115,35 @@ struct Shared {
     claimed: Mutex<HashSet<SessionKey>>,
     /// The runs this node holds a lease on, renewed by the heartbeat.
     running: Mutex<HashSet<Uuid>>,
+    /// Sessions other nodes took over while this one was cut off, until the node stops
+    /// serving them (see [`RedisBroker::lost_sessions`]).
+    lost: Mutex<Vec<SessionKey>>,
 }
 
 impl Shared {
     /// A key or channel of this deployment.
     fn key(&self, parts: std::fmt::Arguments<'_>) -> String {
         format!("{}:{parts}", self.options.prefix)
+    }
+
+    /// Sends a pipeline of `script`'s invocations. A pipelined invocation sends only the
+    /// script's hash, so where Redis does not know the script yet (its first use, or Redis
+    /// restarted) it is loaded and the pipeline sent again.
+    async fn query_scripted<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        script: &redis::Script,
+    ) -> redis::RedisResult<T> {
+        let mut connection = self.commands.clone();
+        match pipe.query_async(&mut connection).await {
+            Err(error)
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                script.prepare_invoke().load_async(&mut connection).await?;
+                pipe.query_async(&mut connection).await
+            }
+            result => result,
+        }
     }
 }
 
@@ -187,6 +210,7 @@ impl RedisBroker {
             bus: OnceLock::new(),
             claimed: Mutex::default(),
             running: Mutex::default(),
+            lost: Mutex::default(),
         });
         runtime.spawn(nodes::heartbeat(shared.clone()));
         Ok(Self {
@@ -226,6 +250,12 @@ impl RedisBroker {
         let shared = self.shared.clone();
         self.on_runtime(async move { owners::own_sessions(&shared).await })
             .await
+    }
+
+    /// The sessions this node served that another node took over while this one was cut
+    /// off from Redis (each answered once): the node must stop serving them.
+    pub fn lost_sessions(&self) -> Vec<SessionKey> {
+        std::mem::take(&mut *self.shared.lost.lock().expect("lost sessions"))
     }
 
     /// Takes over the sessions of lost nodes; answers them, now owned here.
@@ -319,7 +349,7 @@ impl Broker for RedisBroker {
         &self,
         execution_id: Uuid,
         limit: usize,
-    ) -> BoxFuture<'static, Result<bool, BrokerError>> {
+    ) -> BoxFuture<'static, Result<Option<Fence>, BrokerError>> {
         let shared = self.shared.clone();
         Box::pin(self.on_runtime(async move { runs::reserve(&shared, execution_id, limit).await }))
     }

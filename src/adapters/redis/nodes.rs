@@ -83,13 +83,16 @@ async fn beat(shared: &Shared) -> Result<(), redis::RedisError> {
         }
     };
     if !claimed.is_empty() {
-        // Redis lost what this node owns (restarted empty): claim it again before another
-        // node, finding no owner, serves one of these sessions too.
+        // Redis lost what this node owns (it restarted empty: claim it again before another
+        // node, finding no owner, serves one of these sessions too), or a survivor took it
+        // over while this node was cut off (stop serving it).
+        let lost = owners::claim_again(shared, &claimed).await?;
         tracing::warn!(
-            sessions = claimed.len(),
-            "Redis lost this node's sessions; claiming them again"
+            claimed_again = claimed.len() - lost.len(),
+            lost = lost.len(),
+            "Redis no longer listed some of this node's sessions"
         );
-        owners::claim_again(shared, &claimed).await?;
+        shared.lost.lock().expect("lost sessions").extend(lost);
     }
     let mut subscriber = shared.subscriber.clone();
     redis::cmd("PING")

@@ -85,7 +85,7 @@ redis.call('SADD', KEYS[4], ARGV[3])
 return 0
 "#;
 
-fn owner_key(shared: &Shared, session_id: Uuid) -> String {
+pub(super) fn owner_key(shared: &Shared, session_id: Uuid) -> String {
     shared.key(format_args!("{{{session_id}}}:owner"))
 }
 
@@ -159,25 +159,55 @@ pub(super) async fn claim(
     Ok(claim)
 }
 
-/// Claims `sessions` again, unchecked (Redis lost them), in one round trip.
+/// Claims a session again (unchecked: it was counted when created) unless another node
+/// (ARGV[1]) owns it now: 1 claimed, 0 lost.
+const CLAIM_AGAIN_SCRIPT: &str = r#"
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('SADD', KEYS[4], ARGV[3])
+return 1
+"#;
+
+static CLAIM_AGAIN: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM_AGAIN_SCRIPT));
+
+/// Claims again the `sessions` Redis no longer lists as this node's, in one round trip.
+/// Either Redis restarted empty (nobody owns them: they are claimed again), or this node
+/// was cut off past its heartbeat's lapse and a survivor took them over: those are lost,
+/// forgotten here and answered, for the node to stop serving them.
 pub(super) async fn claim_again(
     shared: &Shared,
     sessions: &[SessionKey],
-) -> Result<(), redis::RedisError> {
+) -> Result<Vec<SessionKey>, redis::RedisError> {
     let me = &shared.options.node_id;
     let mut pipe = redis::pipe();
     for session in sessions {
         let id = session.session_id.to_string();
-        pipe.set(owner_key(shared, session.session_id), me)
-            .ignore()
-            .sadd(sessions_of(shared, me), member(session))
-            .ignore()
-            .sadd(live_sessions(shared), &id)
-            .ignore()
-            .sadd(user_sessions(shared, session), &id)
-            .ignore();
+        let mut invocation = CLAIM_AGAIN.prepare_invoke();
+        invocation
+            .key(owner_key(shared, session.session_id))
+            .key(sessions_of(shared, me))
+            .key(live_sessions(shared))
+            .key(user_sessions(shared, session))
+            .arg(me)
+            .arg(member(session))
+            .arg(&id);
+        pipe.invoke_script(&invocation);
     }
-    pipe.query_async(&mut shared.commands.clone()).await
+    let claimed: Vec<u8> = shared.query_scripted(&pipe, &CLAIM_AGAIN).await?;
+    let lost: Vec<SessionKey> = sessions
+        .iter()
+        .zip(claimed)
+        .filter(|(_, claimed)| *claimed == 0)
+        .map(|(session, _)| session.clone())
+        .collect();
+    let mut mine = shared.claimed.lock().expect("claimed sessions");
+    for session in &lost {
+        mine.remove(session);
+    }
+    Ok(lost)
 }
 
 /// The key of the set Redis holds as this node's sessions.

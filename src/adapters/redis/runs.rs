@@ -1,10 +1,12 @@
 //! Cluster-wide run slots (`max_concurrent_executions`): each running execution holds a
 //! lease in one sorted set, scored by its expiry, renewed by its node's heartbeat. A run
 //! that ends gives its lease back; a lost node's leases lapse by themselves, so its slots
-//! free up within [`LEASE`] without anyone's help.
+//! free up within [`LEASE`] without anyone's help. Each lease comes with the run's fencing
+//! token, from one counter, so tokens only grow.
 
 use std::{sync::LazyLock, time::Duration};
 
+use kailash_actors::store::Fence;
 use redis::Script;
 use uuid::Uuid;
 
@@ -13,12 +15,14 @@ use super::Shared;
 /// How long a run's lease lasts without renewal (the heartbeat renews it every second).
 pub const LEASE: Duration = Duration::from_secs(5);
 
-/// Drops lapsed leases, then takes one for ARGV[1] unless KEYS[1] holds ARGV[3] already.
+/// Drops lapsed leases, then takes one for ARGV[1] unless KEYS[1] holds ARGV[3] already,
+/// answering the run's fencing token from the counter KEYS[2] (tokens start at 1; 0: no
+/// slot).
 const RESERVE_SCRIPT: &str = r#"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
-return 1
+return redis.call('INCR', KEYS[2])
 "#;
 
 /// Hashed once (each call sends only the hash).
@@ -26,6 +30,10 @@ static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE_SCRIPT))
 
 fn runs_key(shared: &Shared) -> String {
     shared.key(format_args!("runs"))
+}
+
+fn fences_key(shared: &Shared) -> String {
+    shared.key(format_args!("fences"))
 }
 
 fn now_ms() -> u64 {
@@ -42,25 +50,27 @@ pub(super) async fn reserve(
     shared: &Shared,
     execution_id: Uuid,
     limit: usize,
-) -> Result<bool, redis::RedisError> {
+) -> Result<Option<Fence>, redis::RedisError> {
     let mut invocation = RESERVE.prepare_invoke();
     invocation
         .key(runs_key(shared))
+        .key(fences_key(shared))
         .arg(execution_id.to_string())
         .arg(now_ms())
         .arg(limit)
         .arg(expiry_ms());
-    let reserved: u8 = invocation
+    let fence: Fence = invocation
         .invoke_async(&mut shared.commands.clone())
         .await?;
-    if reserved == 1 {
-        shared
-            .running
-            .lock()
-            .expect("running runs")
-            .insert(execution_id);
+    if fence == 0 {
+        return Ok(None);
     }
-    Ok(reserved == 1)
+    shared
+        .running
+        .lock()
+        .expect("running runs")
+        .insert(execution_id);
+    Ok(Some(fence))
 }
 
 pub(super) async fn end(shared: &Shared, execution_id: Uuid) -> Result<(), redis::RedisError> {

@@ -114,6 +114,86 @@ async fn a_killed_nodes_running_executions_are_failed_by_a_survivor_within_15_se
     assert!(now["error"].as_str().unwrap().contains("lost"), "{now}");
 }
 
+/// A node stopped (SIGSTOP) until dropped, so a failing test leaves no frozen process.
+struct Frozen<'a>(&'a Node);
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        self.0.signal("CONT");
+    }
+}
+
+#[actix_rt::test]
+async fn a_node_cut_off_past_its_heartbeat_is_fenced_off_and_gives_its_session_up() {
+    let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
+    let cluster = LocalCluster::start_with(2, with_python).await;
+    let (a, b) = (&cluster[0], &cluster[1]);
+    let session = a.create_session("alice").await;
+    // The Python worker is a process of its own: it finishes the first node while its
+    // gateway is frozen, which then, thawed, goes on with the run it no longer owns.
+    let definition = json!({"name": "two-steps", "nodes": [
+        {"id": "first", "type": "PythonCodeNode",
+         "config": {"code": "import time\ntime.sleep(3)\nresult = {'n': 1}"}},
+        {"id": "second", "type": "PythonCodeNode", "config": {"code": "result = {'n': 2}"}}],
+        "connections": [{"from_node": "first", "from_output": "result",
+                         "to_node": "second", "to_input": "data"}]});
+    let workflow = add_workflow(a, "alice", &session, &definition).await;
+    let mut watcher = WsClient::connect(b, "alice", &format!("session_id={session}")).await;
+    let execution = run(a, "alice", &session, &workflow).await;
+    assert!(
+        eventually(SETTLE, async || status(a, &session, &execution)
+            .await["node_states"]["first"]
+            == "running")
+        .await
+    );
+
+    let frozen = Frozen(a);
+    a.signal("STOP");
+    let failed = loop {
+        let frame = watcher
+            .next_frame(Duration::from_secs(20))
+            .await
+            .expect("the stream stays open");
+        if frame["type"] == "event" && frame["event"]["type"] == "workflow.failed" {
+            break frame["event"].clone();
+        }
+    };
+    assert_eq!(failed["execution_id"], execution.as_str());
+    drop(frozen);
+
+    // Thawed, A finishes the run it no longer owns: none of it reaches a client...
+    watcher.stay_idle(Duration::from_secs(5)).await;
+    // ... or the store, and A stops serving the session (its requests go to B).
+    assert!(
+        eventually(SETTLE, async || status(a, &session, &execution).await["status"]
+            == "failed")
+        .await,
+        "A gave the session up"
+    );
+    let now = status(b, &session, &execution).await;
+    assert_eq!(now["status"], "failed", "{now}");
+    let db = crate::persistence::connect(cluster.database_url()).await;
+    let node_runs = db
+        .query_one(
+            "SELECT count(*) FROM node_runs WHERE execution_id = $1",
+            &[&execution.parse::<uuid::Uuid>().unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        node_runs.get::<_, i64>(0),
+        0,
+        "the node runs written under the old fencing token were refused"
+    );
+    // The session lives on at B.
+    let again = run(a, "alice", &session, &workflow).await;
+    assert!(
+        eventually(SETTLE, async || status(b, &session, &again).await["status"]
+            == "completed")
+        .await
+    );
+}
+
 /// The test Redis, stopped (SIGSTOP: its clients time out) until dropped, even when the
 /// test fails, so the next test finds it running.
 struct Paused(String);

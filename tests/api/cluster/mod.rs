@@ -59,6 +59,17 @@ impl Drop for Node {
 }
 
 impl Node {
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("a running node").id();
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
     /// `kill -9`: the process ends with no chance to tidy up.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -137,6 +148,11 @@ impl LocalCluster {
         };
         wait_ready(port);
         node
+    }
+
+    /// The database every node stores in.
+    pub fn database_url(&self) -> &str {
+        &self.database_url
     }
 
     /// An access token for the bootstrap `admin`, minted with the cluster's secret.

@@ -30,8 +30,8 @@ async fn migrations_build_the_schema_from_empty_and_a_rerun_is_a_no_op() {
     let store = connect(&url, &Settings::default()).unwrap();
     assert_eq!(
         store.migrate().await,
-        Ok(4),
-        "V1 (store), V2 (accounts), V3 (webhooks) and V4 (cheaper history writes) applied to an empty database"
+        Ok(5),
+        "V1 (store), V2 (accounts), V3 (webhooks), V4 (cheaper history writes) and V5 (fencing tokens) applied to an empty database"
     );
     assert_eq!(store.migrate().await, Ok(0), "a re-run applies nothing");
     // A second node migrating concurrently waits for the lock and then finds nothing to do.
@@ -107,6 +107,7 @@ async fn fill(store: &PgStore, tenant: &str) -> (SessionRecord, ExecutionRecord)
             error: None,
             node_states: Map::new(),
         },
+        fence: 0,
     };
     store.create_execution(&execution).await.unwrap();
     execution.snapshot.status = ExecutionStatus::Completed;
@@ -142,6 +143,7 @@ async fn fill(store: &PgStore, tenant: &str) -> (SessionRecord, ExecutionRecord)
             execution_time_ms: Some(1.5),
             outputs: json!({"y": 2}),
             error: None,
+            fence: 0,
         }),
         Write::ExecutionFinished(Box::new(execution.clone())),
         Write::SessionTouched {
@@ -259,27 +261,6 @@ async fn every_record_round_trips_and_no_method_answers_across_tenants() {
     assert_eq!(failed[0].snapshot.status, ExecutionStatus::Failed);
     assert_eq!(failed[0].snapshot.error.as_deref(), Some("stopped"));
 
-    // A late final state from the node that lost the run changes nothing.
-    let mut late = running.clone();
-    late.snapshot.status = ExecutionStatus::Completed;
-    late.snapshot.completed_at = Some(Utc::now());
-    store
-        .write_batch(&[Write::ExecutionFinished(Box::new(late))])
-        .await
-        .unwrap();
-    let kept = store
-        .executions(b, b_id, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|e| e.snapshot.execution_id == running.snapshot.execution_id)
-        .unwrap();
-    assert_eq!(
-        kept.snapshot.status,
-        ExecutionStatus::Failed,
-        "the failure stands"
-    );
-
     let later = Utc::now() + Duration::hours(1);
     let pruned = store.prune(a, later, later).await.unwrap();
     assert_eq!((pruned.events, pruned.executions), (2, 1));
@@ -305,4 +286,100 @@ async fn every_record_round_trips_and_no_method_answers_across_tenants() {
     assert!(store.active_sessions(a).await.unwrap().is_empty());
     assert_eq!(store.active_sessions(b).await.unwrap().len(), 1);
     assert!(store.health().await.problem.is_none());
+}
+
+/// A node run of `execution` under `fence`.
+fn node_run(execution: &ExecutionRecord, node_id: &str, fence: u64) -> Write {
+    Write::NodeRun(NodeRunRecord {
+        tenant_id: execution.tenant_id.clone(),
+        execution_id: execution.snapshot.execution_id,
+        node_id: node_id.into(),
+        node_type: "PythonCodeNode".into(),
+        status: "completed".into(),
+        started_at: None,
+        finished_at: Utc::now(),
+        execution_time_ms: None,
+        outputs: json!({}),
+        error: None,
+        fence,
+    })
+}
+
+#[actix_web::test]
+async fn a_lost_runs_writes_under_its_old_fencing_token_change_nothing() {
+    let _server_up = PG_FAULT.read().await;
+    let store = migrated_store().await;
+    let (session, finished) = fill(&store, "tenant-f").await;
+    let tenant = "tenant-f";
+    // A run leased with token 41 on a node that is then lost (cut off, not dead).
+    let mut run = finished.clone();
+    run.snapshot.execution_id = Uuid::new_v4();
+    run.snapshot.status = ExecutionStatus::Running;
+    run.snapshot.completed_at = None;
+    run.fence = 41;
+    store.create_execution(&run).await.unwrap();
+    store
+        .write_batch(&[node_run(&run, "first", 41)])
+        .await
+        .unwrap();
+
+    // A survivor takes the session over: the run is failed and its token raised.
+    let failed = store
+        .fail_interrupted(tenant, Some(session.session_id), "node lost", Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].fence, 42, "the failure raised the token");
+
+    // The lost node goes on writing under 41: neither its node runs nor its final state
+    // are taken.
+    let mut late = run.clone();
+    late.snapshot.status = ExecutionStatus::Completed;
+    late.snapshot.completed_at = Some(Utc::now());
+    store
+        .write_batch(&[
+            node_run(&run, "second", 41),
+            Write::ExecutionFinished(Box::new(late)),
+        ])
+        .await
+        .unwrap();
+    let kept = store
+        .executions(tenant, session.session_id, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.snapshot.execution_id == run.snapshot.execution_id)
+        .unwrap();
+    assert_eq!(
+        kept.snapshot.status,
+        ExecutionStatus::Failed,
+        "the failure stands"
+    );
+    assert_eq!(kept.snapshot.error.as_deref(), Some("node lost"));
+    let recorded: Vec<String> = store
+        .node_runs(tenant, run.snapshot.execution_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|n| n.node_id.to_string())
+        .collect();
+    assert_eq!(
+        recorded,
+        ["first"],
+        "only what the lease holder wrote in time"
+    );
+
+    // Under the current token a write is taken (the token, not the writer, decides).
+    store
+        .write_batch(&[node_run(&run, "third", 42)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .node_runs(tenant, run.snapshot.execution_id)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
