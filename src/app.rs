@@ -366,7 +366,7 @@ impl Application {
             );
         }
         cluster::start_takeovers(self.state.clone());
-        cluster::start_webhook_sync(self.state.clone());
+        cluster::start_shared_state_sync(self.state.clone());
         self.state.lifecycle.ready.store(true, Ordering::Release);
         tracing::info!(port = self.port, "kailash gateway ready");
         self.server.await

@@ -284,19 +284,30 @@ pub fn start_takeovers(state: web::Data<AppState>) {
     });
 }
 
-/// How often a node re-reads the webhook registrations made through other nodes.
-const WEBHOOK_SYNC_EVERY: Duration = Duration::from_secs(2);
+/// How often a node re-reads what other nodes may have changed in the store and this node
+/// keeps in memory: webhook registrations, custom roles and ABAC policies.
+const SHARED_STATE_SYNC_EVERY: Duration = Duration::from_secs(2);
 
-/// Keeps this node's webhook registrations those of the store (see `Webhooks::sync`).
-pub fn start_webhook_sync(state: web::Data<AppState>) {
+/// Keeps this node's webhook registrations, custom roles and stored policies those of the
+/// store (a change made through another node takes effect here within
+/// [`SHARED_STATE_SYNC_EVERY`]).
+pub fn start_shared_state_sync(state: web::Data<AppState>) {
     if state.cluster.is_none() {
         return;
     }
     actix_rt::spawn(async move {
         loop {
-            actix_rt::time::sleep(WEBHOOK_SYNC_EVERY).await;
+            actix_rt::time::sleep(SHARED_STATE_SYNC_EVERY).await;
             if let Err(error) = state.webhooks.sync().await {
                 tracing::debug!(%error, "webhook registrations not synced this time");
+            }
+            match state.accounts.all_roles().await {
+                Ok(roles) => state.access.roles.replace_all(roles),
+                Err(error) => tracing::debug!(%error, "custom roles not synced this time"),
+            }
+            match state.accounts.all_policies().await {
+                Ok(policies) => state.access.policies.replace_all(policies),
+                Err(error) => tracing::debug!(%error, "policies not synced this time"),
             }
         }
     });

@@ -122,6 +122,18 @@ impl Roles {
             .remove(&(tenant_id.to_owned(), name.to_owned()));
     }
 
+    /// Makes the custom roles exactly `records` (as another node left them).
+    pub fn replace_all(&self, records: Vec<RoleRecord>) {
+        let fresh: HashMap<_, _> = records
+            .into_iter()
+            .map(|r| ((r.tenant_id.clone(), r.name.clone()), Arc::new(r)))
+            .collect();
+        let mut custom = self.write();
+        if *custom != fresh {
+            *custom = fresh;
+        }
+    }
+
     /// The tenant's custom roles, by name.
     pub fn custom_roles(&self, tenant_id: &str) -> Vec<Arc<RoleRecord>> {
         let mut roles: Vec<_> = self

@@ -22,7 +22,7 @@ mod entities;
 mod index;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::Path,
     str::FromStr,
     sync::{Arc, RwLock},
@@ -135,6 +135,36 @@ impl Policies {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
         self.forget_compiled(tenant_id);
+    }
+
+    /// Makes the stored policies exactly `records` (as another node left them), recompiling
+    /// only the tenants whose policies changed.
+    pub fn replace_all(&self, records: Vec<PolicyRecord>) {
+        let fresh: HashMap<_, _> = records
+            .into_iter()
+            .map(|r| ((r.tenant_id.clone(), r.policy_id.clone()), r))
+            .collect();
+        let changed: HashSet<String> = {
+            let mut stored = self.stored.write().unwrap_or_else(|p| p.into_inner());
+            let differ = |from: &HashMap<(String, String), PolicyRecord>,
+                          to: &HashMap<(String, String), PolicyRecord>| {
+                from.iter()
+                    .filter(|(key, record)| to.get(*key) != Some(*record))
+                    .map(|((tenant, _), _)| tenant.clone())
+                    .collect::<Vec<_>>()
+            };
+            let changed: HashSet<String> = differ(&stored, &fresh)
+                .into_iter()
+                .chain(differ(&fresh, &stored))
+                .collect();
+            if !changed.is_empty() {
+                *stored = fresh;
+            }
+            changed
+        };
+        for tenant in changed {
+            self.forget_compiled(&tenant);
+        }
     }
 
     /// The shipped policies' sources and texts, then the tenant's stored ones.

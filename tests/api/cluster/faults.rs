@@ -141,9 +141,10 @@ async fn a_node_cut_off_past_its_heartbeat_is_fenced_off_and_gives_its_session_u
     let mut watcher = WsClient::connect(b, "alice", &format!("session_id={session}")).await;
     let execution = run(a, "alice", &session, &workflow).await;
     assert!(
-        eventually(SETTLE, async || status(a, &session, &execution)
-            .await["node_states"]["first"]
-            == "running")
+        eventually(
+            SETTLE,
+            async || status(a, &session, &execution).await["node_states"]["first"] == "running"
+        )
         .await
     );
 
@@ -165,8 +166,10 @@ async fn a_node_cut_off_past_its_heartbeat_is_fenced_off_and_gives_its_session_u
     watcher.stay_idle(Duration::from_secs(5)).await;
     // ... or the store, and A stops serving the session (its requests go to B).
     assert!(
-        eventually(SETTLE, async || status(a, &session, &execution).await["status"]
-            == "failed")
+        eventually(
+            SETTLE,
+            async || status(a, &session, &execution).await["status"] == "failed"
+        )
         .await,
         "A gave the session up"
     );

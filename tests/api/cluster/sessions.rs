@@ -224,3 +224,76 @@ async fn session_limits_hold_across_the_cluster_and_free_up_when_sessions_end() 
         "the freed slot is usable on another node"
     );
 }
+
+#[actix_rt::test]
+async fn roles_and_policies_changed_through_one_node_hold_on_every_node() {
+    let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
+    let cluster = LocalCluster::start_with(2, |node| {
+        node.env("KAILASH_ACCESS_STRATEGY", "hybrid");
+    })
+    .await;
+    let (a, b) = (&cluster[0], &cluster[1]);
+    let admin = cluster.admin_token();
+    let auditor = a.mint(kailash_gateway::auth::token::MintRequest {
+        subject: "carol".into(),
+        tenant_id: None,
+        roles: vec!["auditor".into()],
+        permissions: vec![],
+        lifetime: chrono::Duration::minutes(10),
+        token_type: kailash_gateway::auth::token::TokenType::Access,
+    });
+    let status_on = async |node: &Node, token: &str, path: &str| {
+        node.request(Method::GET, path)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request completes")
+            .status()
+    };
+    // Hybrid with no policy yet: Cedar permits nothing (but policy administration).
+    assert_eq!(status_on(b, &auditor, "/api/sessions").await, 403);
+    let put = |path: String, body: serde_json::Value| {
+        a.request(Method::PUT, &path)
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+    let permitted = put(
+        "/api/admin/policies/everyone".into(),
+        json!({"text": "permit(principal, action, resource);"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(permitted.status(), 200);
+    let role = put(
+        "/api/admin/roles/auditor".into(),
+        json!({"permissions": ["audit:read", "session:read"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(role.status(), 200);
+
+    // B learns both from the store, without a restart.
+    assert!(
+        eventually(SETTLE, async || status_on(b, &auditor, "/api/admin/audit")
+            .await
+            == 200)
+        .await,
+        "the role made through A grants on B"
+    );
+    assert_eq!(status_on(b, &auditor, "/api/sessions").await, 200);
+    let removed = a
+        .request(Method::DELETE, "/api/admin/policies/everyone")
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 200);
+    assert!(
+        eventually(SETTLE, async || status_on(b, &auditor, "/api/sessions")
+            .await
+            == 403)
+        .await,
+        "the policy removed through A no longer permits on B"
+    );
+}
