@@ -518,19 +518,25 @@ impl Handler<Abandon> for ExecutionActor {
     }
 }
 
-/// Stop the run now; replies whether it was still running.
+/// Stop the run now, recording `reason` as its error (unless a node failed first); replies
+/// whether it was still running.
 #[derive(Message)]
 #[rtype(result = "bool")]
-pub(crate) struct Cancel;
+pub(crate) struct Cancel {
+    pub reason: &'static str,
+}
+
+/// The error of a run cancelled by its caller (or with its session).
+pub(crate) const CANCELLED: &str = "cancelled";
 
 impl Handler<Cancel> for ExecutionActor {
     type Result = bool;
 
-    fn handle(&mut self, _: Cancel, ctx: &mut Self::Context) -> bool {
+    fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> bool {
         if self.status.is_terminal() {
             return false;
         }
-        self.error.get_or_insert_with(|| "cancelled".to_owned());
+        self.error.get_or_insert_with(|| msg.reason.to_owned());
         self.finish(ExecutionStatus::Cancelled, ctx);
         true
     }

@@ -4,6 +4,7 @@
 //! What differs in a cluster is in [`cluster`].
 
 mod cluster;
+mod tenants;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 

@@ -11,7 +11,8 @@
 //! - the client closes, or goes silent past `ws_client_timeout_seconds` → 1000;
 //! - a frame larger than `ws_max_frame_bytes` → 1009; a protocol error → 1002;
 //! - its queue filled because it could not keep up → 1013, counted as a slow consumer;
-//! - the node shuts down → 1001 with a reconnect hint.
+//! - the node shuts down → 1001 with a reconnect hint;
+//! - its tenant is deactivated → 1008 "the tenant was deactivated".
 //!
 //! A write that the client does not take within `ws_client_timeout_seconds` ends the
 //! connection without a close frame: a client that stopped reading can't receive one.
@@ -131,6 +132,8 @@ impl Connection {
         let silent_limit = Duration::from_secs_f64(settings.ws_client_timeout_seconds);
         let mut ping = interval_at(Instant::now() + ping_every, ping_every);
         let mut closing = state.lifecycle.streams_closing();
+        let mut deactivations = state.tenants.deactivations();
+        let tenant_id = self.caller.tenant_id.clone();
         let mut last_heard = Instant::now();
 
         let hello = json!({
@@ -145,6 +148,10 @@ impl Connection {
                 _ = closing.wait_for(|closing| *closing) => Err(close(
                     CloseCode::Away,
                     "server shutting down; reconnect to continue",
+                )),
+                _ = deactivations.wait_for(|_| !state.tenants.is_active(&tenant_id)) => Err(close(
+                    CloseCode::Policy,
+                    "the tenant was deactivated",
                 )),
                 incoming = messages.recv() => {
                     last_heard = Instant::now();
