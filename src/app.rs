@@ -229,7 +229,8 @@ impl Application {
                 "restored from the database"
             );
         }
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(settings.metrics_by_tenant));
+        let tenant_table = gateway.tenant_table();
         let state = web::Data::new(AppState {
             webhooks: Webhooks::new(&settings, gateway.clone(), metrics.clone()),
             gateway,
@@ -246,7 +247,7 @@ impl Application {
                 clock: services.clock.clone(),
                 platform_tenant: settings.default_tenant.as_str().into(),
             },
-            tenants: Tenants::new(&settings.default_tenant),
+            tenants: Tenants::new(&settings.default_tenant, tenant_table),
             passwords: Passwords::new(),
             cluster: broker.map(|redis| {
                 Cluster::new(
@@ -519,6 +520,7 @@ fn gateway_config(settings: &Settings) -> Result<GatewayConfig, BuildError> {
         },
         max_room_members: settings.max_room_members,
         concurrent_sessions_limit: settings.concurrent_sessions_limit,
+        tenants: Default::default(),
     })
 }
 

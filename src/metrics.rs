@@ -30,14 +30,32 @@ pub struct Metrics {
     sessions_closed: IntCounter,
     sessions_expired: IntCounter,
     events_published: IntCounter,
+    /// Requests refused for a tenant's limit, by limit (and tenant, with
+    /// `metrics_by_tenant`).
+    quota_rejections: IntCounterVec,
+    by_tenant: bool,
     pub realtime: RealtimeMetrics,
     /// Serializes mirroring of the actor counters so two scrapes cannot both add a delta.
     mirror: Mutex<()>,
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    /// `by_tenant`: label quota rejections with the tenant too (`metrics_by_tenant`).
+    pub fn new(by_tenant: bool) -> Self {
         let registry = Registry::new();
+        let labels: &[&str] = if by_tenant {
+            &["limit", "tenant"]
+        } else {
+            &["limit"]
+        };
+        let quota_rejections = IntCounterVec::new(
+            Opts::new(
+                "kailash_quota_rejections_total",
+                "Requests refused because a tenant limit was reached",
+            ),
+            labels,
+        )
+        .expect("valid metric");
         let http_requests = IntCounterVec::new(
             Opts::new("kailash_http_requests_total", "HTTP requests answered"),
             &["method", "route", "status"],
@@ -71,6 +89,8 @@ impl Metrics {
                 "Events published on the bus",
             ),
             realtime: RealtimeMetrics::register(&registry),
+            quota_rejections,
+            by_tenant,
             registry,
             http_requests,
             http_duration,
@@ -86,6 +106,7 @@ impl Metrics {
             Box::new(metrics.sessions_closed.clone()),
             Box::new(metrics.sessions_expired.clone()),
             Box::new(metrics.events_published.clone()),
+            Box::new(metrics.quota_rejections.clone()),
         ] {
             metrics
                 .registry
@@ -105,6 +126,18 @@ impl Metrics {
         self.http_duration
             .with_label_values(&[method, route])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one refusal for `tenant_id`'s `limit` (a `TenantLimits` key, or
+    /// `allowed_node_types`).
+    pub fn quota_rejected(&self, limit: &str, tenant_id: &str) {
+        if self.by_tenant {
+            self.quota_rejections
+                .with_label_values(&[limit, tenant_id])
+                .inc();
+        } else {
+            self.quota_rejections.with_label_values(&[limit]).inc();
+        }
     }
 
     pub fn requests_processed(&self) -> u64 {
@@ -299,6 +332,6 @@ impl RealtimeMetrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(false)
     }
 }

@@ -9,34 +9,65 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    ops::Deref,
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use chrono::Utc;
-use kailash_actors::accounts::{AccountError, AccountResult, AccountStore, TenantRecord};
+use kailash_actors::{
+    accounts::{AccountError, AccountResult, AccountStore, TenantRecord, TenantTable},
+    engine::workflow::Workflow,
+};
 use tokio::sync::watch;
 
 use crate::{
     app::AppState,
-    http::{ApiError, ErrorCode},
+    http::{ApiError, ErrorCode, FieldError},
 };
 
-/// The tenant table, by id.
+/// The tenant table (shared with the actor tree, whose tenant actors read their limits from
+/// it), the default tenant, and the deactivation signal.
 pub struct Tenants {
     default_tenant: Arc<str>,
-    table: RwLock<HashMap<String, Arc<TenantRecord>>>,
+    table: Arc<TenantTable>,
     /// Bumped whenever a tenant is deactivated here: each live connection (WebSocket, SSE)
     /// then looks its own tenant up again and closes if it is no longer active.
     deactivations: watch::Sender<u64>,
+    /// Open WebSocket connections per tenant on this node (`max_websocket_connections`).
+    connections: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+/// What a refused WebSocket client is told to wait: connections come and go quickly.
+const CONNECTION_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// One counted WebSocket connection of a tenant; dropping it gives the slot back.
+pub struct ConnectionSlot {
+    connections: Arc<Mutex<HashMap<String, u64>>>,
+    tenant_id: String,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut counts = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.tenant_id) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.tenant_id);
+            }
+        }
+    }
 }
 
 impl Tenants {
-    /// An empty table until [`Tenants::open`]; `default_tenant` is the platform's.
-    pub fn new(default_tenant: &str) -> Self {
+    /// `table` (the actor tree's, empty until [`Tenants::open`]); `default_tenant` is the
+    /// platform's.
+    pub fn new(default_tenant: &str, table: Arc<TenantTable>) -> Self {
         Self {
             default_tenant: default_tenant.into(),
-            table: RwLock::default(),
+            table,
             deactivations: watch::Sender::new(0),
+            connections: Arc::default(),
         }
     }
 
@@ -55,42 +86,9 @@ impl Tenants {
         tenant_id == &*self.default_tenant
     }
 
-    pub fn get(&self, tenant_id: &str) -> Option<Arc<TenantRecord>> {
-        self.read().get(tenant_id).cloned()
-    }
-
-    /// Every tenant, by id.
-    pub fn list(&self) -> Vec<Arc<TenantRecord>> {
-        let mut all: Vec<_> = self.read().values().cloned().collect();
-        all.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
-        all
-    }
-
-    /// Records a tenant this node created or changed.
-    pub fn put(&self, record: TenantRecord) {
-        self.write()
-            .insert(record.tenant_id.clone(), Arc::new(record));
-    }
-
-    /// Makes the table exactly `records` (as the store holds them) and returns the ids of
-    /// the tenants that were active here and are not any more, for their live work to end.
-    pub fn replace_all(&self, records: Vec<TenantRecord>) -> Vec<String> {
-        let mut table = self.write();
-        let deactivated = records
-            .iter()
-            .filter(|r| !r.active && table.get(&r.tenant_id).is_some_and(|old| old.active))
-            .map(|r| r.tenant_id.clone())
-            .collect();
-        *table = records
-            .into_iter()
-            .map(|r| (r.tenant_id.clone(), Arc::new(r)))
-            .collect();
-        deactivated
-    }
-
     /// Whether `tenant_id` exists and is active.
     pub fn is_active(&self, tenant_id: &str) -> bool {
-        self.read().get(tenant_id).is_some_and(|t| t.active)
+        self.get(tenant_id).is_some_and(|t| t.active)
     }
 
     /// Wakes whenever a tenant has been deactivated; see [`Tenants::is_active`].
@@ -98,23 +96,48 @@ impl Tenants {
         self.deactivations.subscribe()
     }
 
+    /// Counts a new WebSocket connection of `tenant_id`, or refuses it with 429
+    /// `too_many_connections` when the tenant's `max_websocket_connections` are open on this
+    /// node. The count is kept whether or not the tenant has a limit, so a limit set later
+    /// applies to the connections already open.
+    pub fn open_connection(&self, tenant_id: &str) -> Result<ConnectionSlot, ApiError> {
+        let max = self.limits(tenant_id).max_websocket_connections;
+        let mut counts = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(tenant_id.to_owned()).or_default();
+        if let Some(max) = max
+            && *count >= max
+        {
+            return Err(ApiError::new(ErrorCode::TooManyConnections)
+                .with_detail(format!(
+                    "The tenant allows at most {max} WebSocket connections"
+                ))
+                .with_retry_after(CONNECTION_RETRY_AFTER));
+        }
+        *count += 1;
+        Ok(ConnectionSlot {
+            connections: self.connections.clone(),
+            tenant_id: tenant_id.to_owned(),
+        })
+    }
+
     /// Whether a credential naming `tenant_id` may act: 401 `invalid_token` for a tenant
     /// that does not exist, 403 `tenant_inactive` for a deactivated one.
     pub fn admit(&self, tenant_id: &str) -> Result<(), ApiError> {
-        match self.read().get(tenant_id) {
+        match self.get(tenant_id) {
             None => Err(ApiError::new(ErrorCode::InvalidToken)
                 .with_detail("Invalid authentication credentials: unknown tenant")),
             Some(tenant) if !tenant.active => Err(ApiError::new(ErrorCode::TenantInactive)),
             Some(_) => Ok(()),
         }
     }
+}
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<TenantRecord>>> {
-        self.table.read().unwrap_or_else(|p| p.into_inner())
-    }
+/// Reads and writes of the records themselves go to the shared table.
+impl Deref for Tenants {
+    type Target = TenantTable;
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<TenantRecord>>> {
-        self.table.write().unwrap_or_else(|p| p.into_inner())
+    fn deref(&self) -> &TenantTable {
+        &self.table
     }
 }
 
@@ -134,4 +157,53 @@ pub async fn end_live_work(state: &AppState, tenant_id: &str) {
         }
     }
     state.tenants.deactivations.send_modify(|n| *n += 1);
+}
+
+/// What a new workflow breaks of its tenant's rules: more nodes than
+/// `max_nodes_per_workflow`, node types outside `allowed_node_types`. Each problem names
+/// the node (`nodes[i].type`, or `nodes.<id>.type` for the keyed form) and, for the metric,
+/// the limit it hit. Empty when the workflow is within them.
+pub fn workflow_problems(
+    tenant: &TenantRecord,
+    workflow: &Workflow,
+) -> Vec<(&'static str, FieldError)> {
+    let mut problems = Vec::new();
+    if let Some(max) = tenant.limits.max_nodes_per_workflow
+        && workflow.nodes.len() as u64 > max
+    {
+        problems.push((
+            "max_nodes_per_workflow",
+            FieldError {
+                path: "nodes".into(),
+                message: format!(
+                    "has {} nodes; the tenant allows at most {max}",
+                    workflow.nodes.len()
+                ),
+            },
+        ));
+    }
+    let listed = workflow
+        .definition
+        .get("nodes")
+        .is_some_and(|n| n.is_array());
+    for (i, node) in workflow.nodes.iter().enumerate() {
+        if !tenant.allows_node_type(node.node_type) {
+            let path = if listed {
+                format!("nodes[{i}].type")
+            } else {
+                format!("nodes.{}.type", node.id)
+            };
+            problems.push((
+                "allowed_node_types",
+                FieldError {
+                    path,
+                    message: format!(
+                        "node type '{}' is not allowed for this tenant",
+                        node.node_type
+                    ),
+                },
+            ));
+        }
+    }
+    problems
 }

@@ -81,6 +81,20 @@ pub struct RunLimits {
     pub execution_timeout: Duration,
 }
 
+impl RunLimits {
+    /// These limits under a tenant's `max_execution_seconds`, which caps the whole run's
+    /// time (a node's own limit still ends it sooner).
+    pub(crate) fn capped(self, max_execution_seconds: Option<u64>) -> Self {
+        match max_execution_seconds {
+            Some(seconds) => Self {
+                execution_timeout: self.execution_timeout.min(Duration::from_secs(seconds)),
+                ..self
+            },
+            None => self,
+        }
+    }
+}
+
 /// Everything an execution needs to start.
 pub(crate) struct ExecutionSpec {
     pub execution_id: Uuid,

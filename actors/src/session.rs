@@ -488,7 +488,12 @@ impl SessionActor {
             tenant_id: self.tenant_id.clone(),
             user_id: self.owner.clone(),
             registry: self.engine.node_registry.clone(),
-            limits: self.engine.run_limits,
+            limits: self.engine.run_limits.capped(
+                self.engine
+                    .tenants
+                    .limits(&self.tenant_id)
+                    .max_execution_seconds,
+            ),
             bus: self.engine.bus.clone(),
             session: ctx.address(),
             gateway: self.engine.gateway.clone(),

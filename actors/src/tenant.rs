@@ -360,6 +360,19 @@ impl Handler<StartSession> for TenantActor {
 
     fn handle(&mut self, msg: StartSession, _: &mut Self::Context) -> Self::Result {
         let owner = msg.caller.user_id;
+        let retry_after = self
+            .config
+            .expiry_sweep_interval()
+            .max(Duration::from_secs(1));
+        // The tenant's own limit, counted on this node: live sessions and starts in flight.
+        if let Some(max) = self.engine.tenants.limits(&self.tenant_id).max_sessions
+            && self.sessions_per_owner.values().sum::<usize>() as u64 >= max
+        {
+            return Box::pin(fut::ready(Err(GatewayError::TenantMaxSessions {
+                max,
+                retry_after,
+            })));
+        }
         let held = self.sessions_per_owner.entry(owner.clone()).or_default();
         let limit = self.config.concurrent_sessions_limit;
         if limit > 0 && *held >= limit {
@@ -381,10 +394,6 @@ impl Handler<StartSession> for TenantActor {
             max_sessions: self.config.max_sessions,
             per_user: limit,
         };
-        let retry_after = self
-            .config
-            .expiry_sweep_interval()
-            .max(Duration::from_secs(1));
         // In a cluster it is claimed (and counted against the cluster-wide limits) before it
         // exists, so no other node activates it; committed before it exists, so a session
         // the client hears of survives a restart.

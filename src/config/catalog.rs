@@ -409,6 +409,11 @@ pub const SETTINGS: &[SettingSpec] = &[
         "KAILASH_CONCURRENT_SESSIONS_LIMIT",
         "Live sessions one user may hold (0: no limit); more answer 429 too_many_sessions",
     ),
+    setting(
+        "metrics_by_tenant",
+        "KAILASH_METRICS_BY_TENANT",
+        "Label quota rejections in /metrics with the tenant id too (one series per tenant: mind the cardinality)",
+    ),
     list(
         "mfa_required_roles",
         "KAILASH_MFA_REQUIRED_ROLES",

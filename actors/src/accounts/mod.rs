@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use memory::MemoryAccounts;
-pub use tenants::{TenantLimits, TenantRecord};
+pub use tenants::{TenantLimits, TenantRecord, TenantTable};
 
 /// Why a store call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -3,6 +3,11 @@
 //! keeps every tenant in memory (they are few and read on every request) and writes changes
 //! through the [`super::AccountStore`]; the tenant actors enforce the limits.
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
+};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -83,6 +88,63 @@ impl TenantLimits {
             ("events_per_second", self.events_per_second),
             ("max_websocket_connections", self.max_websocket_connections),
         ]
+    }
+}
+
+/// Every tenant record this node knows, by id: read by the tenant actors for their limits
+/// and by the gateway for every request's admission, written by the gateway when a record
+/// changes (see the gateway crate's `tenants` module). A tenant missing here has no limits
+/// of its own.
+#[derive(Debug, Default)]
+pub struct TenantTable(RwLock<HashMap<String, Arc<TenantRecord>>>);
+
+impl TenantTable {
+    pub fn get(&self, tenant_id: &str) -> Option<Arc<TenantRecord>> {
+        self.read().get(tenant_id).cloned()
+    }
+
+    /// The tenant's limits (none when it is not known).
+    pub fn limits(&self, tenant_id: &str) -> TenantLimits {
+        self.read()
+            .get(tenant_id)
+            .map(|t| t.limits)
+            .unwrap_or_default()
+    }
+
+    /// Every tenant, by id.
+    pub fn list(&self) -> Vec<Arc<TenantRecord>> {
+        let mut all: Vec<_> = self.read().values().cloned().collect();
+        all.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
+        all
+    }
+
+    pub fn put(&self, record: TenantRecord) {
+        self.write()
+            .insert(record.tenant_id.clone(), Arc::new(record));
+    }
+
+    /// Makes the table exactly `records` and returns the ids of the tenants that were
+    /// active here and are not any more.
+    pub fn replace_all(&self, records: Vec<TenantRecord>) -> Vec<String> {
+        let mut table = self.write();
+        let deactivated = records
+            .iter()
+            .filter(|r| !r.active && table.get(&r.tenant_id).is_some_and(|old| old.active))
+            .map(|r| r.tenant_id.clone())
+            .collect();
+        *table = records
+            .into_iter()
+            .map(|r| (r.tenant_id.clone(), Arc::new(r)))
+            .collect();
+        deactivated
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<String, Arc<TenantRecord>>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, Arc<TenantRecord>>> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 

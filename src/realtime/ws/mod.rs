@@ -3,7 +3,8 @@
 //! queue.
 //!
 //! The handshake is refused with the HTTP error itself (401, 400 for bad `event_types`, 404
-//! for a session that is not the caller's) before the connection opens. Afterwards the task
+//! for a session that is not the caller's, 429 when the tenant's
+//! `max_websocket_connections` are open here) before the connection opens. Afterwards the task
 //! serves, in one loop: the client's messages ([`messages`], each authorized like its HTTP
 //! twin), the queued events and room frames, the server's pings, and the node's shutdown.
 //!
@@ -43,6 +44,7 @@ use crate::{
         request_id::{accept_or_generate, scope},
     },
     metrics::Transport,
+    tenants::ConnectionSlot,
 };
 
 pub async fn connect(
@@ -59,6 +61,14 @@ pub async fn connect(
         Identity::Open { .. } => None,
     };
     let filter = authorized_filter(&state, &caller, query.request()?).await?;
+    let slot = state
+        .tenants
+        .open_connection(&caller.tenant_id)
+        .inspect_err(|_| {
+            state
+                .metrics
+                .quota_rejected("max_websocket_connections", &caller.tenant_id)
+        })?;
     let (response, socket, messages) = actix_ws::handle(&req, body).map_err(|error| {
         ApiError::new(ErrorCode::InvalidRequest)
             .with_detail(format!("Not a WebSocket handshake: {error}"))
@@ -81,6 +91,7 @@ pub async fn connect(
         rooms: Vec::new(),
         socket,
         write_timeout: Duration::from_secs_f64(state.settings.ws_client_timeout_seconds),
+        _slot: slot,
         state: state.into_inner(),
     };
     actix_web::rt::spawn(connection.run(messages, inbox));
@@ -104,6 +115,8 @@ struct Connection {
     rooms: Vec<Arc<str>>,
     socket: Session,
     write_timeout: Duration,
+    /// Its place in the tenant's `max_websocket_connections`, given back when it ends.
+    _slot: ConnectionSlot,
     state: Arc<AppState>,
 }
 

@@ -5,6 +5,7 @@
 mod admin;
 mod deactivation;
 mod isolation;
+mod limits;
 
 use reqwest::{Method, Response};
 use serde_json::Value;
