@@ -34,8 +34,10 @@ use crate::{
     },
     events::{Event, EventDetail, EventType, NodeDetail, RunRef, WorkflowDetail},
     registry::{ExecutionEnded, RegistryActor},
+    run_slots::{AcquireRunSlot, ReleaseRunSlot, RunSlotGranted},
     session::{ExecutionFinished, SessionActor},
     store::{ExecutionRecord, Fence, NodeRunRecord, StoreWriter, Write},
+    tenant::TenantActor,
 };
 
 /// Where a run is. A terminal status never changes again.
@@ -113,6 +115,9 @@ pub(crate) struct ExecutionSpec {
     pub session: Addr<SessionActor>,
     pub gateway: Addr<RegistryActor>,
     pub writer: StoreWriter,
+    /// The tenant whose `max_concurrent_executions` this run must get a slot of before it
+    /// runs (see `run_slots`); `None` when the tenant has no such limit.
+    pub run_slot: Option<Addr<TenantActor>>,
 }
 
 pub(crate) struct ExecutionActor {
@@ -469,11 +474,22 @@ impl ExecutionActor {
             self.record(snapshot.clone()),
         )));
         self.spec.session.do_send(ExecutionFinished { snapshot });
+        self.end_slots();
+        ctx.stop();
+    }
+
+    /// Gives back what the run held: its node-wide slot, and its tenant slot (or place in
+    /// line).
+    fn end_slots(&self) {
         self.spec.gateway.do_send(ExecutionEnded {
             execution_id: self.spec.execution_id,
             ran: true,
         });
-        ctx.stop();
+        if let Some(tenant) = &self.spec.run_slot {
+            tenant.do_send(ReleaseRunSlot {
+                execution_id: self.spec.execution_id,
+            });
+        }
     }
 }
 
@@ -481,6 +497,32 @@ impl Actor for ExecutionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        match &self.spec.run_slot {
+            // Stays `started` until its tenant has a slot for it.
+            Some(tenant) => tenant.do_send(AcquireRunSlot {
+                execution_id: self.spec.execution_id,
+                grant: ctx.address().recipient(),
+            }),
+            None => self.begin(ctx),
+        }
+    }
+}
+
+impl Handler<RunSlotGranted> for ExecutionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: RunSlotGranted, ctx: &mut Self::Context) {
+        // A run cancelled while it waited has already given its place back.
+        if self.status == ExecutionStatus::Started {
+            self.begin(ctx);
+        }
+    }
+}
+
+impl ExecutionActor {
+    /// Runs: `workflow.started`, the run's time limit (counted from now, not from when it
+    /// was queued), the first ready nodes.
+    fn begin(&mut self, ctx: &mut Context<Self>) {
         self.status = ExecutionStatus::Running;
         self.started_at = Some(Utc::now());
         self.publish_workflow_event(EventType::WorkflowStarted, Value::Null);
@@ -524,10 +566,7 @@ impl Handler<Abandon> for ExecutionActor {
         for (_, (handle, _)) in self.running.drain() {
             ctx.cancel_future(handle);
         }
-        self.spec.gateway.do_send(ExecutionEnded {
-            execution_id: self.spec.execution_id,
-            ran: true,
-        });
+        self.end_slots();
         ctx.stop();
     }
 }

@@ -33,6 +33,7 @@ mod handle;
 mod registry;
 pub mod restore;
 pub mod rooms;
+mod run_slots;
 mod session;
 mod sharded;
 pub mod store;

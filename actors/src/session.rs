@@ -475,6 +475,7 @@ impl SessionActor {
         }
         self.check_overrides(&workflow, &msg.config_overrides)?;
         let inputs = RunInputs::new(&workflow, &msg.inputs, &msg.config_overrides);
+        let tenant_limits = self.engine.tenants.limits(&self.tenant_id);
         Ok(ExecutionActor::new(ExecutionSpec {
             execution_id: msg.execution_id,
             fence: msg.fence,
@@ -498,6 +499,9 @@ impl SessionActor {
             session: ctx.address(),
             gateway: self.engine.gateway.clone(),
             writer: self.engine.writer.clone(),
+            run_slot: tenant_limits
+                .max_concurrent_executions
+                .map(|_| self.parent.clone()),
         }))
     }
 }

@@ -5,8 +5,9 @@
 //!
 //! Owned by the [`RegistryActor`], which routes requests here by the caller's tenant.
 //! Messages: [`StartSession`], [`RestoreSession`], [`ForSession`], [`EndSession`],
-//! [`ListSessions`], [`CancelTenantRuns`], [`CountNearTimeout`], and [`ChildStopped`] from
-//! its sessions.
+//! [`ListSessions`], [`CancelTenantRuns`], [`CountNearTimeout`], [`ChildStopped`] from its
+//! sessions, and [`AcquireRunSlot`] / [`ReleaseRunSlot`] from its executions (the tenant's
+//! `max_concurrent_executions`, see `run_slots`).
 //!
 //! A new session is recorded in the store before it is reported created; its last activity
 //! is written (coalesced) at each expiry sweep, and its end when it is forgotten.
@@ -34,6 +35,7 @@ use crate::{
     handle::{EngineContext, GatewayConfig},
     registry::{RegistryActor, SessionActivated, SessionEnd, SessionEnded},
     restore::{NODE_LOST, interrupted_event, parse_stored_workflows},
+    run_slots::{AcquireRunSlot, ReleaseRunSlot, RunSlots},
     session::{CancelRuns, End, Relinquish, SessionActor, SessionSummary, Summarize},
     sharded::ShardedMap,
     store::{SessionRecord, Write},
@@ -48,6 +50,8 @@ pub(crate) struct TenantActor {
     sessions: ShardedMap<SessionEntry>,
     /// Live sessions per owner, for `concurrent_sessions_limit`.
     sessions_per_owner: HashMap<UserId, usize>,
+    /// Its runs on this node holding or waiting for a `max_concurrent_executions` slot.
+    run_slots: RunSlots,
 }
 
 struct SessionEntry {
@@ -85,6 +89,7 @@ impl TenantActor {
             bus,
             sessions: ShardedMap::new(),
             sessions_per_owner: HashMap::new(),
+            run_slots: RunSlots::default(),
         }
     }
 
@@ -706,6 +711,25 @@ impl Handler<ChildStopped> for TenantActor {
 
     fn handle(&mut self, msg: ChildStopped, _: &mut Self::Context) {
         self.forget(msg.session_id, false);
+    }
+}
+
+impl Handler<AcquireRunSlot> for TenantActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AcquireRunSlot, _: &mut Self::Context) {
+        let limit = self.engine.tenants.limits(&self.tenant_id);
+        self.run_slots.acquire(msg, limit.max_concurrent_executions);
+    }
+}
+
+impl Handler<ReleaseRunSlot> for TenantActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReleaseRunSlot, _: &mut Self::Context) {
+        let limit = self.engine.tenants.limits(&self.tenant_id);
+        self.run_slots
+            .release(msg.execution_id, limit.max_concurrent_executions);
     }
 }
 

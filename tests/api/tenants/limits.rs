@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::*;
 use crate::{executions::silent_server, realtime::client::WsClient};
@@ -174,6 +174,53 @@ async fn max_websocket_connections_refuses_the_handshake_until_one_closes() {
     );
 }
 
+/// A new session of `token`'s tenant with a workflow whose one node waits on `port` (a
+/// silent server) for a minute; returns (session, workflow).
+async fn hanging_workflow(app: &TestApp, token: &str, port: u16) -> (String, String) {
+    let session = json(new_session(app, token).await).await;
+    let session = session["session_id"].as_str().unwrap().to_owned();
+    let hanging = json!({"name": "hang", "nodes": [
+        {"id": "call", "type": "HTTPRequestNode", "config": {"url": format!("http://127.0.0.1:{port}/"), "timeout": 60}}
+    ]});
+    let path = format!("/api/workflows?session_id={session}");
+    let created = send(app, token, Method::POST, &path, Some(&hanging)).await;
+    let workflow = json(created).await["workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (session, workflow)
+}
+
+/// Starts `workflow`; returns the execution's path (`/api/executions/{id}?session_id=`).
+async fn start_run(app: &TestApp, token: &str, (session, workflow): &(String, String)) -> String {
+    let started = send(
+        app,
+        token,
+        Method::POST,
+        &format!("/api/executions?session_id={session}"),
+        Some(&json!({"workflow_id": workflow})),
+    )
+    .await;
+    assert_eq!(started.status(), 200);
+    let execution = json(started).await["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    format!("/api/executions/{execution}?session_id={session}")
+}
+
+/// Waits until the run at `path` has `status`.
+async fn reaches(app: &TestApp, token: &str, path: &str, status: &str) -> Value {
+    let mut seen = json!(null);
+    let reached = eventually(Duration::from_secs(5), async || {
+        seen = json(send(app, token, Method::GET, path, None).await).await;
+        seen["status"] == status
+    })
+    .await;
+    assert!(reached, "{path} never reached {status}: {seen}");
+    seen
+}
+
 #[actix_web::test]
 async fn max_execution_seconds_caps_the_runs_time() {
     let port = silent_server();
@@ -183,45 +230,54 @@ async fn max_execution_seconds_caps_the_runs_time() {
     )
     .await;
     let alice = app.token_in("acme", "alice", &["developer"]);
-    let session = json(new_session(&app, &alice).await).await;
-    let session = session["session_id"].as_str().unwrap().to_owned();
-    let hanging = json!({"name": "hang", "nodes": [
-        {"id": "call", "type": "HTTPRequestNode", "config": {"url": format!("http://127.0.0.1:{port}/"), "timeout": 60}}
-    ]});
-    let created = send(
-        &app,
-        &alice,
-        Method::POST,
-        &format!("/api/workflows?session_id={session}"),
-        Some(&hanging),
-    )
-    .await;
-    let workflow = json(created).await["workflow_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let started = send(
-        &app,
-        &alice,
-        Method::POST,
-        &format!("/api/executions?session_id={session}"),
-        Some(&json!({"workflow_id": workflow})),
-    )
-    .await;
-    let execution = json(started).await["execution_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let path = format!("/api/executions/{execution}?session_id={session}");
-    let mut done = json!(null);
-    assert!(
-        eventually(Duration::from_secs(5), async || {
-            done = json(send(&app, &alice, Method::GET, &path, None).await).await;
-            done["status"] != "running" && done["status"] != "started"
-        })
-        .await,
-        "the run ends within the tenant's limit"
-    );
-    assert_eq!(done["status"], "timeout", "{done}");
+    let workflow = hanging_workflow(&app, &alice, port).await;
+    let run = start_run(&app, &alice, &workflow).await;
+    let done = reaches(&app, &alice, &run, "timeout").await;
     assert_eq!(done["error"], "the execution exceeded its limit of 1 s");
+}
+
+#[actix_web::test]
+async fn runs_beyond_max_concurrent_executions_wait_behind_their_own_tenants_limit() {
+    let port = silent_server();
+    let app = spawn_app_with(|s| s.egress_allow = vec!["127.0.0.1".into()]).await;
+    app.create_tenant(
+        &json!({"tenant_id": "noisy", "name": "Noisy", "limits": {"max_concurrent_executions": 1}}),
+    )
+    .await;
+    app.add_tenant("quiet").await;
+    let noisy = app.token_in("noisy", "alice", &["developer"]);
+    let quiet = app.token_in("quiet", "bob", &["developer"]);
+    let workflow = hanging_workflow(&app, &noisy, port).await;
+    let first = start_run(&app, &noisy, &workflow).await;
+    reaches(&app, &noisy, &first, "running").await;
+    let second = start_run(&app, &noisy, &workflow).await;
+    let third = start_run(&app, &noisy, &workflow).await;
+    // The others wait: still `started`, no node has run.
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    for queued in [&second, &third] {
+        let state = json(send(&app, &noisy, Method::GET, queued, None).await).await;
+        assert_eq!(state["status"], "started", "{state}");
+        assert_eq!(state["node_states"]["call"], "pending", "{state}");
+    }
+    // Another tenant's run is not held up by them.
+    let other = hanging_workflow(&app, &quiet, port).await;
+    let theirs = start_run(&app, &quiet, &other).await;
+    reaches(&app, &quiet, &theirs, "running").await;
+
+    // Cancelled while waiting: it ends and gives its place up.
+    assert_eq!(
+        send(&app, &noisy, Method::DELETE, &third, None)
+            .await
+            .status(),
+        200
+    );
+    reaches(&app, &noisy, &third, "cancelled").await;
+    // The first ends: the second runs.
+    assert_eq!(
+        send(&app, &noisy, Method::DELETE, &first, None)
+            .await
+            .status(),
+        200
+    );
+    reaches(&app, &noisy, &second, "running").await;
 }
