@@ -24,6 +24,10 @@ pub enum GatewayError {
     /// The execution already finished (cancel of a finished run).
     #[error("the execution is not running")]
     ExecutionNotRunning,
+    /// The tenant's own `max_workflows` is reached (its live sessions' workflows, on this
+    /// node).
+    #[error("the tenant's max_workflows ({max}) is reached")]
+    TenantMaxWorkflows { max: u64 },
     /// The tenant's own `max_sessions` is reached (on this node).
     #[error("the tenant's max_sessions ({max}) is reached")]
     TenantMaxSessions { max: u64, retry_after: Duration },

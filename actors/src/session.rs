@@ -36,7 +36,7 @@ use crate::{
     },
     handle::EngineContext,
     store::{Fence, SessionRecord, WorkflowRecord},
-    tenant::{ChildStopped, TenantActor},
+    tenant::{ChildStopped, CountWorkflow, TenantActor},
 };
 
 pub(crate) struct SessionActor {
@@ -291,9 +291,14 @@ impl Handler<AddWorkflow> for SessionActor {
 
     fn handle(&mut self, msg: AddWorkflow, _: &mut Self::Context) -> Self::Result {
         let mut workflow = msg.workflow;
-        if let Some(previous) = self.workflows.get(&workflow.workflow_id) {
-            workflow.version = previous.version + 1;
-        }
+        let new_id = match self.workflows.get(&workflow.workflow_id) {
+            Some(previous) => {
+                workflow.version = previous.version + 1;
+                None
+            }
+            // A new id counts in the tenant's `max_workflows`; a new version does not.
+            None => Some((self.parent.clone(), self.session_id)),
+        };
         let record = WorkflowRecord {
             tenant_id: self.tenant_id.clone(),
             session_id: self.session_id,
@@ -304,16 +309,21 @@ impl Handler<AddWorkflow> for SessionActor {
         };
         let store = self.engine.store.clone();
         AtomicResponse::new(Box::pin(
-            async move { store.save_workflow(&record).await }
-                .into_actor(self)
-                .map(move |stored, session, _| {
-                    stored?;
-                    let workflow = Arc::new(workflow);
-                    session
-                        .workflows
-                        .insert(workflow.workflow_id.clone(), workflow.clone());
-                    Ok(workflow)
-                }),
+            async move {
+                if let Some((tenant, session_id)) = new_id {
+                    tenant.send(CountWorkflow { session_id }).await??;
+                }
+                Ok::<_, GatewayError>(store.save_workflow(&record).await?)
+            }
+            .into_actor(self)
+            .map(move |stored, session, _| {
+                stored?;
+                let workflow = Arc::new(workflow);
+                session
+                    .workflows
+                    .insert(workflow.workflow_id.clone(), workflow.clone());
+                Ok(workflow)
+            }),
         ))
     }
 }

@@ -52,6 +52,8 @@ pub(crate) struct TenantActor {
     sessions_per_owner: HashMap<UserId, usize>,
     /// Its runs on this node holding or waiting for a `max_concurrent_executions` slot.
     run_slots: RunSlots,
+    /// Workflows (distinct ids) of its live sessions on this node, for `max_workflows`.
+    workflows: usize,
 }
 
 struct SessionEntry {
@@ -64,6 +66,8 @@ struct SessionEntry {
     /// is ended only once, and is announced with the right reason whichever of its reply and
     /// its [`ChildStopped`] arrives first.
     ending: Option<EndReason>,
+    /// Its workflows (distinct ids), counted in the tenant's `max_workflows`.
+    workflows: usize,
 }
 
 /// Why a session ended; decides the event published for it.
@@ -90,6 +94,7 @@ impl TenantActor {
             sessions: ShardedMap::new(),
             sessions_per_owner: HashMap::new(),
             run_slots: RunSlots::default(),
+            workflows: 0,
         }
     }
 
@@ -236,6 +241,8 @@ impl TenantActor {
             .unwrap_or_default();
         let now = Instant::now();
         let last_activity = now.checked_sub(idle_for).unwrap_or(now);
+        let workflow_count = workflows.len();
+        self.workflows += workflow_count;
         let session = SessionActor::new(record, ctx.address(), self.engine.clone())
             .with_history(workflows, finished);
         let summary = session.summary();
@@ -248,9 +255,17 @@ impl TenantActor {
                 last_activity,
                 persisted_activity: last_activity,
                 ending: None,
+                workflows: workflow_count,
             },
         );
         summary
+    }
+
+    /// Gives back what a session leaving the directory held: its owner's slot and its
+    /// workflows' place in `max_workflows`.
+    fn release_entry(&mut self, entry: &SessionEntry) {
+        self.workflows -= entry.workflows;
+        self.release_owner_slot(&entry.owner);
     }
 
     /// Gives back one of `owner`'s sessions under `concurrent_sessions_limit`.
@@ -308,7 +323,7 @@ impl TenantActor {
                     .writer
                     .write(self.end_record(session_id, reason));
             }
-            self.release_owner_slot(&entry.owner);
+            self.release_entry(&entry);
             self.publish(event_type, session_id, entry.owner);
             self.registry.do_send(SessionEnded {
                 how: match reason {
@@ -580,7 +595,7 @@ impl Handler<GiveUp> for TenantActor {
     fn handle(&mut self, msg: GiveUp, _: &mut Self::Context) -> Self::Result {
         if let Some(entry) = self.sessions.remove(&msg.session_id) {
             self.engine.local_sessions.remove(msg.session_id);
-            self.release_owner_slot(&entry.owner);
+            self.release_entry(&entry);
             entry.addr.do_send(Relinquish);
             self.registry.do_send(SessionEnded {
                 how: SessionEnd::GivenUp,
@@ -711,6 +726,33 @@ impl Handler<ChildStopped> for TenantActor {
 
     fn handle(&mut self, msg: ChildStopped, _: &mut Self::Context) {
         self.forget(msg.session_id, false);
+    }
+}
+
+/// A session is about to add a workflow with a new id: counts it in the tenant's
+/// `max_workflows`, or refuses it. Counted before the session stores it, so concurrent
+/// additions in different sessions cannot overshoot (one whose store write then fails
+/// stays counted until its session ends).
+#[derive(Message)]
+#[rtype(result = "Result<(), GatewayError>")]
+pub(crate) struct CountWorkflow {
+    pub session_id: Uuid,
+}
+
+impl Handler<CountWorkflow> for TenantActor {
+    type Result = Result<(), GatewayError>;
+
+    fn handle(&mut self, msg: CountWorkflow, _: &mut Self::Context) -> Self::Result {
+        if let Some(max) = self.engine.tenants.limits(&self.tenant_id).max_workflows
+            && self.workflows as u64 >= max
+        {
+            return Err(GatewayError::TenantMaxWorkflows { max });
+        }
+        if let Some(entry) = self.sessions.get_mut(&msg.session_id) {
+            entry.workflows += 1;
+            self.workflows += 1;
+        }
+        Ok(())
     }
 }
 

@@ -90,6 +90,7 @@ error_codes! {
     ApiKeyNotFound => NOT_FOUND, "api_key_not_found", "API key not found";
     PolicyNotFound => NOT_FOUND, "policy_not_found", "Policy not found";
     InvalidPolicy => BAD_REQUEST, "invalid_policy", "The policy is invalid";
+    MaxWorkflowsReached => TOO_MANY_REQUESTS, "max_workflows_reached", "Maximum number of workflows reached";
     TooManyConnections => TOO_MANY_REQUESTS, "too_many_connections", "Too many WebSocket connections";
     TenantNotFound => NOT_FOUND, "tenant_not_found", "Tenant not found";
     TenantExists => CONFLICT, "tenant_exists", "A tenant with this id already exists";
@@ -220,6 +221,11 @@ impl From<GatewayError> for ApiError {
                 ApiError::new(ErrorCode::MaxSessionsReached)
                     .with_detail(format!("Maximum number of sessions ({limit}) reached"))
                     .with_retry_after(retry_after)
+            }
+            GatewayError::TenantMaxWorkflows { max } => {
+                ApiError::new(ErrorCode::MaxWorkflowsReached).with_detail(format!(
+                    "The tenant allows at most {max} workflows in its live sessions"
+                ))
             }
             GatewayError::TenantMaxSessions { max, retry_after } => {
                 ApiError::new(ErrorCode::MaxSessionsReached)

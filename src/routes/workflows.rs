@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, web};
+use kailash_actors::GatewayError;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -73,10 +74,16 @@ pub async fn create(
             .authorize_workflow(principal, &workflow, request)
             .await?;
     }
+    let tenant_id = caller.tenant_id.clone();
     let workflow = state
         .gateway
         .add_workflow(caller, session_id, workflow)
-        .await?;
+        .await
+        .inspect_err(|error| {
+            if let GatewayError::TenantMaxWorkflows { .. } = error {
+                state.metrics.quota_rejected("max_workflows", &tenant_id);
+            }
+        })?;
     Ok(HttpResponse::Ok().json(json!({
         "workflow_id": workflow.workflow_id,
         "name": workflow.name,

@@ -1,5 +1,5 @@
 //! A tenant's own limits, each reached and freed: `max_sessions` (429
-//! `max_sessions_reached`), `max_nodes_per_workflow` and `allowed_node_types` (400
+//! `max_sessions_reached`), `max_workflows` (429 `max_workflows_reached`), `max_nodes_per_workflow` and `allowed_node_types` (400
 //! `invalid_workflow` naming the nodes), `max_websocket_connections` (429 at the handshake),
 //! `max_execution_seconds` (the run ends `timeout`), and every refusal counted in
 //! `kailash_quota_rejections_total`, by tenant only when `metrics_by_tenant` is on.
@@ -141,6 +141,57 @@ async fn workflows_may_use_only_the_tenants_node_types_and_node_count() {
             "{limit}: {text}"
         );
     }
+}
+
+#[actix_web::test]
+async fn max_workflows_counts_the_workflows_of_the_tenants_live_sessions() {
+    let app = spawn_app().await;
+    app.create_tenant(
+        &json!({"tenant_id": "acme", "name": "Acme", "limits": {"max_workflows": 2}}),
+    )
+    .await;
+    let alice = app.token_in("acme", "alice", &["developer"]);
+    let add = async |session: &str, id: &str| {
+        let mut body = route_and_merge();
+        body["workflow_id"] = json!(id);
+        let path = format!("/api/workflows?session_id={session}");
+        send(&app, &alice, Method::POST, &path, Some(&body)).await
+    };
+    let one = json(new_session(&app, &alice).await).await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let two = json(new_session(&app, &alice).await).await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(add(&one, "a").await.status(), 200);
+    assert_eq!(add(&two, "b").await.status(), 200);
+    assert_error(
+        add(&two, "c").await,
+        429,
+        "max_workflows_reached",
+        "The tenant allows at most 2 workflows in its live sessions",
+    )
+    .await;
+    // A new version of a workflow the session has is not another workflow.
+    assert_eq!(add(&two, "b").await.status(), 200);
+    // Closing a session frees its workflows' places.
+    let closed = send(
+        &app,
+        &alice,
+        Method::DELETE,
+        &format!("/api/sessions/{one}"),
+        None,
+    )
+    .await;
+    assert_eq!(closed.status(), 200);
+    assert_eq!(add(&two, "c").await.status(), 200);
+    assert!(
+        metrics(&app)
+            .await
+            .contains("kailash_quota_rejections_total{limit=\"max_workflows\"} 1")
+    );
 }
 
 #[actix_web::test]
