@@ -1,16 +1,24 @@
 //! `TenantActor`: one per active tenant; owns the tenant's session directory — which sessions
 //! exist, who owns each, when each was last used, how many each user holds — and so is the
 //! one place that decides whether a caller may reach a session, whether a user may open
-//! another (`concurrent_sessions_limit`), and when an idle one expires.
+//! another (`concurrent_sessions_limit`), and when an idle one expires. It also enforces the
+//! tenant's own limits (`limits`: sessions, workflows, concurrent runs).
 //!
 //! Owned by the [`RegistryActor`], which routes requests here by the caller's tenant.
-//! Messages: [`StartSession`], [`RestoreSession`], [`ForSession`], [`EndSession`],
-//! [`ListSessions`], [`CancelTenantRuns`], [`CountNearTimeout`], [`ChildStopped`] from its
-//! sessions, and [`AcquireRunSlot`] / [`ReleaseRunSlot`] from its executions (the tenant's
-//! `max_concurrent_executions`, see `run_slots`).
+//! Messages: [`StartSession`] and [`RestoreSession`] (in `start`), [`ForSession`],
+//! [`EndSession`], [`ListSessions`], [`CountNearTimeout`], [`TakeOver`], [`GiveUp`],
+//! [`ChildStopped`] from its sessions, and (in `limits`) [`CancelTenantRuns`],
+//! [`CountWorkflow`] from its sessions, `AcquireRunSlot` / `ReleaseRunSlot` from its
+//! executions.
 //!
 //! A new session is recorded in the store before it is reported created; its last activity
 //! is written (coalesced) at each expiry sweep, and its end when it is forgotten.
+
+mod limits;
+mod start;
+
+pub(crate) use limits::{CancelTenantRuns, CountWorkflow};
+pub(crate) use start::{RestoreSession, StartSession};
 
 use std::{
     collections::HashMap,
@@ -21,11 +29,10 @@ use std::{
 use actix::{dev::ToEnvelope, prelude::*};
 use chrono::Utc;
 use futures_util::future::join_all;
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
-    broker::{Claim, SessionKey, SessionLimits},
+    broker::SessionKey,
     bus::{EventBus, Publish},
     caller::{Caller, TenantId, UserId},
     engine::workflow::Workflow,
@@ -35,8 +42,8 @@ use crate::{
     handle::{EngineContext, GatewayConfig},
     registry::{RegistryActor, SessionActivated, SessionEnd, SessionEnded},
     restore::{NODE_LOST, interrupted_event, parse_stored_workflows},
-    run_slots::{AcquireRunSlot, ReleaseRunSlot, RunSlots},
-    session::{CancelRuns, End, Relinquish, SessionActor, SessionSummary, Summarize},
+    run_slots::RunSlots,
+    session::{End, Relinquish, SessionActor, SessionSummary, Summarize},
     sharded::ShardedMap,
     store::{SessionRecord, Write},
 };
@@ -367,127 +374,6 @@ impl Actor for TenantActor {
     }
 }
 
-/// Create a session owned by the caller. The registry has already reserved its slot.
-#[derive(Message)]
-#[rtype(result = "Result<SessionSummary, GatewayError>")]
-pub(crate) struct StartSession {
-    pub caller: Caller,
-    pub metadata: Value,
-}
-
-impl Handler<StartSession> for TenantActor {
-    type Result = ResponseActFuture<Self, Result<SessionSummary, GatewayError>>;
-
-    fn handle(&mut self, msg: StartSession, _: &mut Self::Context) -> Self::Result {
-        let owner = msg.caller.user_id;
-        let retry_after = self
-            .config
-            .expiry_sweep_interval()
-            .max(Duration::from_secs(1));
-        // The tenant's own limit, counted on this node: live sessions and starts in flight.
-        if let Some(max) = self.engine.tenants.limits(&self.tenant_id).max_sessions
-            && self.sessions_per_owner.values().sum::<usize>() as u64 >= max
-        {
-            return Box::pin(fut::ready(Err(GatewayError::TenantMaxSessions {
-                max,
-                retry_after,
-            })));
-        }
-        let held = self.sessions_per_owner.entry(owner.clone()).or_default();
-        let limit = self.config.concurrent_sessions_limit;
-        if limit > 0 && *held >= limit {
-            return Box::pin(fut::ready(Err(GatewayError::TooManySessions { limit })));
-        }
-        // Reserved now: other starts may be handled while this one's write is in flight.
-        *held += 1;
-        let now = Utc::now();
-        let record = SessionRecord {
-            tenant_id: self.tenant_id.clone(),
-            session_id: Uuid::new_v4(),
-            user_id: owner.clone(),
-            metadata: msg.metadata,
-            created_at: now,
-            last_activity: now,
-        };
-        let (store, broker) = (self.engine.store.clone(), self.engine.broker.clone());
-        let limits = SessionLimits {
-            max_sessions: self.config.max_sessions,
-            per_user: limit,
-        };
-        // In a cluster it is claimed (and counted against the cluster-wide limits) before it
-        // exists, so no other node activates it; committed before it exists, so a session
-        // the client hears of survives a restart.
-        Box::pin(
-            async move {
-                let key = SessionKey {
-                    tenant_id: record.tenant_id.clone(),
-                    user_id: record.user_id.clone(),
-                    session_id: record.session_id,
-                };
-                let claimed = match &broker {
-                    None => false,
-                    Some(broker) => match broker.claim(&key, Some(limits)).await {
-                        Ok(Claim::Claimed) => true,
-                        Ok(Claim::MaxSessionsReached) => {
-                            return Err(GatewayError::MaxSessionsReached {
-                                limit: limits.max_sessions,
-                                retry_after,
-                            });
-                        }
-                        Ok(Claim::TooManySessions) => {
-                            return Err(GatewayError::TooManySessions {
-                                limit: limits.per_user,
-                            });
-                        }
-                        Err(error) => {
-                            // Served alone: another node sees no owner and may serve it too.
-                            tracing::warn!(%error, session_id = %record.session_id,
-                                "could not claim the new session in Redis; serving it alone");
-                            false
-                        }
-                    },
-                };
-                if let Err(error) = store.create_session(&record).await {
-                    if let (true, Some(broker)) = (claimed, &broker) {
-                        broker.release(&key);
-                    }
-                    return Err(error.into());
-                }
-                Ok::<_, GatewayError>(record)
-            }
-            .into_actor(self)
-            .map(move |stored, tenant, ctx| {
-                let record = stored.inspect_err(|_| tenant.release_owner_slot(&owner))?;
-                let (session_id, owner) = (record.session_id, record.user_id.clone());
-                let summary = tenant.adopt(record, Vec::new(), Vec::new(), ctx);
-                tenant.publish(EventType::SessionCreated, session_id, owner);
-                Ok(summary)
-            }),
-        )
-    }
-}
-
-/// Bring back a stored session at start (its slot is already counted by the registry).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct RestoreSession {
-    pub record: SessionRecord,
-    pub workflows: Vec<Arc<Workflow>>,
-    pub finished: Vec<ExecutionSnapshot>,
-}
-
-impl Handler<RestoreSession> for TenantActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: RestoreSession, ctx: &mut Self::Context) {
-        *self
-            .sessions_per_owner
-            .entry(msg.record.user_id.clone())
-            .or_default() += 1;
-        self.adopt(msg.record, msg.workflows, msg.finished, ctx);
-    }
-}
-
 /// Deliver `msg` to a session the caller may see, counting it as activity.
 pub(crate) struct ForSession<M> {
     pub caller: Caller,
@@ -671,28 +557,6 @@ impl Handler<ListSessions> for TenantActor {
     }
 }
 
-/// Cancel every running execution of the tenant's sessions on this node, with `reason` as
-/// their error (the tenant was deactivated); replies how many were cancelled.
-#[derive(Message)]
-#[rtype(result = "Result<usize, GatewayError>")]
-pub(crate) struct CancelTenantRuns {
-    pub tenant_id: TenantId,
-    pub reason: &'static str,
-}
-
-impl Handler<CancelTenantRuns> for TenantActor {
-    type Result = ResponseFuture<Result<usize, GatewayError>>;
-
-    fn handle(&mut self, msg: CancelTenantRuns, _: &mut Self::Context) -> Self::Result {
-        let sessions: Vec<_> = self.sessions.values().map(|e| e.addr.clone()).collect();
-        let reason = msg.reason;
-        Box::pin(async move {
-            let cancelled = join_all(sessions.iter().map(|s| s.send(CancelRuns { reason }))).await;
-            Ok(cancelled.into_iter().filter_map(Result::ok).sum())
-        })
-    }
-}
-
 /// How many of this tenant's sessions are close to expiring (idle for more than 80% of the
 /// timeout), for `/health/detailed`.
 #[derive(Message)]
@@ -726,52 +590,6 @@ impl Handler<ChildStopped> for TenantActor {
 
     fn handle(&mut self, msg: ChildStopped, _: &mut Self::Context) {
         self.forget(msg.session_id, false);
-    }
-}
-
-/// A session is about to add a workflow with a new id: counts it in the tenant's
-/// `max_workflows`, or refuses it. Counted before the session stores it, so concurrent
-/// additions in different sessions cannot overshoot (one whose store write then fails
-/// stays counted until its session ends).
-#[derive(Message)]
-#[rtype(result = "Result<(), GatewayError>")]
-pub(crate) struct CountWorkflow {
-    pub session_id: Uuid,
-}
-
-impl Handler<CountWorkflow> for TenantActor {
-    type Result = Result<(), GatewayError>;
-
-    fn handle(&mut self, msg: CountWorkflow, _: &mut Self::Context) -> Self::Result {
-        if let Some(max) = self.engine.tenants.limits(&self.tenant_id).max_workflows
-            && self.workflows as u64 >= max
-        {
-            return Err(GatewayError::TenantMaxWorkflows { max });
-        }
-        if let Some(entry) = self.sessions.get_mut(&msg.session_id) {
-            entry.workflows += 1;
-            self.workflows += 1;
-        }
-        Ok(())
-    }
-}
-
-impl Handler<AcquireRunSlot> for TenantActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: AcquireRunSlot, _: &mut Self::Context) {
-        let limit = self.engine.tenants.limits(&self.tenant_id);
-        self.run_slots.acquire(msg, limit.max_concurrent_executions);
-    }
-}
-
-impl Handler<ReleaseRunSlot> for TenantActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: ReleaseRunSlot, _: &mut Self::Context) {
-        let limit = self.engine.tenants.limits(&self.tenant_id);
-        self.run_slots
-            .release(msg.execution_id, limit.max_concurrent_executions);
     }
 }
 
