@@ -297,3 +297,38 @@ async fn roles_and_policies_changed_through_one_node_hold_on_every_node() {
         "the policy removed through A no longer permits on B"
     );
 }
+
+#[actix_rt::test]
+async fn a_tenant_created_or_deactivated_through_one_node_holds_on_every_node() {
+    let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
+    let cluster = LocalCluster::start(2).await;
+    let (a, b) = (&cluster[0], &cluster[1]);
+    let alice = a.token_in("acme", "alice", &[]);
+    let status_on = async |node: &Node| {
+        node.request(Method::GET, "/api/sessions")
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .expect("request completes")
+            .status()
+    };
+    assert_eq!(status_on(b).await, 401, "no such tenant yet");
+    a.add_tenant("acme").await;
+    assert_eq!(status_on(a).await, 200);
+    assert!(
+        eventually(SETTLE, async || status_on(b).await == 200).await,
+        "the tenant created through A is known on B"
+    );
+    let off = a
+        .request(Method::POST, "/api/admin/tenants/acme/deactivate")
+        .bearer_auth(a.platform_admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(off.status(), 200);
+    assert_eq!(status_on(a).await, 403);
+    assert!(
+        eventually(SETTLE, async || status_on(b).await == 403).await,
+        "the tenant deactivated through A is refused on B"
+    );
+}
