@@ -367,6 +367,7 @@ impl Application {
         }
         cluster::start_takeovers(self.state.clone());
         cluster::start_shared_state_sync(self.state.clone());
+        cluster::start_serving_other_nodes(self.state.clone());
         self.state.lifecycle.ready.store(true, Ordering::Release);
         tracing::info!(port = self.port, "kailash gateway ready");
         self.server.await

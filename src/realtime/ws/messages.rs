@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::{Connection, error_frame};
 use crate::{
-    access, auth,
+    access, auth, cluster,
     http::{ApiError, ErrorCode, FieldError},
     realtime::{StreamRequest, authorized_filter},
     routes::{capitalized, event_types_param},
@@ -189,7 +189,7 @@ impl Connection {
         let Some(cluster) = &self.state.cluster else {
             return Ok(None);
         };
-        let Some(address) = cluster
+        let Some(owner) = cluster
             .owner_elsewhere(&self.state.gateway, session_id)
             .await?
         else {
@@ -200,7 +200,13 @@ impl Connection {
             .as_ref()
             .ok_or_else(|| ApiError::from(kailash_actors::GatewayError::ServedElsewhere))?;
         cluster
-            .call(&address, method, &path_and_query, body.as_ref(), credential)
+            .call(
+                &owner.address,
+                method,
+                &path_and_query,
+                body.as_ref(),
+                credential,
+            )
             .await
             .map(Some)
     }
@@ -297,17 +303,8 @@ impl Connection {
     async fn cancel(&self, msg: ExecutionRef) -> Result<Value, ApiError> {
         let session_id = self.session_for(msg.session_id.as_deref())?;
         let execution_id = execution_id(&msg)?;
-        let path = format!("/api/executions/{execution_id}?session_id={session_id}");
-        if self
-            .on_owner(session_id, "DELETE", path, None)
-            .await?
-            .is_none()
-        {
-            self.state
-                .gateway
-                .cancel_execution(self.caller.clone(), session_id, execution_id)
-                .await?;
-        }
+        cluster::cancel_execution(&self.state, self.caller.clone(), session_id, execution_id)
+            .await?;
         Ok(json!({"type": "execution_cancelled", "execution_id": execution_id}))
     }
 
