@@ -51,6 +51,19 @@ async fn cancel(node: &Api, session: &str, execution: &str) -> reqwest::Response
     .await
 }
 
+/// The first event of type `event_type` the watcher receives (within 20 s each frame).
+async fn first_event_of_type(watcher: &mut WsClient, event_type: &str) -> Value {
+    loop {
+        let frame = watcher
+            .next_frame(Duration::from_secs(20))
+            .await
+            .expect("the stream stays open");
+        if frame["type"] == "event" && frame["event"]["type"] == event_type {
+            return frame["event"].clone();
+        }
+    }
+}
+
 async fn status(node: &Api, session: &str, execution: &str) -> Value {
     node.json_as(
         "alice",
@@ -126,15 +139,7 @@ async fn a_killed_nodes_running_executions_are_failed_by_a_survivor_within_15_se
     let killed_at = std::time::Instant::now();
     cluster.nodes[0].kill();
     // No request touches the session: the survivor's sweep finds it.
-    let failed = loop {
-        let frame = watcher
-            .next_frame(Duration::from_secs(20))
-            .await
-            .expect("the stream stays open");
-        if frame["type"] == "event" && frame["event"]["type"] == "workflow.failed" {
-            break frame["event"].clone();
-        }
-    };
+    let failed = first_event_of_type(&mut watcher, "workflow.failed").await;
     assert!(
         killed_at.elapsed() < Duration::from_secs(15),
         "took {:?}",
@@ -187,15 +192,7 @@ async fn a_node_cut_off_past_its_heartbeat_is_fenced_off_and_gives_its_session_u
 
     let frozen = Frozen(a);
     a.signal("STOP");
-    let failed = loop {
-        let frame = watcher
-            .next_frame(Duration::from_secs(20))
-            .await
-            .expect("the stream stays open");
-        if frame["type"] == "event" && frame["event"]["type"] == "workflow.failed" {
-            break frame["event"].clone();
-        }
-    };
+    let failed = first_event_of_type(&mut watcher, "workflow.failed").await;
     assert_eq!(failed["execution_id"], execution.as_str());
     drop(frozen);
 
