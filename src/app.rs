@@ -46,6 +46,7 @@ use crate::{
     clock::{Clock, SystemClock},
     cluster::{self, Cluster},
     config::{AuthMode, JwtAlgorithm, Secret, Settings},
+    limits::{self, RateLimits},
     metrics::Metrics,
     nodes::{self, NodeEnvironment},
     realtime::webhooks::Webhooks,
@@ -69,6 +70,7 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// This node's part in a cluster, with `redis_url`.
     pub cluster: Option<Cluster>,
+    pub limits: RateLimits,
 }
 
 /// The state a middleware's request carries (registered on every `App`).
@@ -242,6 +244,7 @@ impl Application {
                 clock: services.clock.clone(),
             },
             passwords: Passwords::new(),
+            limits: RateLimits::new(&settings),
             cluster: broker.map(|redis| {
                 Cluster::new(
                     redis,
@@ -267,6 +270,7 @@ impl Application {
                 .app_data(web::PayloadConfig::new(settings.max_body_bytes))
                 .configure(routes::configure)
                 .wrap(from_fn(cluster::forward_to_owner))
+                .wrap(from_fn(limits::enforce))
                 .wrap(from_fn(auth::gate))
                 .wrap(Condition::new(settings.compression, Compress::default()))
                 .wrap(Condition::new(
@@ -368,6 +372,7 @@ impl Application {
         cluster::start_takeovers(self.state.clone());
         cluster::start_shared_state_sync(self.state.clone());
         cluster::start_serving_other_nodes(self.state.clone());
+        limits::start_sync(self.state.clone());
         self.state.lifecycle.ready.store(true, Ordering::Release);
         tracing::info!(port = self.port, "kailash gateway ready");
         self.server.await

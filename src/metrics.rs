@@ -30,6 +30,9 @@ pub struct Metrics {
     sessions_closed: IntCounter,
     sessions_expired: IntCounter,
     events_published: IntCounter,
+    /// Requests refused for a rate limit or quota, by the limit's name (never by tenant:
+    /// the label set stays small).
+    quota_rejections: IntCounterVec,
     pub realtime: RealtimeMetrics,
     /// Serializes mirroring of the actor counters so two scrapes cannot both add a delta.
     mirror: Mutex<()>,
@@ -70,6 +73,14 @@ impl Metrics {
                 "kailash_events_published_total",
                 "Events published on the bus",
             ),
+            quota_rejections: IntCounterVec::new(
+                Opts::new(
+                    "kailash_quota_rejections_total",
+                    "Requests refused for a rate limit or quota",
+                ),
+                &["limit"],
+            )
+            .expect("valid metric"),
             realtime: RealtimeMetrics::register(&registry),
             registry,
             http_requests,
@@ -86,6 +97,7 @@ impl Metrics {
             Box::new(metrics.sessions_closed.clone()),
             Box::new(metrics.sessions_expired.clone()),
             Box::new(metrics.events_published.clone()),
+            Box::new(metrics.quota_rejections.clone()),
         ] {
             metrics
                 .registry
@@ -93,6 +105,11 @@ impl Metrics {
                 .expect("metric names are unique");
         }
         metrics
+    }
+
+    /// Counts a request refused for the limit `limit`.
+    pub fn quota_rejected(&self, limit: &str) {
+        self.quota_rejections.with_label_values(&[limit]).inc();
     }
 
     /// Records one answered request. `route` is the matched pattern, never the raw path.

@@ -125,6 +125,19 @@ impl Cluster {
         constant_time_eq(expected.as_bytes(), proof.as_bytes())
     }
 
+    /// Whether `req` carries a valid proof that another node of the cluster forwarded it.
+    pub fn forwarded_by_a_node(&self, req: &ServiceRequest) -> bool {
+        req.headers().get(FORWARDED).is_some_and(|value| {
+            let path_and_query = req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.path().to_owned(), |pq| pq.as_str().to_owned());
+            value
+                .to_str()
+                .is_ok_and(|value| self.verify(value, req.method().as_str(), &path_and_query))
+        })
+    }
+
     /// A request to the node at `address`, carrying this node's proof and the current
     /// request id (one id for the request on both nodes: in both logs, and in the answer).
     fn signed(&self, method: &str, address: &str, path_and_query: &str) -> reqwest::RequestBuilder {
@@ -383,15 +396,10 @@ pub async fn forward_to_owner(
 impl Cluster {
     /// Where a request for `session_id`, which has no actor here, is served.
     async fn where_served(&self, req: &ServiceRequest, session_id: Uuid) -> Serve {
-        let forwarded = req.headers().get(FORWARDED).map(|value| {
-            let path_and_query = req
-                .uri()
-                .path_and_query()
-                .map_or_else(|| req.path().to_owned(), |pq| pq.as_str().to_owned());
-            value
-                .to_str()
-                .is_ok_and(|value| self.verify(value, req.method().as_str(), &path_and_query))
-        });
+        let forwarded = req
+            .headers()
+            .contains_key(FORWARDED)
+            .then(|| self.forwarded_by_a_node(req));
         if forwarded == Some(false) {
             return Serve::Refuse(
                 ApiError::new(ErrorCode::Forbidden)

@@ -288,6 +288,25 @@ impl RedisBroker {
         }
     }
 
+    /// Adds each `(counter, amount, ttl seconds)` to its shared counter (created, expiring
+    /// after the ttl, if new); answers the counters' totals, in order.
+    pub async fn add_to_counters(
+        &self,
+        counters: Vec<(String, u64, u64)>,
+    ) -> Result<Vec<u64>, BrokerError> {
+        let shared = self.shared.clone();
+        self.on_runtime(async move {
+            let mut pipe = redis::pipe();
+            for (counter, add, ttl) in &counters {
+                let key = shared.key(format_args!("rate:{counter}"));
+                pipe.incr(&key, *add).expire(&key, *ttl as i64).ignore();
+            }
+            pipe.query_async::<Vec<u64>>(&mut shared.commands.clone())
+                .await
+        })
+        .await
+    }
+
     /// The requests other nodes send this one (once: the node serves them from one task).
     pub fn take_requests(&self) -> Option<mpsc::UnboundedReceiver<IncomingRequest>> {
         self.requests.lock().expect("request queue").take()
