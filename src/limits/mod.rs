@@ -6,7 +6,8 @@
 //! forwarded to does not count it again). Over a limit, the answer is 429 with the code
 //! `<limit>_exceeded`, `Retry-After`, and the `RateLimit-Limit`, `RateLimit-Remaining` and
 //! `RateLimit-Reset` headers (IETF draft), which every counted response carries for its
-//! tightest limit. Health probes and metrics are never limited.
+//! tightest limit. Health probes and metrics are never limited. A WebSocket message counts
+//! as a request of its connection's caller (an error frame with the same code).
 //!
 //! The client address is the peer's, or — when the peer is one of `trusted_proxies` — the
 //! one those proxies recorded in `X-Forwarded-For` ([`TrustedProxies`]).
@@ -32,12 +33,15 @@ use actix_web::{
 };
 
 pub use self::counters::{Check, Counters, Pending, Verdict, Window};
+use kailash_actors::Caller;
+
 use crate::{
     app::AppState,
     auth::Identity,
     cidr::Cidr,
     config::Settings,
     http::{ApiError, ErrorCode},
+    metrics::Metrics,
 };
 
 /// How often a node shares its counts in a cluster. The limits hold across the cluster
@@ -112,11 +116,12 @@ impl RateLimits {
         }
     }
 
-    /// The limits `req` is counted against (none: not limited).
-    fn checks(&self, req: &ServiceRequest) -> Vec<Check> {
+    /// The limits a request is counted against (none: not limited): from the client
+    /// address `ip`, by an authenticated `caller`; `api_call`: a call the daily quota counts.
+    fn checks(&self, ip: Option<IpAddr>, caller: Option<&Caller>, api_call: bool) -> Vec<Check> {
         let mut checks = Vec::new();
         if self.ip_per_second > 0
-            && let Some(ip) = self.proxies.client_ip(req.request())
+            && let Some(ip) = ip
         {
             checks.push(Check {
                 name: "ip_requests_per_second",
@@ -125,11 +130,9 @@ impl RateLimits {
                 window: Window::Second,
             });
         }
-        let extensions = req.extensions();
-        let Some(Identity::Authenticated(principal)) = extensions.get::<Identity>() else {
+        let Some(caller) = caller else {
             return checks;
         };
-        let caller = &principal.caller;
         // JSON-quoted parts: no id can make two keys meet.
         let tenant = serde_json::to_string(&*caller.tenant_id).expect("strings serialize");
         if self.user_per_second > 0 {
@@ -149,7 +152,7 @@ impl RateLimits {
                 window: Window::Second,
             });
         }
-        if self.tenant_per_day > 0 && req.path().starts_with("/api/") {
+        if self.tenant_per_day > 0 && api_call {
             checks.push(Check {
                 name: "api_calls_per_day",
                 key: format!("day:{tenant}"),
@@ -159,6 +162,34 @@ impl RateLimits {
         }
         checks
     }
+
+    /// Counts a request (or WebSocket message) against its limits. `None`: not limited.
+    pub fn admit(
+        &self,
+        metrics: &Metrics,
+        ip: Option<IpAddr>,
+        caller: Option<&Caller>,
+        api_call: bool,
+    ) -> Option<Verdict> {
+        let checks = self.checks(ip, caller, api_call);
+        if checks.is_empty() {
+            return None;
+        }
+        let verdict = self.counters.take(&checks, now_secs());
+        if let Verdict::Refused { name, .. } = verdict {
+            metrics.quota_rejected(name);
+        }
+        Some(verdict)
+    }
+}
+
+/// The error for a refusal (without its `RateLimit-*` headers).
+pub fn refusal(name: &str, limit: u64, retry_after: u64) -> ApiError {
+    ApiError::new(ErrorCode::rate_limit(name))
+        .with_detail(format!(
+            "Rate limit reached: {name} is {limit}; retry in {retry_after} s"
+        ))
+        .with_retry_after(Duration::from_secs(retry_after))
 }
 
 fn now_secs() -> u64 {
@@ -197,38 +228,41 @@ pub async fn enforce(
         .cluster
         .as_ref()
         .is_some_and(|cluster| cluster.forwarded_by_a_node(&req));
-    let checks = if exempt(req.path()) || forwarded {
-        Vec::new()
+    let verdict = if exempt(req.path()) || forwarded {
+        None
     } else {
-        state.limits.checks(&req)
+        let extensions = req.extensions();
+        let caller = match extensions.get::<Identity>() {
+            Some(Identity::Authenticated(principal)) => Some(&principal.caller),
+            _ => None,
+        };
+        state.limits.admit(
+            &state.metrics,
+            state.limits.proxies.client_ip(req.request()),
+            caller,
+            req.path().starts_with("/api/"),
+        )
     };
-    if checks.is_empty() {
-        return next
+    match verdict {
+        None => next
             .call(req)
             .await
-            .map(ServiceResponse::map_into_boxed_body);
-    }
-    match state.limits.counters.take(&checks, now_secs()) {
-        Verdict::Refused {
+            .map(ServiceResponse::map_into_boxed_body),
+        Some(Verdict::Refused {
             name,
             limit,
             retry_after,
-        } => {
-            state.metrics.quota_rejected(name);
-            let error = ApiError::new(ErrorCode::rate_limit(name))
-                .with_detail(format!(
-                    "Rate limit reached: {name} is {limit}; retry in {retry_after} s"
-                ))
-                .with_retry_after(Duration::from_secs(retry_after));
+        }) => {
+            let error = refusal(name, limit, retry_after);
             let mut response = actix_web::ResponseError::error_response(&error);
             set_headers(response.headers_mut(), limit, 0, retry_after);
             Ok(req.into_response(response))
         }
-        Verdict::Allowed {
+        Some(Verdict::Allowed {
             limit,
             remaining,
             reset,
-        } => {
+        }) => {
             let mut response = next.call(req).await?.map_into_boxed_body();
             set_headers(response.headers_mut(), limit, remaining, reset);
             Ok(response)

@@ -174,3 +174,27 @@ async fn a_tenants_api_calls_per_day_end_until_midnight() {
         200
     );
 }
+
+#[actix_web::test]
+async fn websocket_messages_count_as_requests() {
+    let app = spawn_app_with(|s| s.user_requests_per_second = 3).await;
+    at_the_start_of_a_second().await;
+    // The handshake is one request, each message another.
+    let mut socket = crate::realtime::client::WsClient::connect(&app, "alice", "").await;
+    for _ in 0..2 {
+        let pong = socket.request(&serde_json::json!({"type": "ping"})).await;
+        assert_eq!(pong["type"], "pong", "{pong}");
+    }
+    let refused = socket.request(&serde_json::json!({"type": "ping"})).await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(
+        refused["error"]["code"],
+        "user_requests_per_second_exceeded"
+    );
+    at_the_start_of_a_second().await;
+    let pong = socket.request(&serde_json::json!({"type": "ping"})).await;
+    assert_eq!(
+        pong["type"], "pong",
+        "the connection stays open, the limit resets"
+    );
+}

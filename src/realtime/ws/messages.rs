@@ -20,6 +20,7 @@ use super::{Connection, error_frame};
 use crate::{
     access, auth, cluster,
     http::{ApiError, ErrorCode, FieldError},
+    limits::{self, Verdict},
     realtime::{StreamRequest, authorized_filter},
     routes::{capitalized, event_types_param},
 };
@@ -141,8 +142,26 @@ impl Connection {
             .await
     }
 
+    /// Counts the message against the connection's rate limits, as a request.
+    fn admit(&self) -> Result<(), ApiError> {
+        let caller = self.principal.as_ref().map(|principal| &principal.caller);
+        match self
+            .state
+            .limits
+            .admit(&self.state.metrics, self.client_ip, caller, false)
+        {
+            Some(Verdict::Refused {
+                name,
+                limit,
+                retry_after,
+            }) => Err(limits::refusal(name, limit, retry_after)),
+            _ => Ok(()),
+        }
+    }
+
     async fn dispatch(&mut self, kind: &str, message: Value) -> Result<Value, ApiError> {
         self.authorize(kind).await?;
+        self.admit()?;
         match kind {
             "ping" => Ok(json!({"type": "pong", "timestamp": chrono::Utc::now()})),
             "execute_workflow" => self.execute(fields(kind, message)?).await,
