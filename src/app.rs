@@ -50,7 +50,9 @@ use crate::{
     metrics::Metrics,
     nodes::{self, NodeEnvironment},
     realtime::webhooks::Webhooks,
-    routes, shared_workflows, tls,
+    routes, shared_workflows,
+    tenants::Tenants,
+    tls,
 };
 
 /// How often expired revocations and refresh tokens are dropped from the accounts store.
@@ -68,6 +70,8 @@ pub struct AppState {
     pub passwords: Passwords,
     pub access: Access,
     pub clock: Arc<dyn Clock>,
+    /// Every tenant's record (see [`Tenants`]).
+    pub tenants: Tenants,
     /// This node's part in a cluster, with `redis_url`.
     pub cluster: Option<Cluster>,
     pub limits: RateLimits,
@@ -227,7 +231,8 @@ impl Application {
                 "restored from the database"
             );
         }
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(settings.metrics_by_tenant));
+        let tenant_table = gateway.tenant_table();
         let state = web::Data::new(AppState {
             webhooks: Webhooks::new(&settings, gateway.clone(), metrics.clone()),
             gateway,
@@ -242,7 +247,9 @@ impl Application {
                 audit: AuditLog::new(accounts.clone(), services.clock.clone()),
                 accounts: accounts.clone(),
                 clock: services.clock.clone(),
+                platform_tenant: settings.default_tenant.as_str().into(),
             },
+            tenants: Tenants::new(&settings.default_tenant, tenant_table),
             passwords: Passwords::new(),
             limits: RateLimits::new(&settings),
             cluster: broker.map(|redis| {
@@ -317,10 +324,16 @@ impl Application {
         self.state.clone()
     }
 
-    /// Loads the tenants' custom roles and creates the `admin` user on first start. Returns
-    /// the generated admin password when one was made, for the caller to show once.
+    /// Loads the tenants (creating the default one on first start), their custom roles and
+    /// policies, and creates the `admin` user on first start. Returns the generated admin
+    /// password when one was made, for the caller to show once.
     pub async fn open_accounts(&self) -> Result<Option<String>, BuildError> {
         let fail = |error: &dyn std::fmt::Display| BuildError::Accounts(error.to_string());
+        self.state
+            .tenants
+            .open(&*self.state.accounts)
+            .await
+            .map_err(|e| fail(&e))?;
         for role in self
             .state
             .accounts
@@ -513,6 +526,7 @@ fn gateway_config(settings: &Settings) -> Result<GatewayConfig, BuildError> {
         },
         max_room_members: settings.max_room_members,
         concurrent_sessions_limit: settings.concurrent_sessions_limit,
+        tenants: Default::default(),
     })
 }
 

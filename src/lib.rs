@@ -3,7 +3,7 @@
 //! `app` builds and binds the server; `adapters` implement the actors' ports (PostgreSQL);
 //! `config` loads settings; `auth` turns credentials into callers (and runs logins);
 //! `access` decides what they may do and keeps the audit log; `clock` is the injectable
-//! time those decisions use; `http` holds the error table and request plumbing; `routes`
+//! time those decisions use; `tenants` the tenant table every request is admitted by; `http` holds the error table and request plumbing; `routes`
 //! the handlers;
 //! `metrics`, `logging` and `host` observe; `shutdown` drains.
 
@@ -25,6 +25,7 @@ pub mod realtime;
 pub mod routes;
 pub mod shared_workflows;
 pub mod shutdown;
+pub mod tenants;
 pub mod tls;
 
 pub use app::Application;

@@ -30,17 +30,32 @@ pub struct Metrics {
     sessions_closed: IntCounter,
     sessions_expired: IntCounter,
     events_published: IntCounter,
-    /// Requests refused for a rate limit or quota, by the limit's name (never by tenant:
-    /// the label set stays small).
+    /// Requests refused for a limit or quota, by limit (and tenant, with
+    /// `metrics_by_tenant`).
     quota_rejections: IntCounterVec,
+    by_tenant: bool,
     pub realtime: RealtimeMetrics,
     /// Serializes mirroring of the actor counters so two scrapes cannot both add a delta.
     mirror: Mutex<()>,
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    /// `by_tenant`: label quota rejections with the tenant too (`metrics_by_tenant`).
+    pub fn new(by_tenant: bool) -> Self {
         let registry = Registry::new();
+        let labels: &[&str] = if by_tenant {
+            &["limit", "tenant"]
+        } else {
+            &["limit"]
+        };
+        let quota_rejections = IntCounterVec::new(
+            Opts::new(
+                "kailash_quota_rejections_total",
+                "Requests refused because a limit or quota was reached",
+            ),
+            labels,
+        )
+        .expect("valid metric");
         let http_requests = IntCounterVec::new(
             Opts::new("kailash_http_requests_total", "HTTP requests answered"),
             &["method", "route", "status"],
@@ -73,15 +88,9 @@ impl Metrics {
                 "kailash_events_published_total",
                 "Events published on the bus",
             ),
-            quota_rejections: IntCounterVec::new(
-                Opts::new(
-                    "kailash_quota_rejections_total",
-                    "Requests refused for a rate limit or quota",
-                ),
-                &["limit"],
-            )
-            .expect("valid metric"),
             realtime: RealtimeMetrics::register(&registry),
+            quota_rejections,
+            by_tenant,
             registry,
             http_requests,
             http_duration,
@@ -107,11 +116,6 @@ impl Metrics {
         metrics
     }
 
-    /// Counts a request refused for the limit `limit`.
-    pub fn quota_rejected(&self, limit: &str) {
-        self.quota_rejections.with_label_values(&[limit]).inc();
-    }
-
     /// Records one answered request. `route` is the matched pattern, never the raw path.
     pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         self.requests_processed.fetch_add(1, Ordering::Relaxed);
@@ -122,6 +126,19 @@ impl Metrics {
         self.http_duration
             .with_label_values(&[method, route])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one refusal for `tenant_id`'s `limit` (a `TenantLimits` key, a rate limit of
+    /// `limits`, or `allowed_node_types`; `tenant_id` empty for a client address's limit
+    /// when the request named no tenant).
+    pub fn quota_rejected(&self, limit: &str, tenant_id: &str) {
+        if self.by_tenant {
+            self.quota_rejections
+                .with_label_values(&[limit, tenant_id])
+                .inc();
+        } else {
+            self.quota_rejections.with_label_values(&[limit]).inc();
+        }
     }
 
     pub fn requests_processed(&self) -> u64 {
@@ -316,6 +333,6 @@ impl RealtimeMetrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(false)
     }
 }

@@ -67,6 +67,7 @@ fn gateway() -> Gateway {
         },
         max_room_members: 100,
         concurrent_sessions_limit: 0,
+        tenants: Default::default(),
     })
 }
 

@@ -24,6 +24,9 @@ pub enum GatewayError {
     /// The execution already finished (cancel of a finished run).
     #[error("the execution is not running")]
     ExecutionNotRunning,
+    /// The tenant's own `max_sessions` is reached (on this node).
+    #[error("the tenant's max_sessions ({max}) is reached")]
+    TenantMaxSessions { max: u64, retry_after: Duration },
     /// Too many executions run at once, in the session or on the node (`scope`).
     #[error("at most {limit} executions may run at once per {scope}")]
     TooManyExecutions { limit: usize, scope: &'static str },

@@ -81,6 +81,20 @@ pub struct RunLimits {
     pub execution_timeout: Duration,
 }
 
+impl RunLimits {
+    /// These limits under a tenant's `max_execution_seconds`, which caps the whole run's
+    /// time (a node's own limit still ends it sooner).
+    pub(crate) fn capped(self, max_execution_seconds: Option<u64>) -> Self {
+        match max_execution_seconds {
+            Some(seconds) => Self {
+                execution_timeout: self.execution_timeout.min(Duration::from_secs(seconds)),
+                ..self
+            },
+            None => self,
+        }
+    }
+}
+
 /// Everything an execution needs to start.
 pub(crate) struct ExecutionSpec {
     pub execution_id: Uuid,
@@ -518,19 +532,25 @@ impl Handler<Abandon> for ExecutionActor {
     }
 }
 
-/// Stop the run now; replies whether it was still running.
+/// Stop the run now, recording `reason` as its error (unless a node failed first); replies
+/// whether it was still running.
 #[derive(Message)]
 #[rtype(result = "bool")]
-pub(crate) struct Cancel;
+pub(crate) struct Cancel {
+    pub reason: &'static str,
+}
+
+/// The error of a run cancelled by its caller (or with its session).
+pub(crate) const CANCELLED: &str = "cancelled";
 
 impl Handler<Cancel> for ExecutionActor {
     type Result = bool;
 
-    fn handle(&mut self, _: Cancel, ctx: &mut Self::Context) -> bool {
+    fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> bool {
         if self.status.is_terminal() {
             return false;
         }
-        self.error.get_or_insert_with(|| "cancelled".to_owned());
+        self.error.get_or_insert_with(|| msg.reason.to_owned());
         self.finish(ExecutionStatus::Cancelled, ctx);
         true
     }

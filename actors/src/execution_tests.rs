@@ -42,6 +42,7 @@ fn gateway_expiring_after(
         },
         max_room_members: 100,
         concurrent_sessions_limit: 0,
+        tenants: Default::default(),
     })
 }
 

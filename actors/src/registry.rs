@@ -20,8 +20,8 @@ use crate::{
     handle::{EngineContext, GatewayConfig},
     session::SessionSummary,
     tenant::{
-        CountNearTimeout, EndSession, ForSession, GiveUp, ListSessions, RestoreSession,
-        StartSession, TakeOver, TenantActor,
+        CancelTenantRuns, CountNearTimeout, EndSession, ForSession, GiveUp, ListSessions,
+        RestoreSession, StartSession, TakeOver, TenantActor,
     },
 };
 
@@ -213,6 +213,18 @@ impl TenantRequest for GiveUp {
 
     fn without_tenant() -> Option<Result<(), GatewayError>> {
         Some(Ok(()))
+    }
+}
+
+impl TenantRequest for CancelTenantRuns {
+    type Reply = usize;
+
+    fn tenant_id(&self) -> &TenantId {
+        &self.tenant_id
+    }
+
+    fn without_tenant() -> Option<Result<usize, GatewayError>> {
+        Some(Ok(0))
     }
 }
 

@@ -6,7 +6,8 @@
 //! caller may see the session, and which tracks idle time. Messages: [`Describe`],
 //! [`Summarize`], [`End`] (cancels running executions first), [`AddWorkflow`],
 //! [`ListWorkflows`], [`FindWorkflow`], [`StartExecution`], [`ListExecutions`],
-//! [`GetExecution`], [`CancelExecution`], and [`ExecutionFinished`] from its executions.
+//! [`GetExecution`], [`CancelExecution`], [`CancelRuns`], and [`ExecutionFinished`] from its
+//! executions.
 //! On stop it tells its parent ([`ChildStopped`]).
 //!
 //! A new workflow version and a new execution are committed to the store before they are
@@ -30,8 +31,8 @@ use crate::{
     engine::{plan::RunInputs, workflow::Workflow},
     error::GatewayError,
     execution::{
-        Abandon, Cancel, ExecutionActor, ExecutionSnapshot, ExecutionSpec, ExecutionStatus,
-        Snapshot,
+        Abandon, CANCELLED, Cancel, ExecutionActor, ExecutionSnapshot, ExecutionSpec,
+        ExecutionStatus, Snapshot,
     },
     handle::EngineContext,
     store::{Fence, SessionRecord, WorkflowRecord},
@@ -217,7 +218,12 @@ impl Handler<End> for SessionActor {
         }
         Box::pin(
             async move {
-                join_all(running.iter().map(|execution| execution.send(Cancel))).await;
+                join_all(
+                    running
+                        .iter()
+                        .map(|execution| execution.send(Cancel { reason: CANCELLED })),
+                )
+                .await;
             }
             .into_actor(self)
             .map(|(), _, ctx| {
@@ -225,6 +231,34 @@ impl Handler<End> for SessionActor {
                 true
             }),
         )
+    }
+}
+
+/// Cancel every running execution with `reason` (its tenant was deactivated); replies how
+/// many were still running. The session itself stays.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(crate) struct CancelRuns {
+    pub reason: &'static str,
+}
+
+impl Handler<CancelRuns> for SessionActor {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, msg: CancelRuns, _: &mut Self::Context) -> Self::Result {
+        let running: Vec<_> = self.running().cloned().collect();
+        let reason = msg.reason;
+        Box::pin(async move {
+            join_all(
+                running
+                    .iter()
+                    .map(|execution| execution.send(Cancel { reason })),
+            )
+            .await
+            .into_iter()
+            .filter(|cancelled| matches!(cancelled, Ok(true)))
+            .count()
+        })
     }
 }
 
@@ -454,7 +488,12 @@ impl SessionActor {
             tenant_id: self.tenant_id.clone(),
             user_id: self.owner.clone(),
             registry: self.engine.node_registry.clone(),
-            limits: self.engine.run_limits,
+            limits: self.engine.run_limits.capped(
+                self.engine
+                    .tenants
+                    .limits(&self.tenant_id)
+                    .max_execution_seconds,
+            ),
             bus: self.engine.bus.clone(),
             session: ctx.address(),
             gateway: self.engine.gateway.clone(),
@@ -590,7 +629,7 @@ impl Handler<CancelExecution> for SessionActor {
             Some(ExecutionSlot::Running { addr, .. }) => {
                 let addr = addr.clone();
                 Box::pin(async move {
-                    match addr.send(Cancel).await {
+                    match addr.send(Cancel { reason: CANCELLED }).await {
                         Ok(true) => Ok(()),
                         // It finished first.
                         Ok(false) | Err(_) => Err(GatewayError::ExecutionNotRunning),

@@ -5,7 +5,8 @@
 //!
 //! Owned by the [`RegistryActor`], which routes requests here by the caller's tenant.
 //! Messages: [`StartSession`], [`RestoreSession`], [`ForSession`], [`EndSession`],
-//! [`ListSessions`], [`CountNearTimeout`], and [`ChildStopped`] from its sessions.
+//! [`ListSessions`], [`CancelTenantRuns`], [`CountNearTimeout`], and [`ChildStopped`] from
+//! its sessions.
 //!
 //! A new session is recorded in the store before it is reported created; its last activity
 //! is written (coalesced) at each expiry sweep, and its end when it is forgotten.
@@ -33,7 +34,7 @@ use crate::{
     handle::{EngineContext, GatewayConfig},
     registry::{RegistryActor, SessionActivated, SessionEnd, SessionEnded},
     restore::{NODE_LOST, interrupted_event, parse_stored_workflows},
-    session::{End, Relinquish, SessionActor, SessionSummary, Summarize},
+    session::{CancelRuns, End, Relinquish, SessionActor, SessionSummary, Summarize},
     sharded::ShardedMap,
     store::{SessionRecord, Write},
 };
@@ -359,6 +360,19 @@ impl Handler<StartSession> for TenantActor {
 
     fn handle(&mut self, msg: StartSession, _: &mut Self::Context) -> Self::Result {
         let owner = msg.caller.user_id;
+        let retry_after = self
+            .config
+            .expiry_sweep_interval()
+            .max(Duration::from_secs(1));
+        // The tenant's own limit, counted on this node: live sessions and starts in flight.
+        if let Some(max) = self.engine.tenants.limits(&self.tenant_id).max_sessions
+            && self.sessions_per_owner.values().sum::<usize>() as u64 >= max
+        {
+            return Box::pin(fut::ready(Err(GatewayError::TenantMaxSessions {
+                max,
+                retry_after,
+            })));
+        }
         let held = self.sessions_per_owner.entry(owner.clone()).or_default();
         let limit = self.config.concurrent_sessions_limit;
         if limit > 0 && *held >= limit {
@@ -380,10 +394,6 @@ impl Handler<StartSession> for TenantActor {
             max_sessions: self.config.max_sessions,
             per_user: limit,
         };
-        let retry_after = self
-            .config
-            .expiry_sweep_interval()
-            .max(Duration::from_secs(1));
         // In a cluster it is claimed (and counted against the cluster-wide limits) before it
         // exists, so no other node activates it; committed before it exists, so a session
         // the client hears of survives a restart.
@@ -637,6 +647,28 @@ impl Handler<ListSessions> for TenantActor {
             let mut sessions: Vec<_> = replies.into_iter().filter_map(Result::ok).collect();
             sessions.sort_by_key(|s| (s.created_at, s.session_id));
             Ok(sessions)
+        })
+    }
+}
+
+/// Cancel every running execution of the tenant's sessions on this node, with `reason` as
+/// their error (the tenant was deactivated); replies how many were cancelled.
+#[derive(Message)]
+#[rtype(result = "Result<usize, GatewayError>")]
+pub(crate) struct CancelTenantRuns {
+    pub tenant_id: TenantId,
+    pub reason: &'static str,
+}
+
+impl Handler<CancelTenantRuns> for TenantActor {
+    type Result = ResponseFuture<Result<usize, GatewayError>>;
+
+    fn handle(&mut self, msg: CancelTenantRuns, _: &mut Self::Context) -> Self::Result {
+        let sessions: Vec<_> = self.sessions.values().map(|e| e.addr.clone()).collect();
+        let reason = msg.reason;
+        Box::pin(async move {
+            let cancelled = join_all(sessions.iter().map(|s| s.send(CancelRuns { reason }))).await;
+            Ok(cancelled.into_iter().filter_map(Result::ok).sum())
         })
     }
 }

@@ -95,6 +95,7 @@ pub fn required(method: &Method, pattern: Option<&str>) -> Requirement {
         (_, p) if p.starts_with("/api/admin/users") => Permission("user:manage"),
         (_, p) if p.starts_with("/api/admin/roles") => Permission("role:manage"),
         (_, p) if p.starts_with("/api/admin/policies") => Permission("policy:manage"),
+        (_, p) if p.starts_with("/api/admin/tenants") => Permission(rbac::TENANT_MANAGE),
         ("GET", "/api/admin/audit") => Permission("audit:read"),
         (_, p) if is_listed(p) => Authenticated,
         _ => Requirement::Unlisted,
@@ -140,6 +141,8 @@ pub struct Access {
     /// Where ABAC reads the caller's account attributes.
     pub accounts: Arc<dyn AccountStore>,
     pub clock: Arc<dyn Clock>,
+    /// The default tenant, whose administrators administer the platform.
+    pub platform_tenant: Arc<str>,
 }
 
 /// Where a decision is asked from, for the audit entry.
@@ -151,8 +154,16 @@ pub struct Request<'a> {
 }
 
 impl Access {
+    /// What `roles` grant in `tenant_id`: their permissions, plus [`rbac::TENANT_MANAGE`]
+    /// for an `admin` of the platform tenant. That permission is no role's to give (it is
+    /// not in [`rbac::PERMISSIONS`]), so a tenant's own administrator cannot reach it
+    /// through a custom role.
     pub fn grants(&self, tenant_id: &str, roles: &[String]) -> Grants {
-        self.roles.grants(tenant_id, roles, &self.default_role)
+        let mut grants = self.roles.grants(tenant_id, roles, &self.default_role);
+        if tenant_id == &*self.platform_tenant && grants.roles.iter().any(|r| r == "admin") {
+            grants.permissions.insert(rbac::TENANT_MANAGE.to_owned());
+        }
+        grants
     }
 
     /// Whether `principal` meets `requirement` (no audit).

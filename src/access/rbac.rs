@@ -32,6 +32,10 @@ pub const PERMISSIONS: &[&str] = &[
     "audit:read",
 ];
 
+/// Managing tenants (`/api/admin/tenants`): held only by the `admin`s of the platform
+/// (default) tenant, never granted by a role (see `Access::grants`).
+pub const TENANT_MANAGE: &str = "tenant:manage";
+
 /// A role defined by the gateway itself.
 pub struct BuiltinRole {
     pub name: &'static str,

@@ -243,6 +243,8 @@ async fn issue_pair(
     family: &str,
 ) -> Result<TokenPair, ApiError> {
     let keys = keys(state)?;
+    // A deactivated tenant's users cannot log in or refresh either.
+    state.tenants.admit(&user.tenant_id)?;
     let grants = state.access.grants(&user.tenant_id, &user.roles);
     let request = |token_type, lifetime| MintRequest {
         subject: user.username.clone(),

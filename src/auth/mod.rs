@@ -179,6 +179,7 @@ async fn identify(state: &AppState, req: &ServiceRequest) -> Result<Identity, Ap
     let tenant_id = verified
         .tenant_id
         .map_or_else(|| auth.default_tenant.clone(), Arc::from);
+    state.tenants.admit(&tenant_id)?;
     let grants = state.access.grants(&tenant_id, &verified.roles);
     Ok(Identity::Authenticated(Principal {
         caller: Caller::authenticated(tenant_id, verified.user_id),
@@ -227,6 +228,7 @@ async fn api_key_identity(state: &AppState, key: &str) -> Result<Identity, ApiEr
         .map_err(login::store_error)?
         .filter(|u| !u.disabled)
         .ok_or_else(invalid)?;
+    state.tenants.admit(&owner.tenant_id)?;
     let mut grants = state.access.grants(&owner.tenant_id, &owner.roles);
     if !record.scopes.is_empty() {
         grants.permissions.retain(|p| record.scopes.contains(p));

@@ -327,6 +327,14 @@ pub fn start_shared_state_sync(state: web::Data<AppState>) {
                 Ok(policies) => state.access.policies.replace_all(policies),
                 Err(error) => tracing::debug!(%error, "policies not synced this time"),
             }
+            match state.accounts.all_tenants().await {
+                Ok(tenants) => {
+                    for tenant_id in state.tenants.replace_all(tenants) {
+                        crate::tenants::end_live_work(&state, &tenant_id).await;
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "tenants not synced this time"),
+            }
         }
     });
 }

@@ -412,12 +412,12 @@ pub const SETTINGS: &[SettingSpec] = &[
     setting(
         "tenant_requests_per_second",
         "KAILASH_TENANT_REQUESTS_PER_SECOND",
-        "Requests per second one tenant may make, all its users together (0: no limit); more answer 429 requests_per_second_exceeded",
+        "Requests per second a tenant may make, all its users together, unless its own limits say (0: no limit); more answer 429 requests_per_second_exceeded",
     ),
     setting(
         "tenant_api_calls_per_day",
         "KAILASH_TENANT_API_CALLS_PER_DAY",
-        "`/api` requests one tenant may make per UTC day (0: no limit); more answer 429 api_calls_per_day_exceeded",
+        "`/api` requests a tenant may make per UTC day, unless its own limits say (0: no limit); more answer 429 api_calls_per_day_exceeded",
     ),
     setting(
         "user_requests_per_second",
@@ -433,6 +433,11 @@ pub const SETTINGS: &[SettingSpec] = &[
         "trusted_proxies",
         "KAILASH_TRUSTED_PROXIES",
         "Addresses and CIDR ranges of the proxies whose X-Forwarded-For names the client; from anyone else it is ignored",
+    ),
+    setting(
+        "metrics_by_tenant",
+        "KAILASH_METRICS_BY_TENANT",
+        "Label quota rejections in /metrics with the tenant id too (one series per tenant: mind the cardinality)",
     ),
     list(
         "mfa_required_roles",

@@ -94,6 +94,11 @@ error_codes! {
     ApiKeyNotFound => NOT_FOUND, "api_key_not_found", "API key not found";
     PolicyNotFound => NOT_FOUND, "policy_not_found", "Policy not found";
     InvalidPolicy => BAD_REQUEST, "invalid_policy", "The policy is invalid";
+    TooManyConnections => TOO_MANY_REQUESTS, "too_many_connections", "Too many WebSocket connections";
+    TenantNotFound => NOT_FOUND, "tenant_not_found", "Tenant not found";
+    TenantExists => CONFLICT, "tenant_exists", "A tenant with this id already exists";
+    DefaultTenant => CONFLICT, "default_tenant", "The default tenant cannot be deactivated";
+    TenantInactive => FORBIDDEN, "tenant_inactive", "The tenant is deactivated";
     TooManySessions => TOO_MANY_REQUESTS, "too_many_sessions", "You have too many open sessions";
 }
 
@@ -226,6 +231,11 @@ impl From<GatewayError> for ApiError {
             GatewayError::MaxSessionsReached { limit, retry_after } => {
                 ApiError::new(ErrorCode::MaxSessionsReached)
                     .with_detail(format!("Maximum number of sessions ({limit}) reached"))
+                    .with_retry_after(retry_after)
+            }
+            GatewayError::TenantMaxSessions { max, retry_after } => {
+                ApiError::new(ErrorCode::MaxSessionsReached)
+                    .with_detail(format!("The tenant allows at most {max} live sessions"))
                     .with_retry_after(retry_after)
             }
             GatewayError::Draining => {

@@ -33,7 +33,7 @@ use actix_web::{
 };
 
 pub use self::counters::{Check, Counters, Pending, Verdict, Window};
-use kailash_actors::Caller;
+use kailash_actors::{Caller, accounts::TenantLimits};
 
 use crate::{
     app::AppState,
@@ -41,7 +41,6 @@ use crate::{
     cidr::Cidr,
     config::Settings,
     http::{ApiError, ErrorCode},
-    metrics::Metrics,
 };
 
 /// How often a node shares its counts in a cluster. The limits hold across the cluster
@@ -117,8 +116,14 @@ impl RateLimits {
     }
 
     /// The limits a request is counted against (none: not limited): from the client
-    /// address `ip`, by an authenticated `caller`; `api_call`: a call the daily quota counts.
-    fn checks(&self, ip: Option<IpAddr>, caller: Option<&Caller>, api_call: bool) -> Vec<Check> {
+    /// address `ip`, by an authenticated `caller` with its tenant's own limits (where the
+    /// tenant sets none, the deployment's); `api_call`: a call the daily quota counts.
+    fn checks(
+        &self,
+        ip: Option<IpAddr>,
+        caller: Option<(&Caller, &TenantLimits)>,
+        api_call: bool,
+    ) -> Vec<Check> {
         let mut checks = Vec::new();
         if self.ip_per_second > 0
             && let Some(ip) = ip
@@ -130,9 +135,15 @@ impl RateLimits {
                 window: Window::Second,
             });
         }
-        let Some(caller) = caller else {
+        let Some((caller, tenant_limits)) = caller else {
             return checks;
         };
+        let per_second = tenant_limits
+            .requests_per_second
+            .unwrap_or(self.tenant_per_second);
+        let per_day = tenant_limits
+            .api_calls_per_day
+            .unwrap_or(self.tenant_per_day);
         // JSON-quoted parts: no id can make two keys meet.
         let tenant = serde_json::to_string(&*caller.tenant_id).expect("strings serialize");
         if self.user_per_second > 0 {
@@ -144,40 +155,43 @@ impl RateLimits {
                 window: Window::Second,
             });
         }
-        if self.tenant_per_second > 0 {
+        if per_second > 0 {
             checks.push(Check {
                 name: "requests_per_second",
                 key: format!("tenant:{tenant}"),
-                limit: self.tenant_per_second,
+                limit: per_second,
                 window: Window::Second,
             });
         }
-        if self.tenant_per_day > 0 && api_call {
+        if per_day > 0 && api_call {
             checks.push(Check {
                 name: "api_calls_per_day",
                 key: format!("day:{tenant}"),
-                limit: self.tenant_per_day,
+                limit: per_day,
                 window: Window::Day,
             });
         }
         checks
     }
 
-    /// Counts a request (or WebSocket message) against its limits. `None`: not limited.
+    /// Counts a request (or WebSocket message) of `caller` from `ip` against its limits.
+    /// `None`: not limited.
     pub fn admit(
         &self,
-        metrics: &Metrics,
+        state: &AppState,
         ip: Option<IpAddr>,
         caller: Option<&Caller>,
         api_call: bool,
     ) -> Option<Verdict> {
-        let checks = self.checks(ip, caller, api_call);
+        let tenant_limits = caller.map(|caller| state.tenants.limits(&caller.tenant_id));
+        let checks = self.checks(ip, caller.zip(tenant_limits.as_ref()), api_call);
         if checks.is_empty() {
             return None;
         }
         let verdict = self.counters.take(&checks, now_secs());
         if let Verdict::Refused { name, .. } = verdict {
-            metrics.quota_rejected(name);
+            let tenant = caller.map_or("", |caller| &*caller.tenant_id);
+            state.metrics.quota_rejected(name, tenant);
         }
         Some(verdict)
     }
@@ -237,7 +251,7 @@ pub async fn enforce(
             _ => None,
         };
         state.limits.admit(
-            &state.metrics,
+            &state,
             state.limits.proxies.client_ip(req.request()),
             caller,
             req.path().starts_with("/api/"),

@@ -10,7 +10,8 @@
 //! different sessions interleave and `Last-Event-ID` is ignored.
 //!
 //! A stream ends with a final `stream.closed` event naming the reason when its client could
-//! not keep up (`slow_consumer`) or the node shuts down (`going_away`); the browser's
+//! not keep up (`slow_consumer`), the node shuts down (`going_away`) or its tenant is
+//! deactivated (`tenant_inactive`); the browser's
 //! EventSource then reconnects, to another node behind a load balancer.
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
@@ -22,6 +23,7 @@ use actix_web::{
 };
 use futures_util::{StreamExt as _, stream};
 use kailash_actors::{
+    TenantId,
     bus::SubscriberId,
     events::PublishedEvent,
     subscriber::{Delivery, SubscriberInbox, SubscriberQueue, WhenFull},
@@ -64,6 +66,8 @@ pub async fn stream(
         inbox,
         heartbeat: interval_at(Instant::now() + heartbeat, heartbeat),
         closing: state.lifecycle.streams_closing(),
+        deactivations: state.tenants.deactivations(),
+        tenant_id: caller.tenant_id.clone(),
         ended: false,
         subscriber: subscription.id,
         state: state.clone().into_inner(),
@@ -118,6 +122,9 @@ struct SseStream {
     inbox: SubscriberInbox,
     heartbeat: Interval,
     closing: watch::Receiver<bool>,
+    /// Wakes when some tenant is deactivated; the stream ends if it was its own.
+    deactivations: watch::Receiver<u64>,
+    tenant_id: TenantId,
     ended: bool,
     subscriber: SubscriberId,
     state: Arc<AppState>,
@@ -137,6 +144,10 @@ impl SseStream {
                 _ = self.closing.wait_for(|closing| *closing) => {
                     self.ended = true;
                     return Some(closed_chunk("going_away", "server shutting down; reconnect to continue"));
+                }
+                _ = self.deactivations.wait_for(|_| !self.state.tenants.is_active(&self.tenant_id)) => {
+                    self.ended = true;
+                    return Some(closed_chunk("tenant_inactive", "the tenant was deactivated"));
                 }
                 delivery = self.inbox.rx.recv() => match delivery {
                     Some(Delivery::Event(event)) => {

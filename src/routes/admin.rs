@@ -38,7 +38,7 @@ pub(super) async fn audit(
         .await;
 }
 
-fn invalid(errors: Vec<FieldError>) -> Result<(), ApiError> {
+pub(super) fn invalid(errors: Vec<FieldError>) -> Result<(), ApiError> {
     if errors.is_empty() {
         return Ok(());
     }
@@ -47,7 +47,7 @@ fn invalid(errors: Vec<FieldError>) -> Result<(), ApiError> {
         .with_errors(errors))
 }
 
-fn field(path: impl Into<String>, message: impl Into<String>) -> FieldError {
+pub(super) fn field(path: impl Into<String>, message: impl Into<String>) -> FieldError {
     FieldError {
         path: path.into(),
         message: message.into(),

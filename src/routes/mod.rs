@@ -11,6 +11,7 @@ mod history;
 mod meta;
 mod policies;
 mod sessions;
+mod tenants;
 mod webhooks;
 mod workflows;
 
@@ -112,6 +113,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .delete(admin::delete_role),
     )
     .service(resource("/api/admin/audit").get(admin::audit_log))
+    .service(
+        resource("/api/admin/tenants")
+            .get(tenants::list)
+            .post(tenants::create),
+    )
+    .service(
+        resource("/api/admin/tenants/{tenant_id}")
+            .get(tenants::get)
+            .patch(tenants::update),
+    )
+    .service(resource("/api/admin/tenants/{tenant_id}/deactivate").post(tenants::deactivate))
+    .service(resource("/api/admin/tenants/{tenant_id}/activate").post(tenants::activate))
     .service(resource("/api/admin/nodes").get(cluster::nodes))
     .service(resource("/api/admin/policies").get(policies::list))
     .service(

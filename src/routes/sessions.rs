@@ -4,6 +4,7 @@
 //! caller's, or not even a well-formed id all answer the same 404.
 
 use actix_web::{HttpResponse, web};
+use kailash_actors::GatewayError;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -44,8 +45,17 @@ pub async fn create(
             }]));
     }
     let caller = identity.caller(body.user_id.as_deref());
+    let tenant_id = caller.tenant_id.clone();
     let metadata = Value::Object(body.metadata.unwrap_or_default());
-    let session = state.gateway.create_session(caller, metadata).await?;
+    let session = state
+        .gateway
+        .create_session(caller, metadata)
+        .await
+        .inspect_err(|error| {
+            if let GatewayError::TenantMaxSessions { .. } = error {
+                state.metrics.quota_rejected("max_sessions", &tenant_id);
+            }
+        })?;
     Ok(HttpResponse::Ok().json(json!({
         "session_id": session.session_id,
         "user_id": session.user_id,

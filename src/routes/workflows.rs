@@ -13,6 +13,7 @@ use crate::{
     app::AppState,
     auth::Identity,
     http::{ApiError, ErrorCode, FieldError, JsonBody},
+    tenants,
 };
 
 pub async fn create(
@@ -48,6 +49,19 @@ pub async fn create(
                 ));
         }
     };
+    if let Some(tenant) = state.tenants.get(&caller.tenant_id) {
+        let problems = tenants::workflow_problems(&tenant, &workflow);
+        if !problems.is_empty() {
+            // As above: an unknown session answers 404 whatever the body holds.
+            state.gateway.session(caller, session_id).await?;
+            for (limit, _) in &problems {
+                state.metrics.quota_rejected(limit, &tenant.tenant_id);
+            }
+            return Err(ApiError::new(ErrorCode::InvalidWorkflow)
+                .with_detail(format!("The workflow has {} problem(s)", problems.len()))
+                .with_errors(problems.into_iter().map(|(_, problem)| problem).collect()));
+        }
+    }
     if let Identity::Authenticated(principal) = &identity {
         let resource = format!("POST /api/workflows workflow {}", workflow.name);
         let request = access::Request {

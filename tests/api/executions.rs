@@ -71,7 +71,7 @@ pub async fn finished(app: &TestApp, session: &str, execution: &str) -> Value {
 }
 
 /// A TCP server on 127.0.0.1 that accepts connections and never answers.
-fn silent_server() -> u16 {
+pub fn silent_server() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {

@@ -139,6 +139,42 @@ impl Api {
         })
     }
 
+    /// An access token for `user` of `tenant` with `roles`.
+    pub fn token_in(&self, tenant: &str, user: &str, roles: &[&str]) -> String {
+        self.mint(MintRequest {
+            subject: user.into(),
+            tenant_id: Some(tenant.into()),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            permissions: vec![],
+            lifetime: chrono::Duration::minutes(10),
+            token_type: TokenType::Access,
+        })
+    }
+
+    /// An access token of a platform administrator (role `admin` in the default tenant).
+    pub fn platform_admin_token(&self) -> String {
+        self.token_in("default", "admin", &["admin"])
+    }
+
+    /// Creates a tenant with `body` (`{"tenant_id", "name", ...}`) and returns it.
+    pub async fn create_tenant(&self, body: &Value) -> Value {
+        let response = self
+            .request(Method::POST, "/api/admin/tenants")
+            .bearer_auth(self.platform_admin_token())
+            .json(body)
+            .send()
+            .await
+            .expect("request completes");
+        assert_eq!(response.status(), 201, "tenant created");
+        json(response).await
+    }
+
+    /// Creates an unlimited tenant named by its id.
+    pub async fn add_tenant(&self, tenant_id: &str) {
+        self.create_tenant(&serde_json::json!({"tenant_id": tenant_id, "name": tenant_id}))
+            .await;
+    }
+
     pub fn mint(&self, request: MintRequest) -> String {
         TokenKeys::hs256(self.secret.as_bytes()).mint(&request)
     }

@@ -154,6 +154,43 @@ async fn a_tenants_requests_per_second_are_shared_by_its_users() {
 }
 
 #[actix_web::test]
+async fn a_tenants_own_limits_replace_the_deployments() {
+    let app = spawn_app_with(|s| s.tenant_requests_per_second = 100).await;
+    app.create_tenant(&serde_json::json!({"tenant_id": "acme", "name": "Acme",
+        "limits": {"requests_per_second": 2, "api_calls_per_day": 3}}))
+        .await;
+    app.add_tenant("globex").await;
+    let in_tenant = |tenant: &str| app.token_in(tenant, "alice", &[]);
+    let list = async |token: String| {
+        app.request(Method::GET, "/api/sessions")
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    };
+    at_the_start_of_a_second().await;
+    assert_eq!(list(in_tenant("acme")).await.status(), 200);
+    assert_eq!(list(in_tenant("acme")).await.status(), 200);
+    let refused = list(in_tenant("acme")).await;
+    assert_eq!(json(refused).await["code"], "requests_per_second_exceeded");
+    for _ in 0..5 {
+        assert_eq!(
+            list(in_tenant("globex")).await.status(),
+            200,
+            "the deployment's 100/s"
+        );
+    }
+    at_the_start_of_a_second().await;
+    assert_eq!(
+        list(in_tenant("acme")).await.status(),
+        200,
+        "the third call today"
+    );
+    let spent = list(in_tenant("acme")).await;
+    assert_eq!(json(spent).await["code"], "api_calls_per_day_exceeded");
+}
+
+#[actix_web::test]
 async fn a_tenants_api_calls_per_day_end_until_midnight() {
     let app = spawn_app_with(|s| s.tenant_api_calls_per_day = 2).await;
     assert_eq!(sessions(&app, "alice").await.status(), 200);

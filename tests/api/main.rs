@@ -15,5 +15,6 @@ mod process;
 mod python;
 mod realtime;
 mod sessions;
+mod tenants;
 mod tls;
 mod workflows;

@@ -123,16 +123,9 @@ async fn another_users_session_is_indistinguishable_from_an_unknown_one() {
 #[actix_web::test]
 async fn sessions_are_isolated_between_tenants() {
     let app = spawn_app().await;
-    let tenant_token = |tenant: &str| {
-        app.mint(kailash_gateway::auth::token::MintRequest {
-            subject: "alice".into(),
-            tenant_id: Some(tenant.into()),
-            roles: vec![],
-            permissions: vec![],
-            lifetime: chrono::Duration::minutes(5),
-            token_type: kailash_gateway::auth::token::TokenType::Access,
-        })
-    };
+    app.add_tenant("acme").await;
+    app.add_tenant("globex").await;
+    let tenant_token = |tenant: &str| app.token_in(tenant, "alice", &[]);
     let created = json(
         app.request(Method::POST, "/api/sessions")
             .bearer_auth(tenant_token("acme"))

@@ -12,7 +12,7 @@ use futures_util::future::{BoxFuture, FutureExt, ready};
 
 use super::{
     AccountError, AccountResult, AccountStore, ApiKeyRecord, AuditQuery, AuditRecord, PolicyRecord,
-    RefreshRecord, RefreshUse, RevokedId, RoleRecord, UserRecord,
+    RefreshRecord, RefreshUse, RevokedId, RoleRecord, TenantRecord, UserRecord,
 };
 
 type Key = (String, String);
@@ -30,6 +30,7 @@ struct Tables {
     roles: HashMap<Key, RoleRecord>,
     policies: HashMap<Key, PolicyRecord>,
     audit: Vec<AuditRecord>,
+    tenants: HashMap<String, TenantRecord>,
 }
 
 /// Accounts kept in memory; lost on restart.
@@ -295,6 +296,30 @@ impl AccountStore for MemoryAccounts {
 
     fn all_policies(&self) -> BoxFuture<'_, AccountResult<Vec<PolicyRecord>>> {
         self.with(|t| Ok(t.policies.values().cloned().collect()))
+    }
+
+    fn insert_tenant(&self, tenant: TenantRecord) -> BoxFuture<'_, AccountResult<()>> {
+        self.with(move |t| {
+            if t.tenants.contains_key(&tenant.tenant_id) {
+                return Err(AccountError::Conflict);
+            }
+            t.tenants.insert(tenant.tenant_id.clone(), tenant);
+            Ok(())
+        })
+    }
+
+    fn update_tenant(&self, tenant: TenantRecord) -> BoxFuture<'_, AccountResult<()>> {
+        self.with(move |t| match t.tenants.get_mut(&tenant.tenant_id) {
+            Some(row) => {
+                *row = tenant;
+                Ok(())
+            }
+            None => Err(AccountError::NotFound),
+        })
+    }
+
+    fn all_tenants(&self) -> BoxFuture<'_, AccountResult<Vec<TenantRecord>>> {
+        self.with(|t| Ok(t.tenants.values().cloned().collect()))
     }
 
     fn append_audit(&self, entry: AuditRecord) -> BoxFuture<'_, AccountResult<()>> {

@@ -1,6 +1,6 @@
 //! The accounts port: the rows identity and access control keep — users (argon2id hash,
 //! roles, attributes, lockout state, TOTP secret), refresh-token families, revoked token ids,
-//! API keys (hashed), custom roles, ABAC policies and the audit log — and the
+//! API keys (hashed), custom roles, ABAC policies, the audit log and the tenants — and the
 //! [`AccountStore`] trait the gateway crate reads and writes them through.
 //!
 //! The trait is row-shaped on purpose: every method is one simple SQL statement in a
@@ -10,6 +10,7 @@
 //! carries its `tenant_id`, and every keyed lookup includes it.
 
 mod memory;
+mod tenants;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use memory::MemoryAccounts;
+pub use tenants::{TenantLimits, TenantRecord, TenantTable};
 
 /// Why a store call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -238,6 +240,13 @@ pub trait AccountStore: Send + Sync {
     -> BoxFuture<'_, AccountResult<bool>>;
     /// Every tenant's stored policies (loaded once at start).
     fn all_policies(&self) -> BoxFuture<'_, AccountResult<Vec<PolicyRecord>>>;
+
+    /// `Conflict` when the tenant exists.
+    fn insert_tenant(&self, tenant: TenantRecord) -> BoxFuture<'_, AccountResult<()>>;
+    /// Replaces the row (matched by `tenant_id`); `NotFound` when there is none.
+    fn update_tenant(&self, tenant: TenantRecord) -> BoxFuture<'_, AccountResult<()>>;
+    /// Every tenant (loaded at start, and re-read in a cluster).
+    fn all_tenants(&self) -> BoxFuture<'_, AccountResult<Vec<TenantRecord>>>;
 
     fn append_audit(&self, entry: AuditRecord) -> BoxFuture<'_, AccountResult<()>>;
     fn query_audit(&self, query: AuditQuery) -> BoxFuture<'_, AccountResult<Vec<AuditRecord>>>;

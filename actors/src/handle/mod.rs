@@ -4,6 +4,7 @@
 //! What differs in a cluster is in [`cluster`].
 
 mod cluster;
+mod tenants;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -14,6 +15,7 @@ use uuid::Uuid;
 
 pub use self::cluster::LocalSessions;
 use crate::{
+    accounts::TenantTable,
     broker::SharedBroker,
     bus::{
         BusConfig, BusStats, EventBus, RecentEvents, Refilter, Subscribe, SubscriberId,
@@ -68,6 +70,8 @@ pub struct GatewayConfig {
     pub max_room_members: usize,
     /// Most live sessions one user may hold in a tenant (0: no limit).
     pub concurrent_sessions_limit: usize,
+    /// The tenants and their limits, shared with (and kept current by) the gateway crate.
+    pub tenants: Arc<TenantTable>,
 }
 
 /// Where the tree keeps what must outlive the process, for how long, and what it shares with
@@ -121,6 +125,8 @@ pub(crate) struct EngineContext {
     pub broker: Option<SharedBroker>,
     /// Which sessions have an actor on this node.
     pub local_sessions: Arc<LocalSessions>,
+    /// Each tenant's limits.
+    pub tenants: Arc<TenantTable>,
 }
 
 /// A cheap, cloneable handle on a running actor tree.
@@ -196,6 +202,7 @@ impl Gateway {
                 writer: writer.clone(),
                 broker: persistence.broker.clone(),
                 local_sessions: local_sessions.clone(),
+                tenants: config.tenants.clone(),
             });
             RegistryActor::new(config.clone(), engine, bus.clone())
         });

@@ -116,13 +116,14 @@ impl Connection {
         }
     }
 
-    /// The same check as the HTTP twin's: the credential is still live (not revoked) and
-    /// grants the message's permission.
+    /// The same check as the HTTP twin's: the credential is still live (not revoked), its
+    /// tenant still active, and it grants the message's permission.
     async fn authorize(&self, kind: &str) -> Result<(), ApiError> {
         let Some(principal) = &self.principal else {
             return Ok(());
         };
         auth::ensure_live(&self.state, &principal.credential).await?;
+        self.state.tenants.admit(&principal.caller.tenant_id)?;
         let resource = format!("ws:{kind}");
         let request = access::Request {
             resource: &resource,
@@ -148,7 +149,7 @@ impl Connection {
         match self
             .state
             .limits
-            .admit(&self.state.metrics, self.client_ip, caller, false)
+            .admit(&self.state, self.client_ip, caller, false)
         {
             Some(Verdict::Refused {
                 name,

@@ -3,7 +3,8 @@
 //! queue.
 //!
 //! The handshake is refused with the HTTP error itself (401, 400 for bad `event_types`, 404
-//! for a session that is not the caller's) before the connection opens. Afterwards the task
+//! for a session that is not the caller's, 429 when the tenant's
+//! `max_websocket_connections` are open here) before the connection opens. Afterwards the task
 //! serves, in one loop: the client's messages ([`messages`], each authorized like its HTTP
 //! twin), the queued events and room frames, the server's pings, and the node's shutdown.
 //!
@@ -11,7 +12,8 @@
 //! - the client closes, or goes silent past `ws_client_timeout_seconds` → 1000;
 //! - a frame larger than `ws_max_frame_bytes` → 1009; a protocol error → 1002;
 //! - its queue filled because it could not keep up → 1013, counted as a slow consumer;
-//! - the node shuts down → 1001 with a reconnect hint.
+//! - the node shuts down → 1001 with a reconnect hint;
+//! - its tenant is deactivated → 1008 "the tenant was deactivated".
 //!
 //! A write that the client does not take within `ws_client_timeout_seconds` ends the
 //! connection without a close frame: a client that stopped reading can't receive one.
@@ -42,6 +44,7 @@ use crate::{
         request_id::{accept_or_generate, scope},
     },
     metrics::Transport,
+    tenants::ConnectionSlot,
 };
 
 pub async fn connect(
@@ -58,6 +61,14 @@ pub async fn connect(
         Identity::Open { .. } => None,
     };
     let filter = authorized_filter(&state, &caller, query.request()?).await?;
+    let slot = state
+        .tenants
+        .open_connection(&caller.tenant_id)
+        .inspect_err(|_| {
+            state
+                .metrics
+                .quota_rejected("max_websocket_connections", &caller.tenant_id)
+        })?;
     let (response, socket, messages) = actix_ws::handle(&req, body).map_err(|error| {
         ApiError::new(ErrorCode::InvalidRequest)
             .with_detail(format!("Not a WebSocket handshake: {error}"))
@@ -81,6 +92,7 @@ pub async fn connect(
         rooms: Vec::new(),
         socket,
         write_timeout: Duration::from_secs_f64(state.settings.ws_client_timeout_seconds),
+        _slot: slot,
         state: state.into_inner(),
     };
     actix_web::rt::spawn(connection.run(messages, inbox));
@@ -106,6 +118,8 @@ struct Connection {
     rooms: Vec<Arc<str>>,
     socket: Session,
     write_timeout: Duration,
+    /// Its place in the tenant's `max_websocket_connections`, given back when it ends.
+    _slot: ConnectionSlot,
     state: Arc<AppState>,
 }
 
@@ -134,6 +148,8 @@ impl Connection {
         let silent_limit = Duration::from_secs_f64(settings.ws_client_timeout_seconds);
         let mut ping = interval_at(Instant::now() + ping_every, ping_every);
         let mut closing = state.lifecycle.streams_closing();
+        let mut deactivations = state.tenants.deactivations();
+        let tenant_id = self.caller.tenant_id.clone();
         let mut last_heard = Instant::now();
 
         let hello = json!({
@@ -148,6 +164,10 @@ impl Connection {
                 _ = closing.wait_for(|closing| *closing) => Err(close(
                     CloseCode::Away,
                     "server shutting down; reconnect to continue",
+                )),
+                _ = deactivations.wait_for(|_| !state.tenants.is_active(&tenant_id)) => Err(close(
+                    CloseCode::Policy,
+                    "the tenant was deactivated",
                 )),
                 incoming = messages.recv() => {
                     last_heard = Instant::now();

@@ -11,6 +11,7 @@ mod faults;
 mod history;
 mod restart;
 mod store;
+mod tenants;
 mod webhooks;
 
 use std::time::Duration;

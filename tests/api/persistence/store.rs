@@ -30,8 +30,8 @@ async fn migrations_build_the_schema_from_empty_and_a_rerun_is_a_no_op() {
     let store = connect(&url, &Settings::default()).unwrap();
     assert_eq!(
         store.migrate().await,
-        Ok(5),
-        "V1 (store), V2 (accounts), V3 (webhooks), V4 (cheaper history writes) and V5 (fencing tokens) applied to an empty database"
+        Ok(6),
+        "V1 (store), V2 (accounts), V3 (webhooks), V4 (cheaper history writes), V5 (fencing tokens) and V6 (tenants) applied to an empty database"
     );
     assert_eq!(store.migrate().await, Ok(0), "a re-run applies nothing");
     // A second node migrating concurrently waits for the lock and then finds nothing to do.

@@ -1,28 +1,18 @@
 //! Collaboration rooms over WebSocket: joins, relayed messages and leaves, within a tenant.
 
-use kailash_gateway::auth::token::{MintRequest, TokenType};
 use serde_json::json;
 
 use super::client::WsClient;
 use crate::helpers::*;
 
-fn token_in(app: &TestApp, tenant: &str, user: &str) -> String {
-    app.mint(MintRequest {
-        subject: user.into(),
-        tenant_id: Some(tenant.into()),
-        roles: vec!["user".into()],
-        permissions: vec![],
-        lifetime: chrono::Duration::minutes(10),
-        token_type: TokenType::Access,
-    })
-}
-
 #[actix_web::test]
 async fn room_members_relay_messages_and_hear_joins_and_leaves_within_their_tenant() {
     let app = spawn_app().await;
+    app.add_tenant("other").await;
     let mut alice = WsClient::connect(&app, "alice", "").await;
     let mut bob = WsClient::connect(&app, "bob", "").await;
-    let mut eve = WsClient::connect_with(&app, Some(token_in(&app, "other", "eve")), "").await;
+    let mut eve =
+        WsClient::connect_with(&app, Some(app.token_in("other", "eve", &["user"])), "").await;
     let join = json!({"type": "join_room", "room_id": "design"});
 
     let joined = alice.request(&join).await;

@@ -1,6 +1,7 @@
 //! The PostgreSQL adapter of the accounts port ([`PgAccounts`]): users, refresh tokens,
 //! revoked token ids, API keys, custom roles, policies and the audit log (schema
-//! `V2__accounts.sql`). It shares the [`PgStore`]'s pool and runtime.
+//! `V2__accounts.sql`), and the tenants (`V6__tenants.sql`, [`tenants`]). It shares the
+//! [`PgStore`]'s pool and runtime.
 //!
 //! Tenant-owned rows are keyed by tenant first and every statement on them binds the tenant
 //! as `$1` (the [`scoped`] convention). Refresh tokens, revoked ids and API keys are found by
@@ -12,6 +13,7 @@
 mod audit;
 mod revoked;
 mod rows;
+mod tenants;
 
 use std::{future::Future, sync::Arc};
 
@@ -19,7 +21,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use kailash_actors::accounts::{
     AccountError, AccountResult, AccountStore, ApiKeyRecord, AuditQuery, AuditRecord, PolicyRecord,
-    RefreshRecord, RefreshUse, RevokedId, RoleRecord, UserRecord,
+    RefreshRecord, RefreshUse, RevokedId, RoleRecord, TenantRecord, UserRecord,
 };
 use serde_json::Value;
 use tokio_postgres::{Row, error::SqlState};
@@ -492,6 +494,23 @@ impl AccountStore for PgAccounts {
                 ORDER BY tenant_id, policy_id";
             Ok(query(&db, sql, &[]).await?.iter().map(policy_row).collect())
         })
+    }
+
+    fn insert_tenant(&self, tenant: TenantRecord) -> BoxFuture<'_, AccountResult<()>> {
+        self.run(|db| async move { tenants::write(&db, &tenant, true).await.map(drop) })
+    }
+
+    fn update_tenant(&self, tenant: TenantRecord) -> BoxFuture<'_, AccountResult<()>> {
+        self.run(|db| async move {
+            match tenants::write(&db, &tenant, false).await? {
+                0 => Err(AccountError::NotFound),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn all_tenants(&self) -> BoxFuture<'_, AccountResult<Vec<TenantRecord>>> {
+        self.run(|db| async move { tenants::all(&db).await })
     }
 
     fn append_audit(&self, entry: AuditRecord) -> BoxFuture<'_, AccountResult<()>> {
