@@ -71,6 +71,7 @@ error_codes! {
     UserRequestsPerSecondExceeded => TOO_MANY_REQUESTS, "user_requests_per_second_exceeded", "Your requests per second are spent";
     IpRequestsPerSecondExceeded => TOO_MANY_REQUESTS, "ip_requests_per_second_exceeded", "This address's requests per second are spent";
     ApiCallsPerDayExceeded => TOO_MANY_REQUESTS, "api_calls_per_day_exceeded", "The tenant's API calls for today are spent";
+    EventsPerSecondExceeded => TOO_MANY_REQUESTS, "events_per_second_exceeded", "The tenant's events per second are spent";
     NotReady => SERVICE_UNAVAILABLE, "not_ready", "The gateway is not ready";
     Draining => SERVICE_UNAVAILABLE, "draining", "The gateway is shutting down";
     Unavailable => SERVICE_UNAVAILABLE, "unavailable", "A gateway component did not answer in time";

@@ -197,6 +197,35 @@ impl RateLimits {
     }
 }
 
+impl RateLimits {
+    /// Counts an event a client of `caller`'s tenant sends (a room message) against the
+    /// tenant's `events_per_second`, when it sets one. The events the gateway itself
+    /// publishes (a run's) are never limited: nothing of a run may be lost.
+    pub fn admit_event(&self, state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+        let Some(limit) = state.tenants.limits(&caller.tenant_id).events_per_second else {
+            return Ok(());
+        };
+        let tenant = serde_json::to_string(&*caller.tenant_id).expect("strings serialize");
+        let check = Check {
+            name: "events_per_second",
+            key: format!("events:{tenant}"),
+            limit,
+            window: Window::Second,
+        };
+        match self.counters.take(&[check], now_secs()) {
+            Verdict::Refused {
+                name,
+                limit,
+                retry_after,
+            } => {
+                state.metrics.quota_rejected(name, &caller.tenant_id);
+                Err(refusal(name, limit, retry_after))
+            }
+            Verdict::Allowed { .. } => Ok(()),
+        }
+    }
+}
+
 /// The error for a refusal (without its `RateLimit-*` headers).
 pub fn refusal(name: &str, limit: u64, retry_after: u64) -> ApiError {
     ApiError::new(ErrorCode::rate_limit(name))

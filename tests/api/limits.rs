@@ -235,3 +235,32 @@ async fn websocket_messages_count_as_requests() {
         "the connection stays open, the limit resets"
     );
 }
+
+#[actix_web::test]
+async fn a_tenants_clients_send_at_most_its_events_per_second() {
+    let app = spawn_app().await;
+    app.create_tenant(&serde_json::json!({"tenant_id": "acme", "name": "Acme",
+        "limits": {"events_per_second": 2}}))
+        .await;
+    let token = app.token_in("acme", "alice", &[]);
+    let mut socket = crate::realtime::client::WsClient::connect_with(&app, Some(token), "").await;
+    let joined = socket
+        .request(&serde_json::json!({"type": "join_room", "room_id": "design"}))
+        .await;
+    assert_eq!(joined["type"], "room_joined", "{joined}");
+    at_the_start_of_a_second().await;
+    let message = serde_json::json!({"type": "room_message", "room_id": "design", "message": 1});
+    for _ in 0..2 {
+        assert_eq!(socket.request(&message).await["type"], "room_message_sent");
+    }
+    let refused = socket.request(&message).await;
+    assert_eq!(
+        refused["error"]["code"], "events_per_second_exceeded",
+        "{refused}"
+    );
+    // Joining is not an event: only what is relayed counts.
+    let again = socket
+        .request(&serde_json::json!({"type": "join_room", "room_id": "other"}))
+        .await;
+    assert_eq!(again["type"], "room_joined");
+}

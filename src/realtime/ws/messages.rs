@@ -369,6 +369,7 @@ impl Connection {
 
     async fn relay(&self, msg: RoomMessage) -> Result<Value, ApiError> {
         let room_id = room_name(&msg.room_id)?;
+        self.state.limits.admit_event(&self.state, &self.caller)?;
         let recipients = self
             .state
             .gateway
