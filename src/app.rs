@@ -46,6 +46,7 @@ use crate::{
     clock::{Clock, SystemClock},
     cluster::{self, Cluster},
     config::{AuthMode, JwtAlgorithm, Secret, Settings},
+    limits::{self, RateLimits},
     metrics::Metrics,
     nodes::{self, NodeEnvironment},
     realtime::webhooks::Webhooks,
@@ -73,6 +74,7 @@ pub struct AppState {
     pub tenants: Tenants,
     /// This node's part in a cluster, with `redis_url`.
     pub cluster: Option<Cluster>,
+    pub limits: RateLimits,
 }
 
 /// The state a middleware's request carries (registered on every `App`).
@@ -249,6 +251,7 @@ impl Application {
             },
             tenants: Tenants::new(&settings.default_tenant, tenant_table),
             passwords: Passwords::new(),
+            limits: RateLimits::new(&settings),
             cluster: broker.map(|redis| {
                 Cluster::new(
                     redis,
@@ -274,6 +277,7 @@ impl Application {
                 .app_data(web::PayloadConfig::new(settings.max_body_bytes))
                 .configure(routes::configure)
                 .wrap(from_fn(cluster::forward_to_owner))
+                .wrap(from_fn(limits::enforce))
                 .wrap(from_fn(auth::gate))
                 .wrap(Condition::new(settings.compression, Compress::default()))
                 .wrap(Condition::new(
@@ -380,6 +384,8 @@ impl Application {
         }
         cluster::start_takeovers(self.state.clone());
         cluster::start_shared_state_sync(self.state.clone());
+        cluster::start_serving_other_nodes(self.state.clone());
+        limits::start_sync(self.state.clone());
         self.state.lifecycle.ready.store(true, Ordering::Release);
         tracing::info!(port = self.port, "kailash gateway ready");
         self.server.await

@@ -30,7 +30,7 @@ pub struct Metrics {
     sessions_closed: IntCounter,
     sessions_expired: IntCounter,
     events_published: IntCounter,
-    /// Requests refused for a tenant's limit, by limit (and tenant, with
+    /// Requests refused for a limit or quota, by limit (and tenant, with
     /// `metrics_by_tenant`).
     quota_rejections: IntCounterVec,
     by_tenant: bool,
@@ -51,7 +51,7 @@ impl Metrics {
         let quota_rejections = IntCounterVec::new(
             Opts::new(
                 "kailash_quota_rejections_total",
-                "Requests refused because a tenant limit was reached",
+                "Requests refused because a limit or quota was reached",
             ),
             labels,
         )
@@ -128,8 +128,9 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Counts one refusal for `tenant_id`'s `limit` (a `TenantLimits` key, or
-    /// `allowed_node_types`).
+    /// Counts one refusal for `tenant_id`'s `limit` (a `TenantLimits` key, a rate limit of
+    /// `limits`, or `allowed_node_types`; `tenant_id` empty for a client address's limit
+    /// when the request named no tenant).
     pub fn quota_rejected(&self, limit: &str, tenant_id: &str) {
         if self.by_tenant {
             self.quota_rejections

@@ -206,7 +206,8 @@ run_wrk() { # CONNECTIONS SECONDS OUTFILE
     local threads=2
     if [ -z "$WRK_LUA" ] || [ -z "$WRK_PATH" ]; then die "run_wrk: set WRK_LUA and WRK_PATH"; fi
     [ "$conns" -ge "$threads" ] || threads="$conns"
-    if ! env KAILASH_BENCH_TOKEN="$TOKEN" ${WRK_ENV[@]+"${WRK_ENV[@]}"} \
+    if ! env KAILASH_BENCH_TOKEN="$TOKEN" KAILASH_BENCH_LUA_DIR="$ROOT/scripts/bench" \
+        ${WRK_ENV[@]+"${WRK_ENV[@]}"} \
         wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 10s --latency \
         -s "$WRK_LUA" "http://127.0.0.1:$SERVER_PORT$WRK_PATH" >"$out" 2>&1; then
         cat "$out" >&2

@@ -55,16 +55,7 @@ function init(args)
   counter = math.floor((thread_index or 0) * #requests / 2) % #requests
 end
 
--- With $KAILASH_BENCH_RATE (requests/s over all $KAILASH_BENCH_CONNECTIONS
--- connections), each connection waits its share before every request: an
--- arrival rate the server can keep up with, for latencies without a backlog.
-local rate = tonumber(os.getenv("KAILASH_BENCH_RATE") or "0") or 0
-local connections = tonumber(os.getenv("KAILASH_BENCH_CONNECTIONS") or "1") or 1
-if rate > 0 then
-  function delay()
-    return 1000 * connections / rate
-  end
-end
+dofile(os.getenv("KAILASH_BENCH_LUA_DIR") .. "/pacing.lua")
 
 function request()
   counter = counter + 1

@@ -330,7 +330,9 @@ pub async fn gate(
         .map(ServiceResponse::map_into_boxed_body)
 }
 
-/// The peer's address, for audit entries. Forwarding headers are not trusted.
+/// The client's address, for decisions and audit entries: the peer's, or the one the
+/// `trusted_proxies` recorded (see `limits::TrustedProxies`).
 pub fn client_ip(req: &HttpRequest) -> Option<String> {
-    req.peer_addr().map(|addr| addr.ip().to_string())
+    let state = req.app_data::<web::Data<crate::app::AppState>>()?;
+    state.limits.proxies.client_ip(req).map(|ip| ip.to_string())
 }

@@ -410,6 +410,31 @@ pub const SETTINGS: &[SettingSpec] = &[
         "Live sessions one user may hold (0: no limit); more answer 429 too_many_sessions",
     ),
     setting(
+        "tenant_requests_per_second",
+        "KAILASH_TENANT_REQUESTS_PER_SECOND",
+        "Requests per second a tenant may make, all its users together, unless its own limits say (0: no limit); more answer 429 requests_per_second_exceeded",
+    ),
+    setting(
+        "tenant_api_calls_per_day",
+        "KAILASH_TENANT_API_CALLS_PER_DAY",
+        "`/api` requests a tenant may make per UTC day, unless its own limits say (0: no limit); more answer 429 api_calls_per_day_exceeded",
+    ),
+    setting(
+        "user_requests_per_second",
+        "KAILASH_USER_REQUESTS_PER_SECOND",
+        "Requests per second one user may make (0: no limit); more answer 429 user_requests_per_second_exceeded",
+    ),
+    setting(
+        "ip_requests_per_second",
+        "KAILASH_IP_REQUESTS_PER_SECOND",
+        "Requests per second from one client address, credentials or not (0: no limit); more answer 429 ip_requests_per_second_exceeded",
+    ),
+    list(
+        "trusted_proxies",
+        "KAILASH_TRUSTED_PROXIES",
+        "Addresses and CIDR ranges of the proxies whose X-Forwarded-For names the client; from anyone else it is ignored",
+    ),
+    setting(
         "metrics_by_tenant",
         "KAILASH_METRICS_BY_TENANT",
         "Label quota rejections in /metrics with the tenant id too (one series per tenant: mind the cardinality)",

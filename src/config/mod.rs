@@ -150,6 +150,11 @@ pub struct Settings {
     pub policies_path: Option<PathBuf>,
     pub mfa_required_roles: Vec<String>,
     pub concurrent_sessions_limit: usize,
+    pub tenant_requests_per_second: u32,
+    pub tenant_api_calls_per_day: u64,
+    pub user_requests_per_second: u32,
+    pub ip_requests_per_second: u32,
+    pub trusted_proxies: Vec<String>,
     pub metrics_by_tenant: bool,
     pub max_login_attempts: u32,
     pub lockout_minutes: f64,
@@ -242,6 +247,11 @@ impl Default for Settings {
             policies_path: None,
             mfa_required_roles: Vec::new(),
             concurrent_sessions_limit: 0,
+            tenant_requests_per_second: 0,
+            tenant_api_calls_per_day: 0,
+            user_requests_per_second: 0,
+            ip_requests_per_second: 0,
+            trusted_proxies: Vec::new(),
             metrics_by_tenant: false,
             max_login_attempts: 5,
             lockout_minutes: 15.0,
@@ -269,6 +279,16 @@ impl Settings {
         }
         if self.max_sessions == 0 {
             return bad("max_sessions", "must be at least 1".into());
+        }
+        if let Some(item) = self
+            .trusted_proxies
+            .iter()
+            .find(|item| crate::cidr::Cidr::parse(item.trim()).is_none())
+        {
+            return bad(
+                "trusted_proxies",
+                format!("'{item}' is not an IP address or CIDR range"),
+            );
         }
         for (key, minutes) in [
             ("session_timeout_minutes", self.session_timeout_minutes),

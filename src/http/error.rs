@@ -67,6 +67,11 @@ error_codes! {
     PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large", "The request body is too large";
     MaxSessionsReached => TOO_MANY_REQUESTS, "max_sessions_reached", "Maximum number of sessions reached";
     TooManyExecutions => TOO_MANY_REQUESTS, "too_many_executions", "Too many executions are running";
+    RequestsPerSecondExceeded => TOO_MANY_REQUESTS, "requests_per_second_exceeded", "The tenant's requests per second are spent";
+    UserRequestsPerSecondExceeded => TOO_MANY_REQUESTS, "user_requests_per_second_exceeded", "Your requests per second are spent";
+    IpRequestsPerSecondExceeded => TOO_MANY_REQUESTS, "ip_requests_per_second_exceeded", "This address's requests per second are spent";
+    ApiCallsPerDayExceeded => TOO_MANY_REQUESTS, "api_calls_per_day_exceeded", "The tenant's API calls for today are spent";
+    EventsPerSecondExceeded => TOO_MANY_REQUESTS, "events_per_second_exceeded", "The tenant's events per second are spent";
     NotReady => SERVICE_UNAVAILABLE, "not_ready", "The gateway is not ready";
     Draining => SERVICE_UNAVAILABLE, "draining", "The gateway is shutting down";
     Unavailable => SERVICE_UNAVAILABLE, "unavailable", "A gateway component did not answer in time";
@@ -126,6 +131,14 @@ struct ErrorBody<'a> {
     request_id: String,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     errors: &'a [FieldError],
+}
+
+impl ErrorCode {
+    /// The code of the rate limit named `limit` (see `limits`): `<limit>_exceeded`.
+    pub fn rate_limit(limit: &str) -> ErrorCode {
+        ErrorCode::from_code(&format!("{limit}_exceeded"))
+            .unwrap_or(ErrorCode::RequestsPerSecondExceeded)
+    }
 }
 
 impl ApiError {

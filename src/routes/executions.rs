@@ -9,6 +9,7 @@ use super::{SessionQuery, session_and_caller};
 use crate::{
     app::AppState,
     auth::Identity,
+    cluster,
     http::{ApiError, ErrorCode, JsonBody},
 };
 
@@ -83,9 +84,6 @@ pub async fn cancel(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let (session_id, caller) = session_and_caller(&identity, &query)?;
-    state
-        .gateway
-        .cancel_execution(caller, session_id, execution_id(&path)?)
-        .await?;
+    cluster::cancel_execution(&state, caller, session_id, execution_id(&path)?).await?;
     Ok(HttpResponse::Ok().json(json!({"message": "Execution cancelled"})))
 }

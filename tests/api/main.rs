@@ -8,6 +8,7 @@ mod errors;
 mod executions;
 mod helpers;
 mod identity;
+mod limits;
 mod observability;
 mod persistence;
 mod process;

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::{Shared, owners};
+use super::{Shared, control, owners};
 
 /// Events per pipelined round trip.
 const BATCH: usize = 512;
@@ -140,12 +140,15 @@ pub(super) async fn receive_loop(
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
     bus: Recipient<FromBroker>,
 ) {
-    let channel = channel(&shared);
+    let channels = [
+        channel(&shared),
+        control::channel(&shared, &shared.options.node_id),
+    ];
     let mut subscriber = shared.subscriber.clone();
     let mut pause = Duration::from_millis(100);
     // The first subscription connects; after that the connection manager resubscribes
     // by itself whenever it reconnects.
-    while let Err(error) = subscriber.subscribe(&channel).await {
+    while let Err(error) = subscriber.subscribe(&channels).await {
         if shared.link.down(&error) {
             tracing::warn!(%error, "cannot subscribe to Redis; retrying");
         }
@@ -154,11 +157,17 @@ pub(super) async fn receive_loop(
     }
     while let Some(push) = pushes.recv().await {
         match push.kind {
-            PushKind::Message => {
-                if let Some(message) = decode_message(&shared, &push.data) {
-                    bus.do_send(message);
+            PushKind::Message => match message_of(&push.data) {
+                Some((on, payload)) if on == channels[1].as_bytes() => {
+                    control::receive(&shared, payload);
                 }
-            }
+                Some((_, payload)) => {
+                    if let Some(event) = decode_event_message(&shared, payload) {
+                        bus.do_send(event);
+                    }
+                }
+                None => {}
+            },
             PushKind::Disconnection
                 if shared
                     .link
@@ -171,12 +180,18 @@ pub(super) async fn receive_loop(
     }
 }
 
-/// `[channel, "<origin> <json>"]` → the event, marked as this node's own or not.
-fn decode_message(shared: &Shared, data: &[Value]) -> Option<FromBroker> {
-    let payload = match data.get(1)? {
-        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?,
-        _ => return None,
-    };
+/// A pub/sub message's `[channel, payload]`.
+fn message_of(data: &[Value]) -> Option<(&[u8], &str)> {
+    match (data.first()?, data.get(1)?) {
+        (Value::BulkString(channel), Value::BulkString(payload)) => {
+            Some((channel, std::str::from_utf8(payload).ok()?))
+        }
+        _ => None,
+    }
+}
+
+/// `<origin> <json>` → the event, marked as this node's own or not.
+fn decode_event_message(shared: &Shared, payload: &str) -> Option<FromBroker> {
     let (origin, json) = payload.split_once(' ')?;
     match decode_event(json) {
         Ok(record) => Some(FromBroker::Event {

@@ -5,7 +5,8 @@
 //!   publication ([`events`]: one Lua script numbers, appends to the session's stream and
 //!   publishes each event), stream reads for resumes, and the node's heartbeat ([`nodes`]);
 //! - the subscriber connection (RESP3, resubscribing by itself after a reconnect), which
-//!   receives every node's events on one channel and hands them to the event bus.
+//!   receives every node's events on one channel and hands them to the event bus, and the
+//!   requests other nodes send this one ([`control`]) on its own channel.
 //!
 //! Every key and channel starts with the configured prefix (`KAILASH_REDIS_PREFIX`), so
 //! several deployments or test runs can share one Redis. All Redis work runs on the
@@ -15,6 +16,7 @@
 //! reports the node `degraded`), hands events back for local delivery instead of waiting,
 //! and probes with a growing pause until Redis answers again.
 
+mod control;
 mod events;
 mod nodes;
 mod owners;
@@ -40,7 +42,7 @@ use redis::{
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-pub use self::{nodes::NodeInfo, owners::Route};
+pub use self::{control::IncomingRequest, nodes::NodeInfo, owners::Route};
 
 /// How this node takes part in the cluster.
 #[derive(Debug, Clone)]
@@ -118,6 +120,8 @@ struct Shared {
     /// Sessions other nodes took over while this one was cut off, until the node stops
     /// serving them (see [`RedisBroker::lost_sessions`]).
     lost: Mutex<Vec<SessionKey>>,
+    /// Requests to and from other nodes.
+    control: control::Control,
 }
 
 impl Shared {
@@ -155,6 +159,8 @@ pub struct RedisBroker {
     outbound_rx: Mutex<Option<mpsc::Receiver<Outbound>>>,
     /// Pushes (pub/sub messages) from the subscriber connection, until attached.
     pushes: Mutex<Option<mpsc::UnboundedReceiver<redis::PushInfo>>>,
+    /// Requests from other nodes, until taken by [`RedisBroker::take_requests`].
+    requests: Mutex<Option<mpsc::UnboundedReceiver<IncomingRequest>>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -201,6 +207,7 @@ impl RedisBroker {
             (commands, subscriber)
         };
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (control, requests) = control::Control::new();
         let shared = Arc::new(Shared {
             options,
             commands,
@@ -211,6 +218,7 @@ impl RedisBroker {
             claimed: Mutex::default(),
             running: Mutex::default(),
             lost: Mutex::default(),
+            control,
         });
         runtime.spawn(nodes::heartbeat(shared.clone()));
         Ok(Self {
@@ -218,6 +226,7 @@ impl RedisBroker {
             outbound,
             outbound_rx: Mutex::new(Some(outbound_rx)),
             pushes: Mutex::new(Some(push_rx)),
+            requests: Mutex::new(Some(requests)),
             runtime: Some(runtime),
         })
     }
@@ -277,6 +286,42 @@ impl RedisBroker {
                 .map_err(|error| BrokerError(error.to_string()))?
                 .map_err(|error| BrokerError(error.to_string()))
         }
+    }
+
+    /// Adds each `(counter, amount, ttl seconds)` to its shared counter (created, expiring
+    /// after the ttl, if new); answers the counters' totals, in order.
+    pub async fn add_to_counters(
+        &self,
+        counters: Vec<(String, u64, u64)>,
+    ) -> Result<Vec<u64>, BrokerError> {
+        let shared = self.shared.clone();
+        self.on_runtime(async move {
+            let mut pipe = redis::pipe();
+            for (counter, add, ttl) in &counters {
+                let key = shared.key(format_args!("rate:{counter}"));
+                pipe.incr(&key, *add).expire(&key, *ttl as i64).ignore();
+            }
+            pipe.query_async::<Vec<u64>>(&mut shared.commands.clone())
+                .await
+        })
+        .await
+    }
+
+    /// The requests other nodes send this one (once: the node serves them from one task).
+    pub fn take_requests(&self) -> Option<mpsc::UnboundedReceiver<IncomingRequest>> {
+        self.requests.lock().expect("request queue").take()
+    }
+
+    /// Sends `body` to the node `node_id` and answers its answer, waiting up to `within`.
+    pub async fn ask(
+        &self,
+        node_id: &str,
+        body: serde_json::Value,
+        within: Duration,
+    ) -> Result<serde_json::Value, BrokerError> {
+        let (shared, node_id) = (self.shared.clone(), node_id.to_owned());
+        self.on_runtime(async move { control::ask(&shared, &node_id, body, within).await })
+            .await
     }
 
     /// The live nodes of the cluster (those whose heartbeat has not lapsed).

@@ -68,11 +68,17 @@ static ORPHANS: LazyLock<Script> = LazyLock::new(|| Script::new(ORPHANS_SCRIPT))
 /// Sessions taken from a lost node per script run.
 const ORPHANS_PER_RUN: usize = 100;
 
-/// Claims a session, checking (when ARGV[4] is '1' and the session is not counted yet) the
-/// cluster's live sessions (KEYS[3]) against ARGV[5] and the user's (KEYS[4]) against
-/// ARGV[6] (0: no limit). 0: claimed; 1: `max_sessions` reached; 2: the user's limit.
+/// Claims a session for ARGV[1]. ARGV[4] says how: `new` checks (unless the session is
+/// counted already) the cluster's live sessions (KEYS[3]) against ARGV[5] and the user's
+/// (KEYS[4]) against ARGV[6] (0: no limit); `again` (Redis no longer lists it as this
+/// node's) claims it only if nobody else owns it now; `activate` claims it as it is.
+/// 0: claimed; 1: `max_sessions` reached; 2: the user's limit; 3: another node owns it.
 const CLAIM_SCRIPT: &str = r#"
-if ARGV[4] == '1' and redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 0 then
+if ARGV[4] == 'again' then
+  local owner = redis.call('GET', KEYS[1])
+  if owner and owner ~= ARGV[1] then return 3 end
+end
+if ARGV[4] == 'new' and redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 0 then
   if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[5]) then return 1 end
   if tonumber(ARGV[6]) > 0 and redis.call('SCARD', KEYS[4]) >= tonumber(ARGV[6]) then
     return 2
@@ -124,11 +130,13 @@ fn parse_member(member: &str) -> Option<SessionKey> {
     })
 }
 
-pub(super) async fn claim(
+/// The claim script's invocation for `session` (`how`: see [`CLAIM_SCRIPT`]).
+fn claim_invocation(
     shared: &Shared,
     session: &SessionKey,
+    how: &str,
     limits: Option<SessionLimits>,
-) -> Result<Claim, redis::RedisError> {
+) -> redis::ScriptInvocation<'static> {
     let mut invocation = CLAIM.prepare_invoke();
     invocation
         .key(owner_key(shared, session.session_id))
@@ -138,10 +146,19 @@ pub(super) async fn claim(
         .arg(&shared.options.node_id)
         .arg(member(session))
         .arg(session.session_id.to_string())
-        .arg(if limits.is_some() { "1" } else { "0" })
+        .arg(how)
         .arg(limits.map_or(0, |l| l.max_sessions))
         .arg(limits.map_or(0, |l| l.per_user));
-    let outcome: u8 = invocation
+    invocation
+}
+
+pub(super) async fn claim(
+    shared: &Shared,
+    session: &SessionKey,
+    limits: Option<SessionLimits>,
+) -> Result<Claim, redis::RedisError> {
+    let how = if limits.is_some() { "new" } else { "activate" };
+    let outcome: u8 = claim_invocation(shared, session, how, limits)
         .invoke_async(&mut shared.commands.clone())
         .await?;
     let claim = match outcome {
@@ -159,20 +176,6 @@ pub(super) async fn claim(
     Ok(claim)
 }
 
-/// Claims a session again (unchecked: it was counted when created) unless another node
-/// (ARGV[1]) owns it now: 1 claimed, 0 lost.
-const CLAIM_AGAIN_SCRIPT: &str = r#"
-local owner = redis.call('GET', KEYS[1])
-if owner and owner ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[3])
-redis.call('SADD', KEYS[4], ARGV[3])
-return 1
-"#;
-
-static CLAIM_AGAIN: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM_AGAIN_SCRIPT));
-
 /// Claims again the `sessions` Redis no longer lists as this node's, in one round trip.
 /// Either Redis restarted empty (nobody owns them: they are claimed again), or this node
 /// was cut off past its heartbeat's lapse and a survivor took them over: those are lost,
@@ -181,26 +184,15 @@ pub(super) async fn claim_again(
     shared: &Shared,
     sessions: &[SessionKey],
 ) -> Result<Vec<SessionKey>, redis::RedisError> {
-    let me = &shared.options.node_id;
     let mut pipe = redis::pipe();
     for session in sessions {
-        let id = session.session_id.to_string();
-        let mut invocation = CLAIM_AGAIN.prepare_invoke();
-        invocation
-            .key(owner_key(shared, session.session_id))
-            .key(sessions_of(shared, me))
-            .key(live_sessions(shared))
-            .key(user_sessions(shared, session))
-            .arg(me)
-            .arg(member(session))
-            .arg(&id);
-        pipe.invoke_script(&invocation);
+        pipe.invoke_script(&claim_invocation(shared, session, "again", None));
     }
-    let claimed: Vec<u8> = shared.query_scripted(&pipe, &CLAIM_AGAIN).await?;
+    let outcomes: Vec<u8> = shared.query_scripted(&pipe, &CLAIM).await?;
     let lost: Vec<SessionKey> = sessions
         .iter()
-        .zip(claimed)
-        .filter(|(_, claimed)| *claimed == 0)
+        .zip(outcomes)
+        .filter(|(_, outcome)| *outcome == 3)
         .map(|(session, _)| session.clone())
         .collect();
     let mut mine = shared.claimed.lock().expect("claimed sessions");

@@ -18,8 +18,9 @@ use uuid::Uuid;
 
 use super::{Connection, error_frame};
 use crate::{
-    access, auth,
+    access, auth, cluster,
     http::{ApiError, ErrorCode, FieldError},
+    limits::{self, Verdict},
     realtime::{StreamRequest, authorized_filter},
     routes::{capitalized, event_types_param},
 };
@@ -142,8 +143,26 @@ impl Connection {
             .await
     }
 
+    /// Counts the message against the connection's rate limits, as a request.
+    fn admit(&self) -> Result<(), ApiError> {
+        let caller = self.principal.as_ref().map(|principal| &principal.caller);
+        match self
+            .state
+            .limits
+            .admit(&self.state, self.client_ip, caller, false)
+        {
+            Some(Verdict::Refused {
+                name,
+                limit,
+                retry_after,
+            }) => Err(limits::refusal(name, limit, retry_after)),
+            _ => Ok(()),
+        }
+    }
+
     async fn dispatch(&mut self, kind: &str, message: Value) -> Result<Value, ApiError> {
         self.authorize(kind).await?;
+        self.admit()?;
         match kind {
             "ping" => Ok(json!({"type": "pong", "timestamp": chrono::Utc::now()})),
             "execute_workflow" => self.execute(fields(kind, message)?).await,
@@ -190,7 +209,7 @@ impl Connection {
         let Some(cluster) = &self.state.cluster else {
             return Ok(None);
         };
-        let Some(address) = cluster
+        let Some(owner) = cluster
             .owner_elsewhere(&self.state.gateway, session_id)
             .await?
         else {
@@ -201,7 +220,13 @@ impl Connection {
             .as_ref()
             .ok_or_else(|| ApiError::from(kailash_actors::GatewayError::ServedElsewhere))?;
         cluster
-            .call(&address, method, &path_and_query, body.as_ref(), credential)
+            .call(
+                &owner.address,
+                method,
+                &path_and_query,
+                body.as_ref(),
+                credential,
+            )
             .await
             .map(Some)
     }
@@ -298,17 +323,8 @@ impl Connection {
     async fn cancel(&self, msg: ExecutionRef) -> Result<Value, ApiError> {
         let session_id = self.session_for(msg.session_id.as_deref())?;
         let execution_id = execution_id(&msg)?;
-        let path = format!("/api/executions/{execution_id}?session_id={session_id}");
-        if self
-            .on_owner(session_id, "DELETE", path, None)
-            .await?
-            .is_none()
-        {
-            self.state
-                .gateway
-                .cancel_execution(self.caller.clone(), session_id, execution_id)
-                .await?;
-        }
+        cluster::cancel_execution(&self.state, self.caller.clone(), session_id, execution_id)
+            .await?;
         Ok(json!({"type": "execution_cancelled", "execution_id": execution_id}))
     }
 
@@ -353,6 +369,7 @@ impl Connection {
 
     async fn relay(&self, msg: RoomMessage) -> Result<Value, ApiError> {
         let room_id = room_name(&msg.room_id)?;
+        self.state.limits.admit_event(&self.state, &self.caller)?;
         let recipients = self
             .state
             .gateway

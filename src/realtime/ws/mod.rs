@@ -84,6 +84,7 @@ pub async fn connect(
         id: Uuid::new_v4(),
         caller,
         principal,
+        client_ip: state.limits.proxies.client_ip(&req),
         credential: Presented::of(&req),
         filter,
         subscriber: subscription.id,
@@ -104,6 +105,8 @@ struct Connection {
     caller: Caller,
     /// The credential's principal (gated mode): every message is authorized against it.
     principal: Option<Principal>,
+    /// Where the client connected from (its messages count against its rate limits).
+    client_ip: Option<std::net::IpAddr>,
     /// The credential itself, presented again to a session's node when a message is
     /// served there (a cluster).
     credential: Option<Presented>,

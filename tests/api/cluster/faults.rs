@@ -19,6 +19,12 @@ use crate::realtime::{
 /// A session of alice with a workflow whose one Python node sleeps for a minute.
 async fn session_with_slow_run(node: &Api) -> (String, String) {
     let session = node.create_session("alice").await;
+    session_with_slow_run_in(node, &session).await
+}
+
+/// Such a run in alice's `session`.
+async fn session_with_slow_run_in(node: &Api, session: &str) -> (String, String) {
+    let session = session.to_owned();
     let definition = json!({"name": "slow", "nodes": [{"id": "py", "type": "PythonCodeNode",
         "config": {"code": "import time\ntime.sleep(60)\nresult = {'done': True}"}}]});
     let workflow = add_workflow(node, "alice", &session, &definition).await;
@@ -45,6 +51,19 @@ async fn cancel(node: &Api, session: &str, execution: &str) -> reqwest::Response
     .await
 }
 
+/// The first event of type `event_type` the watcher receives (within 20 s each frame).
+async fn first_event_of_type(watcher: &mut WsClient, event_type: &str) -> Value {
+    loop {
+        let frame = watcher
+            .next_frame(Duration::from_secs(20))
+            .await
+            .expect("the stream stays open");
+        if frame["type"] == "event" && frame["event"]["type"] == event_type {
+            return frame["event"].clone();
+        }
+    }
+}
+
 async fn status(node: &Api, session: &str, execution: &str) -> Value {
     node.json_as(
         "alice",
@@ -59,6 +78,22 @@ async fn a_cancel_sent_to_any_node_stops_the_run_where_it_runs() {
     let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
     let cluster = LocalCluster::start_with(2, with_python).await;
     let (session, execution) = session_with_slow_run(&cluster[0]).await;
+    // The run's node decides who may cancel it, and what does not exist.
+    let not_yours = cluster[1]
+        .send_as(
+            "bob",
+            Method::DELETE,
+            &format!("/api/executions/{execution}?session_id={session}"),
+        )
+        .await;
+    assert_eq!(not_yours.status(), 404);
+    let unknown = cancel(&cluster[1], &session, &uuid::Uuid::new_v4().to_string()).await;
+    assert_error(unknown, 404, "execution_not_found", "Execution not found").await;
+    assert_eq!(
+        status(&cluster[0], &session, &execution).await["status"],
+        "running"
+    );
+
     assert_eq!(
         cancel(&cluster[1], &session, &execution).await.status(),
         200
@@ -69,6 +104,21 @@ async fn a_cancel_sent_to_any_node_stops_the_run_where_it_runs() {
             == "cancelled")
         .await,
         "the run on the other node is cancelled"
+    );
+
+    // The same through a WebSocket connected to the other node.
+    let (_, second) = session_with_slow_run_in(&cluster[0], &session).await;
+    let mut socket =
+        WsClient::connect(&cluster[1], "alice", &format!("session_id={session}")).await;
+    let answer = socket
+        .request(&json!({"type": "cancel_execution", "execution_id": second}))
+        .await;
+    assert_eq!(answer["type"], "execution_cancelled", "{answer}");
+    assert!(
+        eventually(SETTLE, async || status(&cluster[0], &session, &second)
+            .await["status"]
+            == "cancelled")
+        .await
     );
 }
 
@@ -89,15 +139,7 @@ async fn a_killed_nodes_running_executions_are_failed_by_a_survivor_within_15_se
     let killed_at = std::time::Instant::now();
     cluster.nodes[0].kill();
     // No request touches the session: the survivor's sweep finds it.
-    let failed = loop {
-        let frame = watcher
-            .next_frame(Duration::from_secs(20))
-            .await
-            .expect("the stream stays open");
-        if frame["type"] == "event" && frame["event"]["type"] == "workflow.failed" {
-            break frame["event"].clone();
-        }
-    };
+    let failed = first_event_of_type(&mut watcher, "workflow.failed").await;
     assert!(
         killed_at.elapsed() < Duration::from_secs(15),
         "took {:?}",
@@ -150,15 +192,7 @@ async fn a_node_cut_off_past_its_heartbeat_is_fenced_off_and_gives_its_session_u
 
     let frozen = Frozen(a);
     a.signal("STOP");
-    let failed = loop {
-        let frame = watcher
-            .next_frame(Duration::from_secs(20))
-            .await
-            .expect("the stream stays open");
-        if frame["type"] == "event" && frame["event"]["type"] == "workflow.failed" {
-            break frame["event"].clone();
-        }
-    };
+    let failed = first_event_of_type(&mut watcher, "workflow.failed").await;
     assert_eq!(failed["execution_id"], execution.as_str());
     drop(frozen);
 

@@ -8,6 +8,7 @@
 
 mod events;
 mod faults;
+mod script;
 
 mod sessions;
 

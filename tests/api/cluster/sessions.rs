@@ -299,6 +299,36 @@ async fn roles_and_policies_changed_through_one_node_hold_on_every_node() {
 }
 
 #[actix_rt::test]
+async fn rate_limits_are_counted_across_the_cluster() {
+    let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
+    let cluster = LocalCluster::start_with(2, |node| {
+        node.env("KAILASH_TENANT_API_CALLS_PER_DAY", "10");
+    })
+    .await;
+    let (a, b) = (&cluster[0], &cluster[1]);
+    let list = async |node: &Node| node.send_as("alice", Method::GET, "/api/sessions").await;
+    for _ in 0..6 {
+        assert_eq!(list(a).await.status(), 200);
+    }
+    // Counts are shared every 100 ms: let both nodes sync before and after B's first call.
+    let sync = std::time::Duration::from_millis(400);
+    tokio::time::sleep(sync).await;
+    assert_eq!(list(b).await.status(), 200);
+    tokio::time::sleep(sync).await;
+    let mut answered = Vec::new();
+    for _ in 0..4 {
+        answered.push(list(b).await.status().as_u16());
+    }
+    assert_eq!(
+        answered,
+        [200, 200, 200, 429],
+        "10 in all, whichever node counted them"
+    );
+    tokio::time::sleep(sync).await;
+    assert_eq!(list(a).await.status(), 429, "A knows what B counted");
+}
+
+#[actix_rt::test]
 async fn a_tenant_created_or_deactivated_through_one_node_holds_on_every_node() {
     let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
     let cluster = LocalCluster::start(2).await;

@@ -12,6 +12,12 @@
 //! secret every node shares, so a client cannot pretend its request was forwarded; the
 //! owner serves it without forwarding again, and refuses (503, retry) if it no longer owns
 //! the session, so ownership moving mid-flight cannot make a loop or a second activation.
+//!
+//! A cancel is not forwarded: it travels to the run's node over Redis ([`remote`]).
+
+mod remote;
+
+pub use remote::{cancel_execution, start_serving_other_nodes};
 
 use std::{
     sync::Arc,
@@ -22,7 +28,7 @@ use actix_web::{
     Error, HttpResponse,
     body::{BoxBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
-    http::header::HeaderName,
+    http::{Method, header::HeaderName},
     middleware::Next,
     web,
 };
@@ -60,6 +66,13 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authorization",
     "proxy-connection",
 ];
+
+/// The node serving a session, seen from another node.
+pub struct Owner {
+    pub node_id: String,
+    /// Where its HTTP is (`host:port`).
+    pub address: String,
+}
 
 /// This node's part in the cluster: its Redis broker and how it forwards.
 pub struct Cluster {
@@ -112,6 +125,19 @@ impl Cluster {
         constant_time_eq(expected.as_bytes(), proof.as_bytes())
     }
 
+    /// Whether `req` carries a valid proof that another node of the cluster forwarded it.
+    pub fn forwarded_by_a_node(&self, req: &ServiceRequest) -> bool {
+        req.headers().get(FORWARDED).is_some_and(|value| {
+            let path_and_query = req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.path().to_owned(), |pq| pq.as_str().to_owned());
+            value
+                .to_str()
+                .is_ok_and(|value| self.verify(value, req.method().as_str(), &path_and_query))
+        })
+    }
+
     /// A request to the node at `address`, carrying this node's proof and the current
     /// request id (one id for the request on both nodes: in both logs, and in the answer).
     fn signed(&self, method: &str, address: &str, path_and_query: &str) -> reqwest::RequestBuilder {
@@ -129,19 +155,19 @@ impl Cluster {
             .header(REQUEST_ID_HEADER, current_request_id())
     }
 
-    /// Where `session_id` is served, for a caller that is not an HTTP request (a
-    /// WebSocket message): `None` here, else the owner's address.
+    /// Where `session_id` is served, for a caller that is not a forwarded HTTP request (a
+    /// WebSocket message, a cancel): `None` here, else its owner.
     pub async fn owner_elsewhere(
         &self,
         gateway: &kailash_actors::Gateway,
         session_id: Uuid,
-    ) -> Result<Option<String>, ApiError> {
+    ) -> Result<Option<Owner>, ApiError> {
         if gateway.is_local(session_id) {
             return Ok(None);
         }
         match self.redis.route(session_id).await {
             Ok(Route::Here) => Ok(None),
-            Ok(Route::Owner { address, .. }) => Ok(Some(address)),
+            Ok(Route::Owner { node_id, address }) => Ok(Some(Owner { node_id, address })),
             Err(error) => Err(unlocatable(&error, session_id)),
         }
     }
@@ -174,15 +200,7 @@ impl Cluster {
         if ok {
             return Ok(answer);
         }
-        let code = answer["code"]
-            .as_str()
-            .and_then(ErrorCode::from_code)
-            .unwrap_or(ErrorCode::Unavailable);
-        let mut error = ApiError::new(code);
-        if let Some(detail) = answer["detail"].as_str() {
-            error = error.with_detail(detail.to_owned());
-        }
-        Err(error)
+        Err(error_from_answer(&answer))
     }
 
     /// Sends the request to the session's owner and relays its answer.
@@ -331,6 +349,10 @@ fn session_of(req: &ServiceRequest) -> Option<Uuid> {
             return req.path().rsplit('/').next()?.parse().ok();
         }
         Some("/ws" | "/events") => return None,
+        // A cancel travels to the run's node over Redis (`remote`), not forwarded.
+        Some("/api/executions/{execution_id}") if req.method() == Method::DELETE => {
+            return None;
+        }
         _ => {}
     }
     web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
@@ -382,15 +404,10 @@ pub async fn forward_to_owner(
 impl Cluster {
     /// Where a request for `session_id`, which has no actor here, is served.
     async fn where_served(&self, req: &ServiceRequest, session_id: Uuid) -> Serve {
-        let forwarded = req.headers().get(FORWARDED).map(|value| {
-            let path_and_query = req
-                .uri()
-                .path_and_query()
-                .map_or_else(|| req.path().to_owned(), |pq| pq.as_str().to_owned());
-            value
-                .to_str()
-                .is_ok_and(|value| self.verify(value, req.method().as_str(), &path_and_query))
-        });
+        let forwarded = req
+            .headers()
+            .contains_key(FORWARDED)
+            .then(|| self.forwarded_by_a_node(req));
         if forwarded == Some(false) {
             return Serve::Refuse(
                 ApiError::new(ErrorCode::Forbidden)
@@ -409,6 +426,19 @@ impl Cluster {
             Err(error) => Serve::Refuse(unlocatable(&error, session_id)),
         }
     }
+}
+
+/// The error another node answered (its body: `code`, `detail`), as this node's.
+fn error_from_answer(answer: &serde_json::Value) -> ApiError {
+    let code = answer["code"]
+        .as_str()
+        .and_then(ErrorCode::from_code)
+        .unwrap_or(ErrorCode::Unavailable);
+    let mut error = ApiError::new(code);
+    if let Some(detail) = answer["detail"].as_str() {
+        error = error.with_detail(detail.to_owned());
+    }
+    error
 }
 
 /// The answer when Redis cannot say which node serves a session.
