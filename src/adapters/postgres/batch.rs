@@ -1,17 +1,13 @@
-//! The background writer's batches, and the event history they fill.
+//! The background writer's batches.
 //!
-//! A batch is turned into one column array per field and written with one `UNNEST`
-//! statement per kind of write, all in one transaction sent as one pipeline: a handful of
+//! A batch is turned into one column array per field (its events into pages, see
+//! [`super::events`]) and written with one `UNNEST` statement per kind of write, all in one transaction sent as one pipeline: a handful of
 //! prepared statements and one round trip whatever the batch size. A batch retried after an
 //! unknown outcome changes nothing twice: updates set final values, and inserts that meet
 //! rows already there are written again skipping them.
 
 use chrono::{DateTime, Utc};
-use kailash_actors::{
-    TenantId,
-    events::EventType,
-    store::{EventRecord, StoreError, Write},
-};
+use kailash_actors::store::{EventRecord, StoreError, Write};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -19,12 +15,12 @@ use deadpool_postgres::Client;
 use futures_util::future::{join3, try_join_all};
 use tokio_postgres::{Error as PgError, error::SqlState, types::ToSql};
 
-use super::{Db, executions::as_i64, store_error};
+use super::{Db, events::EventPages, executions::as_i64, store_error};
 
 /// A batch, by column.
 #[derive(Default)]
 pub struct Columns {
-    events: EventColumns,
+    events: EventPages,
     node_runs: NodeRunColumns,
     finished: FinishedColumns,
     touched: (Vec<String>, Vec<Uuid>, Vec<DateTime<Utc>>),
@@ -44,18 +40,6 @@ struct DeliveryColumns {
     status_code: Vec<Option<i32>>,
     error: Vec<Option<String>>,
     finished: Vec<DateTime<Utc>>,
-}
-
-#[derive(Default)]
-struct EventColumns {
-    tenant: Vec<String>,
-    session: Vec<Uuid>,
-    seq: Vec<i64>,
-    id: Vec<Uuid>,
-    event_type: Vec<String>,
-    user: Vec<Option<String>>,
-    at: Vec<DateTime<Utc>>,
-    payload: Vec<String>,
 }
 
 #[derive(Default)]
@@ -86,21 +70,6 @@ struct FinishedColumns {
     error: Vec<Option<String>>,
     fence: Vec<i64>,
 }
-
-/// An insert, as first tried and as retried after a duplicate key (see [`Columns::write`]).
-macro_rules! insert {
-    ($name:ident, $sql:literal) => {
-        const $name: [&str; 2] = [$sql, concat!($sql, " ON CONFLICT DO NOTHING")];
-    };
-}
-
-insert!(
-    INSERT_EVENTS,
-    "INSERT INTO events \
-    (tenant_id, session_id, seq, event_id, event_type, user_id, published_at, payload) \
-    SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::int8[], $4::uuid[], $5::text[], \
-    $6::text[], $7::timestamptz[], $8::text[])"
-);
 
 // Only the node runs whose execution still holds their fencing token (see `Fence`).
 insert!(
@@ -158,25 +127,18 @@ insert!(
 impl Columns {
     pub fn of(batch: &[Write]) -> Self {
         let mut columns = Self::default();
+        let mut events = Vec::new();
         for write in batch {
-            columns.push(write);
+            columns.push(write, &mut events);
         }
+        columns.events = EventPages::of(events);
         columns
     }
 
-    fn push(&mut self, write: &Write) {
+    /// Adds `write` to its columns; events are gathered in `events`, to be packed at the end.
+    fn push<'a>(&mut self, write: &'a Write, events: &mut Vec<&'a EventRecord>) {
         match write {
-            Write::Event(event) => {
-                let c = &mut self.events;
-                c.tenant.push(event.tenant_id.to_string());
-                c.session.push(event.session_id);
-                c.seq.push(i64::try_from(event.seq).unwrap_or(i64::MAX));
-                c.id.push(event.event_id);
-                c.event_type.push(event.event_type.to_owned());
-                c.user.push(event.user_id.as_deref().map(str::to_owned));
-                c.at.push(event.published_at);
-                c.payload.push(event.json.to_string());
-            }
+            Write::Event(event) => events.push(event),
             Write::NodeRun(run) => {
                 let c = &mut self.node_runs;
                 c.tenant.push(run.tenant_id.to_string());
@@ -262,28 +224,11 @@ impl Columns {
     /// this connection). A failed statement aborts the transaction, and the COMMIT that
     /// follows it then only ends it.
     async fn write_once(&self, client: &Client, skip_existing: bool) -> Result<(), PgError> {
-        let (e, n, f, d) = (
-            &self.events,
-            &self.node_runs,
-            &self.finished,
-            &self.deliveries,
-        );
+        let (n, f, d) = (&self.node_runs, &self.finished, &self.deliveries);
         let insert = |sql: [&'static str; 2]| sql[usize::from(skip_existing)];
+        let (insert_pages, pages) = self.events.insert(skip_existing);
         let statements: [(&str, bool, Vec<&(dyn ToSql + Sync)>); 6] = [
-            (
-                insert(INSERT_EVENTS),
-                !e.tenant.is_empty(),
-                vec![
-                    &e.tenant,
-                    &e.session,
-                    &e.seq,
-                    &e.id,
-                    &e.event_type,
-                    &e.user,
-                    &e.at,
-                    &e.payload,
-                ],
-            ),
+            (insert_pages, !self.events.is_empty(), pages),
             (
                 insert(INSERT_NODE_RUNS),
                 !n.tenant.is_empty(),
@@ -369,40 +314,4 @@ impl Columns {
         written?;
         committed
     }
-}
-
-/// The newest `limit` events of a session's stream, oldest first.
-pub async fn recent_events(
-    db: &Db,
-    tenant: &TenantId,
-    session_id: Uuid,
-    limit: usize,
-) -> Result<Vec<EventRecord>, StoreError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = db
-        .query(
-            "SELECT * FROM (SELECT seq, event_id, event_type, user_id, published_at, payload \
-             FROM events WHERE tenant_id = $1 AND session_id = $2 ORDER BY seq DESC LIMIT $3) \
-             newest ORDER BY seq",
-            tenant,
-            &[&session_id, &limit],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .filter_map(|row| {
-            // Only event types this build knows can be replayed; the names are the contract's.
-            let event_type = row.get::<_, &str>(2).parse::<EventType>().ok()?;
-            Some(EventRecord {
-                tenant_id: tenant.clone(),
-                session_id,
-                seq: u64::try_from(row.get::<_, i64>(0)).unwrap_or_default(),
-                event_id: row.get(1),
-                event_type: event_type.as_str(),
-                user_id: row.get::<_, Option<&str>>(3).map(Into::into),
-                published_at: row.get(4),
-                json: row.get::<_, &str>(5).into(),
-            })
-        })
-        .collect())
 }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{Db, scoped, store_error};
+use super::{Db, events, scoped, store_error};
 
 /// The columns [`execution_from_row`] reads, in its order.
 const COLUMNS: &str = "execution_id, session_id, user_id, workflow_id, workflow_name, status, \
@@ -294,13 +294,11 @@ pub async fn prune(
     let tenant: &str = tenant;
     let mut client = db.client().await?;
     let tx = client.transaction().await.map_err(store_error)?;
-    let mut counts = PruneCounts::default();
+    let mut counts = PruneCounts {
+        events: events::prune(&tx, tenant, events_before).await?,
+        executions: 0,
+    };
     for (sql, cutoff, count) in [
-        (
-            "DELETE FROM events WHERE tenant_id = $1 AND published_at < $2",
-            events_before,
-            Some(&mut counts.events),
-        ),
         (
             // Recorded webhook deliveries age like the events they delivered.
             "DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND finished_at < $2",

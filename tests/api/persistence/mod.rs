@@ -7,6 +7,7 @@
 //! server vanish unless it asked for that.
 
 mod accounts;
+mod events;
 mod faults;
 mod history;
 mod restart;

@@ -30,8 +30,8 @@ async fn migrations_build_the_schema_from_empty_and_a_rerun_is_a_no_op() {
     let store = connect(&url, &Settings::default()).unwrap();
     assert_eq!(
         store.migrate().await,
-        Ok(5),
-        "V1 (store), V2 (accounts), V3 (webhooks), V4 (cheaper history writes) and V5 (fencing tokens) applied to an empty database"
+        Ok(6),
+        "V1 (store), V2 (accounts), V3 (webhooks), V4 (cheaper history writes), V5 (fencing tokens) and V7 (packed events) applied to an empty database"
     );
     assert_eq!(store.migrate().await, Ok(0), "a re-run applies nothing");
     // A second node migrating concurrently waits for the lock and then finds nothing to do.
@@ -50,6 +50,7 @@ async fn migrations_build_the_schema_from_empty_and_a_rerun_is_a_no_op() {
         .map(|row| row.get(0))
         .collect();
     for table in [
+        "event_pages",
         "events",
         "executions",
         "node_runs",
