@@ -23,9 +23,8 @@ use uuid::Uuid;
 
 use super::{Db, store_error};
 
-/// The payload bytes a page may hold: with its arrays' other fields it stays under the
-/// table's `toast_tuple_target` (8,160), so a page is written inline and uncompressed: no
-/// compression, and no TOAST rows, on the hot path. A longer event gets a page of its own.
+/// The payload bytes a page may hold: compressed (V7), a page this size stays inline in its
+/// heap tuple, with no TOAST rows to write. A longer event gets a page of its own.
 const PAGE_BYTES: usize = 6_000;
 
 /// Pages fetched per round trip while reading a session's newest events backwards.

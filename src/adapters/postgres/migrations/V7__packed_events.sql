@@ -6,7 +6,10 @@
 -- consecutive `seq`s, as one batch of the writer brought them: `seq` is `first_seq` plus
 -- the event's position, every other field is an array in that order, and `published_at` is
 -- the page's newest event (retention drops a page once all of its events are old enough).
--- The writer keeps a page small enough to stay inline, uncompressed, in its heap tuple.
+-- A page's payloads are compressed with lz4 (cheap, and JSON texts of one session are
+-- alike): written raw, a page filled most of a heap page by itself, and the bytes (new heap
+-- pages, WAL) cost the server more than the rows they replaced. The writer keeps a page
+-- small enough that it stays inline once compressed (no TOAST rows).
 CREATE TABLE event_pages (
     tenant_id     text          NOT NULL,
     session_id    uuid          NOT NULL,
@@ -17,9 +20,9 @@ CREATE TABLE event_pages (
     event_types   text[]        NOT NULL,
     user_ids      text[]        NOT NULL,
     published_ats timestamptz[] NOT NULL,
-    payloads      text[]        NOT NULL,
+    payloads      text[]        COMPRESSION lz4 NOT NULL,
     PRIMARY KEY (tenant_id, session_id, first_seq)
-) WITH (toast_tuple_target = 8160);
+);
 CREATE INDEX event_pages_by_age ON event_pages USING brin (published_at)
     WITH (autosummarize = on);
 
