@@ -1,14 +1,18 @@
 //! The background writer's batches.
 //!
 //! A batch is turned into one column array per field (its events into pages, see
-//! [`super::events`]) and written with one `UNNEST` statement per kind of write, all in one transaction sent as one pipeline: a handful of
-//! prepared statements and one round trip whatever the batch size. A batch retried after an
-//! unknown outcome changes nothing twice: updates set final values, and inserts that meet
-//! rows already there are written again skipping them.
+//! [`super::events`]; node runs whose execution the batch finishes into that execution's
+//! final update, see [`Folding`]) and written with one `UNNEST` statement per kind of write,
+//! all in one transaction sent as one pipeline: a handful of prepared statements and one
+//! round trip whatever the batch size. A batch retried after an unknown outcome changes
+//! nothing twice: updates set final values (a final state is written once), and inserts
+//! that meet rows already there are written again skipping them.
 
-use chrono::{DateTime, Utc};
-use kailash_actors::store::{EventRecord, StoreError, Write};
-use serde_json::Value;
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use kailash_actors::store::{EventRecord, Fence, NodeRunRecord, StoreError, Write};
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use deadpool_postgres::Client;
@@ -69,6 +73,64 @@ struct FinishedColumns {
     node_states: Vec<Value>,
     error: Vec<Option<String>>,
     fence: Vec<i64>,
+    /// The execution's node runs of the same batch (V8), as a JSON array; `None`: none.
+    node_runs: Vec<Option<Value>>,
+}
+
+/// The node runs of a batch that go with their execution's final state, and where.
+#[derive(Default)]
+struct Folding<'a> {
+    /// Each execution the batch finishes, by tenant, id and fencing token: its index in
+    /// [`FinishedColumns`] and its final outputs. A run under another token is not folded,
+    /// and is refused or taken on its own as before.
+    finishing: HashMap<(&'a str, Uuid, Fence), (usize, &'a Map<String, Value>)>,
+    /// Per finished execution, its runs.
+    runs: Vec<Vec<Value>>,
+}
+
+impl<'a> Folding<'a> {
+    fn of(batch: &'a [Write]) -> Self {
+        let mut folding = Self::default();
+        for write in batch {
+            if let Write::ExecutionFinished(execution) = write {
+                let key = (
+                    &*execution.tenant_id,
+                    execution.snapshot.execution_id,
+                    execution.fence,
+                );
+                let next = (folding.runs.len(), &execution.snapshot.outputs);
+                folding.finishing.entry(key).or_insert(next);
+                folding.runs.push(Vec::new());
+            }
+        }
+        folding
+    }
+
+    /// Takes `run` into its execution's final update, if the batch finishes it. A run's
+    /// outputs are nearly always the execution's outputs of that node, written in the same
+    /// update: then they are left out (the reader takes them from there), which keeps the
+    /// updated row small enough to stay on its page (a HOT update).
+    fn fold(&mut self, run: &NodeRunRecord) -> bool {
+        let key = (&*run.tenant_id, run.execution_id, run.fence);
+        let Some(&(finished, outputs)) = self.finishing.get(&key) else {
+            return false;
+        };
+        let at = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let mut folded = json!({
+            "node_id": &*run.node_id,
+            "node_type": run.node_type,
+            "status": run.status,
+            "started_at": run.started_at.map(at),
+            "finished_at": at(run.finished_at),
+            "execution_time_ms": run.execution_time_ms,
+            "error": run.error,
+        });
+        if outputs.get(&*run.node_id) != Some(&run.outputs) {
+            folded["outputs"] = run.outputs.clone();
+        }
+        self.runs[finished].push(folded);
+        true
+    }
 }
 
 // Only the node runs whose execution still holds their fencing token (see `Fence`).
@@ -97,11 +159,11 @@ const FINISH_EXECUTIONS: &str = "WITH done AS (DELETE FROM running_executions r 
     UPDATE executions e SET status = u.status, \
     progress = u.progress, current_node = NULL, started_at = u.started_at, \
     completed_at = u.completed_at, outputs = u.outputs, node_states = u.node_states, \
-    error = u.error \
+    error = u.error, node_runs = u.node_runs \
     FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::float8[], $5::timestamptz[], \
-    $6::timestamptz[], $7::jsonb[], $8::jsonb[], $9::text[], $10::int8[]) \
+    $6::timestamptz[], $7::jsonb[], $8::jsonb[], $9::text[], $10::int8[], $11::json[]) \
     AS u(tenant_id, execution_id, status, progress, started_at, completed_at, outputs, \
-    node_states, error, fence) \
+    node_states, error, fence, node_runs) \
     WHERE e.tenant_id = u.tenant_id AND e.execution_id = u.execution_id \
     AND e.status IN ('started', 'running') AND e.fence = u.fence";
 
@@ -136,17 +198,30 @@ impl Columns {
     pub fn of(batch: &[Write]) -> Self {
         let mut columns = Self::default();
         let mut events = Vec::new();
+        let mut folding = Folding::of(batch);
         for write in batch {
-            columns.push(write, &mut events);
+            columns.push(write, &mut events, &mut folding);
         }
         columns.events = EventPages::of(events);
+        columns.finished.node_runs = folding
+            .runs
+            .into_iter()
+            .map(|runs| (!runs.is_empty()).then_some(Value::Array(runs)))
+            .collect();
         columns
     }
 
-    /// Adds `write` to its columns; events are gathered in `events`, to be packed at the end.
-    fn push<'a>(&mut self, write: &'a Write, events: &mut Vec<&'a EventRecord>) {
+    /// Adds `write` to its columns; events are gathered in `events`, to be packed at the
+    /// end, and node runs that go with their execution's final state into `folding`.
+    fn push<'a>(
+        &mut self,
+        write: &'a Write,
+        events: &mut Vec<&'a EventRecord>,
+        folding: &mut Folding,
+    ) {
         match write {
             Write::Event(event) => events.push(event),
+            Write::NodeRun(run) if folding.fold(run) => {}
             Write::NodeRun(run) => {
                 let c = &mut self.node_runs;
                 c.tenant.push(run.tenant_id.to_string());
@@ -268,6 +343,7 @@ impl Columns {
                     &f.node_states,
                     &f.error,
                     &f.fence,
+                    &f.node_runs,
                 ],
             ),
             (

@@ -177,6 +177,8 @@ pub async fn of_session(
         .collect())
 }
 
+/// The node runs of an execution, in the order they ended: those written on their own, and
+/// those folded into its final update (see `batch::Folding`).
 pub async fn node_runs(
     db: &Db,
     tenant: &TenantId,
@@ -186,6 +188,12 @@ pub async fn node_runs(
         .query(
             "SELECT node_id, node_type, status, started_at, finished_at, execution_time_ms, \
              outputs, error, fence FROM node_runs WHERE tenant_id = $1 AND execution_id = $2 \
+             UNION ALL SELECT r.node_id, r.node_type, r.status, r.started_at, r.finished_at, \
+             r.execution_time_ms, COALESCE(r.outputs::jsonb, e.outputs -> r.node_id, 'null'), \
+             r.error, e.fence FROM executions e, \
+             json_to_recordset(e.node_runs) AS r(node_id text, node_type text, status text, \
+             started_at timestamptz, finished_at timestamptz, execution_time_ms float8, \
+             outputs json, error text) WHERE e.tenant_id = $1 AND e.execution_id = $2 \
              ORDER BY finished_at, node_id",
             tenant,
             &[&execution_id],
