@@ -77,13 +77,16 @@ struct FinishedColumns {
     node_runs: Vec<Option<Value>>,
 }
 
+/// An execution a batch finishes: tenant, id and the fencing token of its final state.
+type Finishing<'a> = (&'a str, Uuid, Fence);
+
 /// The node runs of a batch that go with their execution's final state, and where.
 #[derive(Default)]
 struct Folding<'a> {
     /// Each execution the batch finishes, by tenant, id and fencing token: its index in
     /// [`FinishedColumns`] and its final outputs. A run under another token is not folded,
     /// and is refused or taken on its own as before.
-    finishing: HashMap<(&'a str, Uuid, Fence), (usize, &'a Map<String, Value>)>,
+    finishing: HashMap<Finishing<'a>, (usize, &'a Map<String, Value>)>,
     /// Per finished execution, its runs.
     runs: Vec<Vec<Value>>,
 }

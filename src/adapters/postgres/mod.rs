@@ -334,9 +334,7 @@ impl Store for PgStore {
         limit: usize,
     ) -> StoreFuture<'a, Vec<EventRecord>> {
         let tenant = TenantId::from(tenant);
-        self.with_db(
-            |db| async move { events::recent(&db, &tenant, session_id, limit).await },
-        )
+        self.with_db(|db| async move { events::recent(&db, &tenant, session_id, limit).await })
     }
 
     fn fail_interrupted<'a>(

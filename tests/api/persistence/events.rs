@@ -23,7 +23,7 @@ fn event(tenant: &str, session: Uuid, seq: u64, at: DateTime<Utc>, len: usize) -
         seq,
         event_id: Uuid::new_v4(),
         event_type: "workflow.progress",
-        user_id: (seq % 3 != 0).then(|| "alice".into()),
+        user_id: (!seq.is_multiple_of(3)).then(|| "alice".into()),
         published_at: at,
         json: json.into(),
     }
@@ -78,7 +78,13 @@ async fn packed_events_come_back_in_order_byte_for_byte_and_a_retry_doubles_noth
 
     assert_eq!(store.recent_events("t", a, 1000).await.unwrap(), a_events);
     assert_eq!(store.recent_events("t", b, 1000).await.unwrap(), b_events);
-    assert!(store.recent_events("other", a, 1000).await.unwrap().is_empty());
+    assert!(
+        store
+            .recent_events("other", a, 1000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // The newest few, across a page boundary (no page holds exactly the last 13).
     assert_eq!(
         store.recent_events("t", a, 13).await.unwrap(),
@@ -166,7 +172,10 @@ async fn retention_drops_whole_pages_once_their_newest_event_is_old() {
 
 /// The schema files, applied by hand up to (and including) `last`.
 async fn apply_migrations(url: &str, versions: std::ops::RangeInclusive<u32>) {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/adapters/postgres/migrations");
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/adapters/postgres/migrations"
+    );
     let client = super::connect(url).await;
     for version in versions {
         let file = std::fs::read_dir(dir)
@@ -195,7 +204,15 @@ async fn the_migration_moves_a_v5_history_into_pages_unchanged() {
     // 250 events with a gap after 120, and another session's: rows as V5 wrote them.
     let history: Vec<_> = (1..=120)
         .chain(130..=259)
-        .map(|seq| event("t", session, seq, now + Duration::milliseconds(seq as i64), 40))
+        .map(|seq| {
+            event(
+                "t",
+                session,
+                seq,
+                now + Duration::milliseconds(seq as i64),
+                40,
+            )
+        })
         .chain([event("t", other, 7, now, 40)])
         .collect();
     let client = super::connect(&url).await;
