@@ -1,8 +1,9 @@
 //! [`StoreWriter`]: the bounded, ordered background writer of high-volume facts (events,
 //! node runs, finished executions, session activity and ends).
 //!
-//! One thread drains a bounded queue in batches, in acceptance order, and hands each batch
-//! to [`Store::write_batch`], up to [`CONCURRENT_BATCHES`] at once; a batch that fails is
+//! One thread drains a bounded queue in batches, in acceptance order (each gathering for up
+//! to [`GATHER`]), and hands each batch to [`Store::write_batch`], up to
+//! [`CONCURRENT_BATCHES`] at once; a batch that fails is
 //! retried (with a growing pause) until it is written, so nothing accepted is dropped while
 //! the database is away. When the queue is full, [`StoreWriter::write`] blocks its caller
 //! until there is room: backpressure, not loss.

@@ -170,7 +170,7 @@ async fn retention_drops_whole_pages_once_their_newest_event_is_old() {
     assert_eq!(rows(&url, "SELECT count(*) FROM event_pages").await, 3);
 }
 
-/// The schema files, applied by hand up to (and including) `last`.
+/// The schema files numbered `versions` (those that exist), applied by hand as SQL.
 async fn apply_migrations(url: &str, versions: std::ops::RangeInclusive<u32>) {
     let dir = concat!(
         env!("CARGO_MANIFEST_DIR"),
