@@ -278,8 +278,7 @@ impl Columns {
                 c.webhook.push(delivery.webhook_id);
                 c.delivery.push(delivery.delivery_id);
                 c.event_type.push(delivery.event_type.to_owned());
-                c.event_seq
-                    .push(i64::try_from(delivery.event_seq).unwrap_or(i64::MAX));
+                c.event_seq.push(as_i64(delivery.event_seq));
                 c.status.push(delivery.status.to_owned());
                 c.attempts
                     .push(i32::try_from(delivery.attempts).unwrap_or(i32::MAX));

@@ -21,7 +21,7 @@ use kailash_actors::{
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::{Db, store_error};
+use super::{Db, executions::as_i64, store_error};
 
 /// The payload bytes a page may hold: compressed (V7), a page this size stays inline in its
 /// heap tuple, with no TOAST rows to write. A longer event gets a page of its own.
@@ -131,10 +131,6 @@ impl EventPages {
             ],
         )
     }
-}
-
-fn as_i64(seq: u64) -> i64 {
-    i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
 /// The newest `limit` events of a session's stream, oldest first: pages are read newest

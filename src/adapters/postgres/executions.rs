@@ -114,9 +114,10 @@ struct CreateColumns {
     fence: Vec<i64>,
 }
 
-/// A fencing token as PostgreSQL keeps it (`bigint`; tokens never come near its limit).
-pub fn as_i64(fence: Fence) -> i64 {
-    i64::try_from(fence).unwrap_or(i64::MAX)
+/// A fencing token or an event's `seq` as PostgreSQL keeps it (`bigint`; neither comes near
+/// its limit).
+pub fn as_i64(counter: Fence) -> i64 {
+    i64::try_from(counter).unwrap_or(i64::MAX)
 }
 
 fn object(value: Value) -> Map<String, Value> {
