@@ -1,8 +1,9 @@
 //! [`StoreWriter`]: the bounded, ordered background writer of high-volume facts (events,
 //! node runs, finished executions, session activity and ends).
 //!
-//! One thread drains a bounded queue in batches, in acceptance order, and hands each batch
-//! to [`Store::write_batch`], up to [`CONCURRENT_BATCHES`] at once; a batch that fails is
+//! One thread drains a bounded queue in batches, in acceptance order (each gathering for up
+//! to [`GATHER`]), and hands each batch to [`Store::write_batch`], up to
+//! [`CONCURRENT_BATCHES`] at once; a batch that fails is
 //! retried (with a growing pause) until it is written, so nothing accepted is dropped while
 //! the database is away. When the queue is full, [`StoreWriter::write`] blocks its caller
 //! until there is room: backpressure, not loss.
@@ -18,7 +19,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::{Semaphore, oneshot};
@@ -33,6 +34,13 @@ const MAX_BATCH: usize = 2000;
 /// fixed cost (statements, commit) then dominates — four slots cost the PostgreSQL server
 /// about 40 % more CPU per execution than two, with no gain in throughput.
 const CONCURRENT_BATCHES: u32 = 2;
+/// How long a batch gathers writes after its first one before it is handed on (unless it
+/// fills up, or a flush asks for it). A batch's fixed cost (a transaction, a statement per
+/// kind of write, each planned and executed) is paid per batch, and a node's runs are
+/// folded into its execution's final update only when both are in one batch; without the
+/// wait a batch took whatever a millisecond had brought (a few executions' worth).
+/// Nothing waits on it but the history's durability, which a flush does not wait for.
+const GATHER: Duration = Duration::from_millis(10);
 /// Pause after the first failed attempt; doubles up to [`MAX_RETRY_PAUSE`].
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
@@ -176,14 +184,17 @@ fn drain(store: Arc<dyn Store>, receiver: Receiver<Command>, stats: Arc<WriterSt
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut flushes = Vec::new();
     while let Ok(first) = receiver.recv() {
+        let until = Instant::now() + GATHER;
         let mut next = Some(first);
         while let Some(command) = next.take() {
             match command {
                 Command::Write(write) => batch.push(write),
                 Command::Flush(done) => flushes.push(done),
             }
-            if batch.len() < MAX_BATCH {
-                next = receiver.try_recv().ok();
+            if batch.len() < MAX_BATCH && flushes.is_empty() {
+                next = receiver
+                    .recv_timeout(until.saturating_duration_since(Instant::now()))
+                    .ok();
             }
         }
         if !batch.is_empty() {

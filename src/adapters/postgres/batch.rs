@@ -1,30 +1,30 @@
-//! The background writer's batches, and the event history they fill.
+//! The background writer's batches.
 //!
-//! A batch is turned into one column array per field and written with one `UNNEST`
-//! statement per kind of write, all in one transaction sent as one pipeline: a handful of
-//! prepared statements and one round trip whatever the batch size. A batch retried after an
-//! unknown outcome changes nothing twice: updates set final values, and inserts that meet
-//! rows already there are written again skipping them.
+//! A batch is turned into one column array per field (its events into pages, see
+//! [`super::events`]; node runs whose execution the batch finishes into that execution's
+//! final update, see [`Folding`]) and written with one `UNNEST` statement per kind of write,
+//! all in one transaction sent as one pipeline: a handful of prepared statements and one
+//! round trip whatever the batch size. A batch retried after an unknown outcome changes
+//! nothing twice: updates set final values (a final state is written once), and inserts
+//! that meet rows already there are written again skipping them.
 
-use chrono::{DateTime, Utc};
-use kailash_actors::{
-    TenantId,
-    events::EventType,
-    store::{EventRecord, StoreError, Write},
-};
-use serde_json::Value;
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use kailash_actors::store::{EventRecord, Fence, NodeRunRecord, StoreError, Write};
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use deadpool_postgres::Client;
 use futures_util::future::{join3, try_join_all};
 use tokio_postgres::{Error as PgError, error::SqlState, types::ToSql};
 
-use super::{Db, executions::as_i64, store_error};
+use super::{Db, events::EventPages, executions::as_i64, store_error};
 
 /// A batch, by column.
 #[derive(Default)]
 pub struct Columns {
-    events: EventColumns,
+    events: EventPages,
     node_runs: NodeRunColumns,
     finished: FinishedColumns,
     touched: (Vec<String>, Vec<Uuid>, Vec<DateTime<Utc>>),
@@ -44,18 +44,6 @@ struct DeliveryColumns {
     status_code: Vec<Option<i32>>,
     error: Vec<Option<String>>,
     finished: Vec<DateTime<Utc>>,
-}
-
-#[derive(Default)]
-struct EventColumns {
-    tenant: Vec<String>,
-    session: Vec<Uuid>,
-    seq: Vec<i64>,
-    id: Vec<Uuid>,
-    event_type: Vec<String>,
-    user: Vec<Option<String>>,
-    at: Vec<DateTime<Utc>>,
-    payload: Vec<String>,
 }
 
 #[derive(Default)]
@@ -85,22 +73,68 @@ struct FinishedColumns {
     node_states: Vec<Value>,
     error: Vec<Option<String>>,
     fence: Vec<i64>,
+    /// The execution's node runs of the same batch (V8), as a JSON array; `None`: none.
+    node_runs: Vec<Option<Value>>,
 }
 
-/// An insert, as first tried and as retried after a duplicate key (see [`Columns::write`]).
-macro_rules! insert {
-    ($name:ident, $sql:literal) => {
-        const $name: [&str; 2] = [$sql, concat!($sql, " ON CONFLICT DO NOTHING")];
-    };
+/// An execution a batch finishes: tenant, id and the fencing token of its final state.
+type Finishing<'a> = (&'a str, Uuid, Fence);
+
+/// The node runs of a batch that go with their execution's final state, and where.
+#[derive(Default)]
+struct Folding<'a> {
+    /// Each execution the batch finishes, by tenant, id and fencing token: its index in
+    /// [`FinishedColumns`] and its final outputs. A run under another token is not folded,
+    /// and is refused or taken on its own as before.
+    finishing: HashMap<Finishing<'a>, (usize, &'a Map<String, Value>)>,
+    /// Per finished execution, its runs.
+    runs: Vec<Vec<Value>>,
 }
 
-insert!(
-    INSERT_EVENTS,
-    "INSERT INTO events \
-    (tenant_id, session_id, seq, event_id, event_type, user_id, published_at, payload) \
-    SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::int8[], $4::uuid[], $5::text[], \
-    $6::text[], $7::timestamptz[], $8::text[])"
-);
+impl<'a> Folding<'a> {
+    fn of(batch: &'a [Write]) -> Self {
+        let mut folding = Self::default();
+        for write in batch {
+            if let Write::ExecutionFinished(execution) = write {
+                let key = (
+                    &*execution.tenant_id,
+                    execution.snapshot.execution_id,
+                    execution.fence,
+                );
+                let next = (folding.runs.len(), &execution.snapshot.outputs);
+                folding.finishing.entry(key).or_insert(next);
+                folding.runs.push(Vec::new());
+            }
+        }
+        folding
+    }
+
+    /// Takes `run` into its execution's final update, if the batch finishes it. A run's
+    /// outputs are nearly always the execution's outputs of that node, written in the same
+    /// update: then they are left out (the reader takes them from there), which keeps the
+    /// updated row small enough to stay on its page (a HOT update).
+    fn fold(&mut self, run: &NodeRunRecord) -> bool {
+        let key = (&*run.tenant_id, run.execution_id, run.fence);
+        let Some(&(finished, outputs)) = self.finishing.get(&key) else {
+            return false;
+        };
+        let at = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let mut folded = json!({
+            "node_id": &*run.node_id,
+            "node_type": run.node_type,
+            "status": run.status,
+            "started_at": run.started_at.map(at),
+            "finished_at": at(run.finished_at),
+            "execution_time_ms": run.execution_time_ms,
+            "error": run.error,
+        });
+        if outputs.get(&*run.node_id) != Some(&run.outputs) {
+            folded["outputs"] = run.outputs.clone();
+        }
+        self.runs[finished].push(folded);
+        true
+    }
+}
 
 // Only the node runs whose execution still holds their fencing token (see `Fence`).
 insert!(
@@ -128,11 +162,11 @@ const FINISH_EXECUTIONS: &str = "WITH done AS (DELETE FROM running_executions r 
     UPDATE executions e SET status = u.status, \
     progress = u.progress, current_node = NULL, started_at = u.started_at, \
     completed_at = u.completed_at, outputs = u.outputs, node_states = u.node_states, \
-    error = u.error \
+    error = u.error, node_runs = u.node_runs \
     FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::float8[], $5::timestamptz[], \
-    $6::timestamptz[], $7::jsonb[], $8::jsonb[], $9::text[], $10::int8[]) \
+    $6::timestamptz[], $7::jsonb[], $8::jsonb[], $9::text[], $10::int8[], $11::json[]) \
     AS u(tenant_id, execution_id, status, progress, started_at, completed_at, outputs, \
-    node_states, error, fence) \
+    node_states, error, fence, node_runs) \
     WHERE e.tenant_id = u.tenant_id AND e.execution_id = u.execution_id \
     AND e.status IN ('started', 'running') AND e.fence = u.fence";
 
@@ -155,28 +189,42 @@ insert!(
     $6::text[], $7::int4[], $8::int4[], $9::text[], $10::timestamptz[])"
 );
 
+/// Opens a batch's transaction. Every statement of a batch finds its rows by primary key, a
+/// handful per statement; but while a table is young, or grew since it was last analyzed,
+/// the planner believes it small and joins the batch's rows to it by scanning it whole (a
+/// hash join over a sequential scan), which on a fresh database cost the server about a
+/// tenth of its time. Within the batch's transaction, only index lookups are planned.
+const BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; \
+    SET LOCAL enable_mergejoin = off";
+
 impl Columns {
     pub fn of(batch: &[Write]) -> Self {
         let mut columns = Self::default();
+        let mut events = Vec::new();
+        let mut folding = Folding::of(batch);
         for write in batch {
-            columns.push(write);
+            columns.push(write, &mut events, &mut folding);
         }
+        columns.events = EventPages::of(events);
+        columns.finished.node_runs = folding
+            .runs
+            .into_iter()
+            .map(|runs| (!runs.is_empty()).then_some(Value::Array(runs)))
+            .collect();
         columns
     }
 
-    fn push(&mut self, write: &Write) {
+    /// Adds `write` to its columns; events are gathered in `events`, to be packed at the
+    /// end, and node runs that go with their execution's final state into `folding`.
+    fn push<'a>(
+        &mut self,
+        write: &'a Write,
+        events: &mut Vec<&'a EventRecord>,
+        folding: &mut Folding,
+    ) {
         match write {
-            Write::Event(event) => {
-                let c = &mut self.events;
-                c.tenant.push(event.tenant_id.to_string());
-                c.session.push(event.session_id);
-                c.seq.push(i64::try_from(event.seq).unwrap_or(i64::MAX));
-                c.id.push(event.event_id);
-                c.event_type.push(event.event_type.to_owned());
-                c.user.push(event.user_id.as_deref().map(str::to_owned));
-                c.at.push(event.published_at);
-                c.payload.push(event.json.to_string());
-            }
+            Write::Event(event) => events.push(event),
+            Write::NodeRun(run) if folding.fold(run) => {}
             Write::NodeRun(run) => {
                 let c = &mut self.node_runs;
                 c.tenant.push(run.tenant_id.to_string());
@@ -230,8 +278,7 @@ impl Columns {
                 c.webhook.push(delivery.webhook_id);
                 c.delivery.push(delivery.delivery_id);
                 c.event_type.push(delivery.event_type.to_owned());
-                c.event_seq
-                    .push(i64::try_from(delivery.event_seq).unwrap_or(i64::MAX));
+                c.event_seq.push(as_i64(delivery.event_seq));
                 c.status.push(delivery.status.to_owned());
                 c.attempts
                     .push(i32::try_from(delivery.attempts).unwrap_or(i32::MAX));
@@ -262,28 +309,11 @@ impl Columns {
     /// this connection). A failed statement aborts the transaction, and the COMMIT that
     /// follows it then only ends it.
     async fn write_once(&self, client: &Client, skip_existing: bool) -> Result<(), PgError> {
-        let (e, n, f, d) = (
-            &self.events,
-            &self.node_runs,
-            &self.finished,
-            &self.deliveries,
-        );
+        let (n, f, d) = (&self.node_runs, &self.finished, &self.deliveries);
         let insert = |sql: [&'static str; 2]| sql[usize::from(skip_existing)];
+        let (insert_pages, pages) = self.events.insert(skip_existing);
         let statements: [(&str, bool, Vec<&(dyn ToSql + Sync)>); 6] = [
-            (
-                insert(INSERT_EVENTS),
-                !e.tenant.is_empty(),
-                vec![
-                    &e.tenant,
-                    &e.session,
-                    &e.seq,
-                    &e.id,
-                    &e.event_type,
-                    &e.user,
-                    &e.at,
-                    &e.payload,
-                ],
-            ),
+            (insert_pages, !self.events.is_empty(), pages),
             (
                 insert(INSERT_NODE_RUNS),
                 !n.tenant.is_empty(),
@@ -315,6 +345,7 @@ impl Columns {
                     &f.node_states,
                     &f.error,
                     &f.fence,
+                    &f.node_runs,
                 ],
             ),
             (
@@ -360,7 +391,7 @@ impl Columns {
         // A request goes out when its future is first polled, and `join3` polls in argument
         // order: BEGIN, then every statement (in any order: they commute), then COMMIT.
         let (began, written, committed) = join3(
-            client.batch_execute("BEGIN"),
+            client.batch_execute(BEGIN),
             writes,
             client.batch_execute("COMMIT"),
         )
@@ -369,40 +400,4 @@ impl Columns {
         written?;
         committed
     }
-}
-
-/// The newest `limit` events of a session's stream, oldest first.
-pub async fn recent_events(
-    db: &Db,
-    tenant: &TenantId,
-    session_id: Uuid,
-    limit: usize,
-) -> Result<Vec<EventRecord>, StoreError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = db
-        .query(
-            "SELECT * FROM (SELECT seq, event_id, event_type, user_id, published_at, payload \
-             FROM events WHERE tenant_id = $1 AND session_id = $2 ORDER BY seq DESC LIMIT $3) \
-             newest ORDER BY seq",
-            tenant,
-            &[&session_id, &limit],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .filter_map(|row| {
-            // Only event types this build knows can be replayed; the names are the contract's.
-            let event_type = row.get::<_, &str>(2).parse::<EventType>().ok()?;
-            Some(EventRecord {
-                tenant_id: tenant.clone(),
-                session_id,
-                seq: u64::try_from(row.get::<_, i64>(0)).unwrap_or_default(),
-                event_id: row.get(1),
-                event_type: event_type.as_str(),
-                user_id: row.get::<_, Option<&str>>(3).map(Into::into),
-                published_at: row.get(4),
-                json: row.get::<_, &str>(5).into(),
-            })
-        })
-        .collect())
 }

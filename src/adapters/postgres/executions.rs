@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{Db, scoped, store_error};
+use super::{Db, events, scoped, store_error};
 
 /// The columns [`execution_from_row`] reads, in its order.
 const COLUMNS: &str = "execution_id, session_id, user_id, workflow_id, workflow_name, status, \
@@ -114,9 +114,10 @@ struct CreateColumns {
     fence: Vec<i64>,
 }
 
-/// A fencing token as PostgreSQL keeps it (`bigint`; tokens never come near its limit).
-pub fn as_i64(fence: Fence) -> i64 {
-    i64::try_from(fence).unwrap_or(i64::MAX)
+/// A fencing token or an event's `seq` as PostgreSQL keeps it (`bigint`; neither comes near
+/// its limit).
+pub fn as_i64(counter: Fence) -> i64 {
+    i64::try_from(counter).unwrap_or(i64::MAX)
 }
 
 fn object(value: Value) -> Map<String, Value> {
@@ -177,6 +178,8 @@ pub async fn of_session(
         .collect())
 }
 
+/// The node runs of an execution, in the order they ended: those written on their own, and
+/// those folded into its final update (see `batch::Folding`).
 pub async fn node_runs(
     db: &Db,
     tenant: &TenantId,
@@ -186,6 +189,12 @@ pub async fn node_runs(
         .query(
             "SELECT node_id, node_type, status, started_at, finished_at, execution_time_ms, \
              outputs, error, fence FROM node_runs WHERE tenant_id = $1 AND execution_id = $2 \
+             UNION ALL SELECT r.node_id, r.node_type, r.status, r.started_at, r.finished_at, \
+             r.execution_time_ms, COALESCE(r.outputs::jsonb, e.outputs -> r.node_id, 'null'), \
+             r.error, e.fence FROM executions e, \
+             json_to_recordset(e.node_runs) AS r(node_id text, node_type text, status text, \
+             started_at timestamptz, finished_at timestamptz, execution_time_ms float8, \
+             outputs json, error text) WHERE e.tenant_id = $1 AND e.execution_id = $2 \
              ORDER BY finished_at, node_id",
             tenant,
             &[&execution_id],
@@ -294,13 +303,11 @@ pub async fn prune(
     let tenant: &str = tenant;
     let mut client = db.client().await?;
     let tx = client.transaction().await.map_err(store_error)?;
-    let mut counts = PruneCounts::default();
+    let mut counts = PruneCounts {
+        events: events::prune(&tx, tenant, events_before).await?,
+        executions: 0,
+    };
     for (sql, cutoff, count) in [
-        (
-            "DELETE FROM events WHERE tenant_id = $1 AND published_at < $2",
-            events_before,
-            Some(&mut counts.events),
-        ),
         (
             // Recorded webhook deliveries age like the events they delivered.
             "DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND finished_at < $2",

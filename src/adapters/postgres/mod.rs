@@ -4,7 +4,7 @@
 //! connection, prepared statements cached per connection), the embedded migrations
 //! ([`migrate`]), and the repositories: [`sessions`] (tenants, sessions, workflow versions),
 //! [`executions`] (executions, node runs, history, recovery, retention), [`batch`] (the
-//! background writer's batches and the event history), [`webhooks`] and [`accounts`] (the
+//! background writer's batches), [`events`] (the event history, packed in pages), [`webhooks`] and [`accounts`] (the
 //! accounts port's adapter). New executions and audit entries are written through a
 //! [`group_commit::GroupCommit`]: concurrent ones share a statement and a commit.
 //!
@@ -16,8 +16,17 @@
 //! module with its queries written against [`Db`] (which carries the pool and the tenant
 //! scoping convention), and implement the port on `PgStore` with [`PgStore::on_runtime`].
 
+/// An insert, as first tried and as retried after a duplicate key (see
+/// [`batch::Columns::write`]).
+macro_rules! insert {
+    ($name:ident, $sql:literal) => {
+        const $name: [&str; 2] = [$sql, concat!($sql, " ON CONFLICT DO NOTHING")];
+    };
+}
+
 pub mod accounts;
 pub mod batch;
+pub mod events;
 pub mod executions;
 pub mod group_commit;
 pub mod migrate;
@@ -325,9 +334,7 @@ impl Store for PgStore {
         limit: usize,
     ) -> StoreFuture<'a, Vec<EventRecord>> {
         let tenant = TenantId::from(tenant);
-        self.with_db(
-            |db| async move { batch::recent_events(&db, &tenant, session_id, limit).await },
-        )
+        self.with_db(|db| async move { events::recent(&db, &tenant, session_id, limit).await })
     }
 
     fn fail_interrupted<'a>(

@@ -212,7 +212,10 @@ async fn a_node_cut_off_past_its_heartbeat_is_fenced_off_and_gives_its_session_u
     let db = crate::persistence::connect(cluster.database_url()).await;
     let node_runs = db
         .query_one(
-            "SELECT count(*) FROM node_runs WHERE execution_id = $1",
+            // On their own, or folded into the final update (V8).
+            "SELECT (SELECT count(*) FROM node_runs WHERE execution_id = $1) \
+             + COALESCE((SELECT json_array_length(node_runs) FROM executions \
+             WHERE execution_id = $1), 0)",
             &[&execution.parse::<uuid::Uuid>().unwrap()],
         )
         .await

@@ -7,6 +7,7 @@
 //! server vanish unless it asked for that.
 
 mod accounts;
+mod events;
 mod faults;
 mod history;
 mod restart;
@@ -109,4 +110,28 @@ pub async fn run_to_end(app: &TestApp, user: &str, session: &str, workflow: &str
         "the run completes"
     );
     execution
+}
+
+/// The schema files numbered `versions` (those that exist), applied by hand as SQL.
+pub async fn apply_migrations(url: &str, versions: std::ops::RangeInclusive<u32>) {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/adapters/postgres/migrations"
+    );
+    let client = connect(url).await;
+    for version in versions {
+        let file = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .find(|path| {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                name.starts_with(&format!("V{version}__"))
+            });
+        if let Some(file) = file {
+            client
+                .batch_execute(&std::fs::read_to_string(file).unwrap())
+                .await
+                .unwrap();
+        }
+    }
 }

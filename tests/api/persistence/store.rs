@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use kailash_actors::{
     execution::{ExecutionSnapshot, ExecutionStatus},
     store::{
@@ -30,8 +30,8 @@ async fn migrations_build_the_schema_from_empty_and_a_rerun_is_a_no_op() {
     let store = connect(&url, &Settings::default()).unwrap();
     assert_eq!(
         store.migrate().await,
-        Ok(6),
-        "V1 (store), V2 (accounts), V3 (webhooks), V4 (cheaper history writes), V5 (fencing tokens) and V6 (tenants) applied to an empty database"
+        Ok(9),
+        "V1 (store), V2 (accounts), V3 (webhooks), V4 (cheaper history writes), V5 (fencing tokens), V6 (tenants), V7 (packed events), V8 (folded node runs) and V9 (tenant rows backfilled) applied to an empty database"
     );
     assert_eq!(store.migrate().await, Ok(0), "a re-run applies nothing");
     // A second node migrating concurrently waits for the lock and then finds nothing to do.
@@ -50,6 +50,7 @@ async fn migrations_build_the_schema_from_empty_and_a_rerun_is_a_no_op() {
         .map(|row| row.get(0))
         .collect();
     for table in [
+        "event_pages",
         "events",
         "executions",
         "node_runs",
@@ -381,5 +382,75 @@ async fn a_lost_runs_writes_under_its_old_fencing_token_change_nothing() {
             .unwrap()
             .len(),
         2
+    );
+}
+
+#[actix_web::test]
+async fn node_runs_that_come_with_the_final_state_are_read_back_whole() {
+    let _server_up = PG_FAULT.read().await;
+    let store = migrated_store().await;
+    let (_, finished) = fill(&store, "tenant-n").await;
+    let tenant = "tenant-n";
+    let mut run = finished.clone();
+    run.snapshot.execution_id = Uuid::new_v4();
+    run.snapshot.status = ExecutionStatus::Running;
+    run.snapshot.completed_at = None;
+    store.create_execution(&run).await.unwrap();
+
+    // One run ended before the batch that finishes the execution; two come with it: one
+    // whose outputs are the execution's outputs of that node, one failed with its own.
+    // To the microsecond, what PostgreSQL keeps.
+    let base = DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap();
+    let at = |ms| base + Duration::milliseconds(ms);
+    let node = |id: &str, ms, status: &'static str, outputs, error: Option<&str>| NodeRunRecord {
+        tenant_id: tenant.into(),
+        execution_id: run.snapshot.execution_id,
+        node_id: id.into(),
+        node_type: "PythonCodeNode".into(),
+        status: status.into(),
+        started_at: Some(at(ms - 1)),
+        finished_at: at(ms),
+        execution_time_ms: Some(1.0),
+        outputs,
+        error: error.map(str::to_owned),
+        fence: 0,
+    };
+    let early = node("a", 10, "completed", json!({"x": 1}), None);
+    let same = node("b", 20, "completed", json!({"y": [1, 2]}), None);
+    let failed = node("c", 30, "failed", json!({"partial": true}), Some("boom"));
+    store
+        .write_batch(&[Write::NodeRun(early.clone())])
+        .await
+        .unwrap();
+    let mut done = run.clone();
+    done.snapshot.status = ExecutionStatus::Failed;
+    done.snapshot.completed_at = Some(at(40));
+    done.snapshot.outputs = Map::from_iter([
+        ("a".to_owned(), json!({"x": 1})),
+        ("b".to_owned(), json!({"y": [1, 2]})),
+    ]);
+    let batch = [
+        Write::NodeRun(same.clone()),
+        Write::NodeRun(failed.clone()),
+        Write::ExecutionFinished(Box::new(done)),
+    ];
+    store.write_batch(&batch).await.unwrap();
+    store.write_batch(&batch).await.unwrap();
+
+    let runs = store
+        .node_runs(tenant, run.snapshot.execution_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        runs,
+        [early, same, failed],
+        "in the order they ended, whole"
+    );
+    assert!(
+        store
+            .node_runs("tenant-other", run.snapshot.execution_id)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

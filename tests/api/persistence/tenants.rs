@@ -1,6 +1,7 @@
 //! Tenants in PostgreSQL (`V6__tenants.sql`): the record's round trip through the accounts
 //! port, a tenant row that predates V6 (made by a stored session) read as an active tenant
-//! named by its id, and tenants — a deactivated one included — surviving a restart.
+//! named by its id, tenants — a deactivated one included — surviving a restart, and V9's
+//! records for tenants that held data but no session before V6.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use reqwest::Method;
 use serde_json::json;
 use tokio_postgres::NoTls;
 
-use super::{PG_FAULT, fresh_database, spawn_on, stop};
+use super::{PG_FAULT, apply_migrations, fresh_database, spawn_on, stop};
 use crate::helpers::*;
 
 #[actix_web::test]
@@ -103,4 +104,41 @@ async fn tenants_and_their_state_survive_a_gateway_restart() {
         .await
         .unwrap();
     assert_error(refused, 403, "tenant_inactive", "The tenant is deactivated").await;
+}
+
+#[actix_web::test]
+async fn tenants_with_data_but_no_session_get_a_record_on_upgrade() {
+    let _server_up = PG_FAULT.read().await;
+    let url = fresh_database().await;
+    apply_migrations(&url, 1..=8).await;
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    actix_rt::spawn(connection);
+    // Users of one tenant and a role of another, as a gateway before V6 left them: no
+    // session, so no tenants row; and a tenant that did store a session.
+    client
+        .batch_execute(
+            "INSERT INTO users VALUES ('staff', 'ann', 'h', '{}', '{}', false, 0, NULL, NULL, \
+             false, now()); \
+             INSERT INTO roles VALUES ('studio', 'editor', '{}', '{}', now()); \
+             INSERT INTO tenants (tenant_id) VALUES ('active');",
+        )
+        .await
+        .unwrap();
+    apply_migrations(&url, 9..=9).await;
+    let accounts = PgAccounts::new(Arc::new(connect(&url, &Settings::default()).unwrap()));
+    let tenants: Vec<(String, bool)> = accounts
+        .all_tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.tenant_id, t.active))
+        .collect();
+    assert_eq!(
+        tenants,
+        [
+            ("active".to_owned(), true),
+            ("staff".to_owned(), true),
+            ("studio".to_owned(), true)
+        ]
+    );
 }
