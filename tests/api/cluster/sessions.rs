@@ -362,3 +362,32 @@ async fn a_tenant_created_or_deactivated_through_one_node_holds_on_every_node() 
         "the tenant deactivated through A is refused on B"
     );
 }
+
+#[actix_rt::test]
+async fn a_token_revoked_through_one_node_is_refused_by_every_node() {
+    let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
+    let cluster = LocalCluster::start(2).await;
+    let (a, b) = (&cluster[0], &cluster[1]);
+    let token = a.token_for("alice");
+    let list = async |node: &Node| {
+        node.request(Method::GET, "/api/sessions")
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("request completes")
+            .status()
+    };
+    assert_eq!(list(b).await, 200);
+    let logout = a
+        .request(Method::POST, "/api/auth/logout")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 200);
+    assert_eq!(list(a).await, 401, "at once where it was revoked");
+    assert!(
+        eventually(SETTLE, async || list(b).await == 401).await,
+        "and soon on the others"
+    );
+}

@@ -30,8 +30,8 @@ async fn migrations_build_the_schema_from_empty_and_a_rerun_is_a_no_op() {
     let store = connect(&url, &Settings::default()).unwrap();
     assert_eq!(
         store.migrate().await,
-        Ok(9),
-        "V1 (store), V2 (accounts), V3 (webhooks), V4 (cheaper history writes), V5 (fencing tokens), V6 (tenants), V7 (packed events), V8 (folded node runs) and V9 (tenant rows backfilled) applied to an empty database"
+        Ok(10),
+        "V1 (store), V2 (accounts), V3 (webhooks), V4 (cheaper history writes), V5 (fencing tokens), V6 (tenants), V7 (packed events), V8 (folded node runs), V9 (tenant rows backfilled) and V10 (revocation times) applied to an empty database"
     );
     assert_eq!(store.migrate().await, Ok(0), "a re-run applies nothing");
     // A second node migrating concurrently waits for the lock and then finds nothing to do.
