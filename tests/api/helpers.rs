@@ -211,6 +211,17 @@ impl Api {
             .expect("request completes")
     }
 
+    /// The `/metrics` page.
+    pub async fn metrics_text(&self) -> String {
+        self.request(Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("request completes")
+            .text()
+            .await
+            .expect("body reads")
+    }
+
     /// Creates a session for `user` and returns its id.
     pub async fn create_session(&self, user: &str) -> String {
         let response = self

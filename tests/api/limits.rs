@@ -62,14 +62,7 @@ async fn a_users_requests_per_second_are_limited_and_reset_with_the_next_second(
 
     at_the_start_of_a_second().await;
     assert_eq!(sessions(&app, "alice").await.status(), 200, "reset");
-    let metrics = app
-        .request(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains(r#"kailash_quota_rejections_total{limit="user_requests_per_second"} 1"#),
         "{metrics}"

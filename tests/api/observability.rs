@@ -85,14 +85,7 @@ async fn metrics_count_requests_by_route_pattern_and_mirror_sessions() {
         &format!("/api/sessions/{}", uuid::Uuid::new_v4()),
     )
     .await;
-    let text = app
-        .request(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     for line in [
         r#"kailash_http_requests_total{method="POST",route="/api/sessions",status="200"} 1"#,
         r#"kailash_http_requests_total{method="GET",route="/api/sessions/{session_id}",status="200"} 1"#,

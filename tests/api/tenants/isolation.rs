@@ -201,33 +201,17 @@ async fn another_tenants_resources_answer_exactly_like_unknown_ones() {
         }
     };
 
+    // The intruder's answer to `method path`, as (status, body).
+    let probe = async |method: Method, path: String| {
+        body_of(send(&app, &intruder, method, &path, Some(&body_for(&path))).await).await
+    };
     for (real, unknown) in named_routes(&a).into_iter().zip(named_routes(&guessed(&a))) {
         let (method, path, code) = real;
-        let theirs = body_of(
-            send(
-                &app,
-                &intruder,
-                method.clone(),
-                &path,
-                Some(&body_for(&path)),
-            )
-            .await,
-        )
-        .await;
+        let theirs = probe(method.clone(), path.clone()).await;
         assert_eq!(theirs.0, 404, "{method} {path}: {theirs:?}");
         assert_eq!(theirs.1["code"], code, "{method} {path}");
         let (method, path, _) = unknown;
-        let nobodys = body_of(
-            send(
-                &app,
-                &intruder,
-                method.clone(),
-                &path,
-                Some(&body_for(&path)),
-            )
-            .await,
-        )
-        .await;
+        let nobodys = probe(method.clone(), path.clone()).await;
         assert_eq!(
             theirs, nobodys,
             "{method} {path}: another tenant's differs from unknown"

@@ -12,16 +12,6 @@ use serde_json::{Value, json};
 use super::*;
 use crate::{executions::silent_server, realtime::client::WsClient};
 
-async fn metrics(app: &TestApp) -> String {
-    app.request(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 async fn new_session(app: &TestApp, token: &str) -> reqwest::Response {
     send(app, token, Method::POST, "/api/sessions", None).await
 }
@@ -63,7 +53,7 @@ async fn max_sessions_is_the_tenants_own_and_frees_when_one_closes() {
     assert_eq!(closed.status(), 200);
     assert_eq!(new_session(&app, &alice).await.status(), 200);
     assert!(
-        metrics(&app)
+        app.metrics_text()
             .await
             .contains("kailash_quota_rejections_total{limit=\"max_sessions\"} 1"),
     );
@@ -132,7 +122,7 @@ async fn workflows_may_use_only_the_tenants_node_types_and_node_count() {
     assert_eq!(widened.status(), 200);
     let accepted = send(&app, &alice, Method::POST, &path, Some(&route_and_merge())).await;
     assert_eq!(accepted.status(), 200);
-    let text = metrics(&app).await;
+    let text = app.metrics_text().await;
     for limit in ["max_nodes_per_workflow", "allowed_node_types"] {
         assert!(
             text.contains(&format!(
@@ -188,7 +178,7 @@ async fn max_workflows_counts_the_workflows_of_the_tenants_live_sessions() {
     assert_eq!(closed.status(), 200);
     assert_eq!(add(&two, "c").await.status(), 200);
     assert!(
-        metrics(&app)
+        app.metrics_text()
             .await
             .contains("kailash_quota_rejections_total{limit=\"max_workflows\"} 1")
     );
