@@ -23,7 +23,7 @@ use kailash_actors::{
     events::EventType,
     store::EventRecord,
 };
-use redis::{AsyncCommands, PushInfo, PushKind, Script, Value, streams::StreamRangeReply};
+use redis::{AsyncCommands, PushInfo, PushKind, Value, streams::StreamRangeReply};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -36,7 +36,7 @@ const BATCH: usize = 512;
 /// Refuses (answers 0) an event of a session another node owns now: this node was cut off
 /// long enough for a survivor to take the session over, and until it notices, nothing it
 /// still says of that session may reach anyone.
-const PUBLISH_SCRIPT: &str = r#"
+pub(super) const PUBLISH_SCRIPT: &str = r#"
 local owner = redis.call('GET', KEYS[4])
 if owner and owner ~= ARGV[3] then return 0 end
 local seq = redis.call('INCR', KEYS[1])
@@ -77,14 +77,13 @@ pub(super) fn hand_back(shared: &Shared, events: Vec<Outbound>) {
 
 /// Publishes queued events until the queue closes.
 pub(super) async fn publish_loop(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outbound>) {
-    let script = Script::new(PUBLISH_SCRIPT);
     let mut batch = Vec::with_capacity(BATCH);
     while queue.recv_many(&mut batch, BATCH).await > 0 {
         if !shared.link.is_up() {
             hand_back(&shared, std::mem::take(&mut batch));
             continue;
         }
-        match publish_batch(&shared, &script, &batch).await {
+        match publish_batch(&shared, &batch).await {
             Ok(()) => batch.clear(),
             Err(error) => {
                 if shared.link.down(&error) {
@@ -96,11 +95,7 @@ pub(super) async fn publish_loop(shared: Arc<Shared>, mut queue: mpsc::Receiver<
     }
 }
 
-async fn publish_batch(
-    shared: &Shared,
-    script: &Script,
-    batch: &[Outbound],
-) -> Result<(), redis::RedisError> {
+async fn publish_batch(shared: &Shared, batch: &[Outbound]) -> Result<(), redis::RedisError> {
     let channel = channel(shared);
     let ttl = shared.options.retention.as_secs().max(1);
     let mut pipe = redis::pipe();
@@ -110,7 +105,7 @@ async fn publish_batch(
             .session_id
             .expect("only session events are brokered");
         let (seq_key, stream_key) = session_keys(shared, session_id);
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = shared.scripts.publish.prepare_invoke();
         invocation
             .key(seq_key)
             .key(stream_key)
@@ -123,7 +118,9 @@ async fn publish_batch(
             .arg(ttl);
         pipe.invoke_script(&invocation);
     }
-    let numbered: Vec<u64> = shared.query_scripted(&pipe, script).await?;
+    let numbered: Vec<u64> = shared
+        .query_scripted(&pipe, &shared.scripts.publish)
+        .await?;
     let refused = numbered.iter().filter(|&&seq| seq == 0).count();
     if refused > 0 {
         tracing::warn!(

@@ -36,7 +36,7 @@ use kailash_actors::{
     store::{EventRecord, Fence},
 };
 use redis::{
-    Client, ProtocolVersion,
+    Client, ProtocolVersion, Script,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 use tokio::sync::mpsc;
@@ -122,6 +122,29 @@ struct Shared {
     lost: Mutex<Vec<SessionKey>>,
     /// Requests to and from other nodes.
     control: control::Control,
+    scripts: Scripts,
+}
+
+/// The adapter's Lua scripts, hashed once (a call sends only the hash; Redis is sent the
+/// script again when it lost it).
+struct Scripts {
+    publish: Script,
+    route: Script,
+    claim: Script,
+    orphans: Script,
+    reserve: Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self {
+            publish: Script::new(events::PUBLISH_SCRIPT),
+            route: Script::new(owners::ROUTE_SCRIPT),
+            claim: Script::new(owners::CLAIM_SCRIPT),
+            orphans: Script::new(owners::ORPHANS_SCRIPT),
+            reserve: Script::new(runs::RESERVE_SCRIPT),
+        }
+    }
 }
 
 impl Shared {
@@ -219,6 +242,7 @@ impl RedisBroker {
             running: Mutex::default(),
             lost: Mutex::default(),
             control,
+            scripts: Scripts::default(),
         });
         runtime.spawn(nodes::heartbeat(shared.clone()));
         Ok(Self {

@@ -18,9 +18,8 @@ use kailash_actors::{
     TenantId, UserId,
     broker::{Claim, SessionKey, SessionLimits},
 };
-use std::sync::LazyLock;
 
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 use uuid::Uuid;
 
 use super::{NodeInfo, Shared, nodes::node_key};
@@ -34,7 +33,7 @@ pub enum Route {
     Owner { node_id: String, address: String },
 }
 
-const ROUTE_SCRIPT: &str = r#"
+pub(super) const ROUTE_SCRIPT: &str = r#"
 local owner = redis.call('GET', KEYS[1])
 if not owner then return {'', ''} end
 if owner == ARGV[1] then return {owner, ''} end
@@ -47,7 +46,7 @@ return {ARGV[1], ''}
 /// Takes up to ARGV[3] sessions of a lost node (KEYS[1], its set): each whose owner is
 /// still that node (ARGV[4]) or nobody becomes this node's (ARGV[1]). Answers the taken
 /// members (`<session id> <tenant id>`).
-const ORPHANS_SCRIPT: &str = r#"
+pub(super) const ORPHANS_SCRIPT: &str = r#"
 local taken = {}
 for _, member in ipairs(redis.call('SPOP', KEYS[1], ARGV[3])) do
   local owner_key = ARGV[2] .. string.sub(member, 1, 36) .. '}:owner'
@@ -60,11 +59,6 @@ end
 return taken
 "#;
 
-/// The scripts, hashed once (each call sends only the hash; Redis loads a script it lost).
-static ROUTE: LazyLock<Script> = LazyLock::new(|| Script::new(ROUTE_SCRIPT));
-static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM_SCRIPT));
-static ORPHANS: LazyLock<Script> = LazyLock::new(|| Script::new(ORPHANS_SCRIPT));
-
 /// Sessions taken from a lost node per script run.
 const ORPHANS_PER_RUN: usize = 100;
 
@@ -73,7 +67,7 @@ const ORPHANS_PER_RUN: usize = 100;
 /// (KEYS[4]) against ARGV[6] (0: no limit); `again` (Redis no longer lists it as this
 /// node's) claims it only if nobody else owns it now; `activate` claims it as it is.
 /// 0: claimed; 1: `max_sessions` reached; 2: the user's limit; 3: another node owns it.
-const CLAIM_SCRIPT: &str = r#"
+pub(super) const CLAIM_SCRIPT: &str = r#"
 if ARGV[4] == 'again' then
   local owner = redis.call('GET', KEYS[1])
   if owner and owner ~= ARGV[1] then return 3 end
@@ -131,13 +125,13 @@ fn parse_member(member: &str) -> Option<SessionKey> {
 }
 
 /// The claim script's invocation for `session` (`how`: see [`CLAIM_SCRIPT`]).
-fn claim_invocation(
-    shared: &Shared,
+fn claim_invocation<'a>(
+    shared: &'a Shared,
     session: &SessionKey,
     how: &str,
     limits: Option<SessionLimits>,
-) -> redis::ScriptInvocation<'static> {
-    let mut invocation = CLAIM.prepare_invoke();
+) -> redis::ScriptInvocation<'a> {
+    let mut invocation = shared.scripts.claim.prepare_invoke();
     invocation
         .key(owner_key(shared, session.session_id))
         .key(sessions_of(shared, &shared.options.node_id))
@@ -188,7 +182,7 @@ pub(super) async fn claim_again(
     for session in sessions {
         pipe.invoke_script(&claim_invocation(shared, session, "again", None));
     }
-    let outcomes: Vec<u8> = shared.query_scripted(&pipe, &CLAIM).await?;
+    let outcomes: Vec<u8> = shared.query_scripted(&pipe, &shared.scripts.claim).await?;
     let lost: Vec<SessionKey> = sessions
         .iter()
         .zip(outcomes)
@@ -257,7 +251,9 @@ pub(super) async fn orphans(shared: &Shared) -> Result<Vec<SessionKey>, redis::R
             continue;
         }
         loop {
-            let members: Vec<String> = ORPHANS
+            let members: Vec<String> = shared
+                .scripts
+                .orphans
                 .key(sessions_of(shared, id))
                 .arg(me)
                 .arg(shared.key(format_args!("{{")))
@@ -278,7 +274,9 @@ pub(super) async fn orphans(shared: &Shared) -> Result<Vec<SessionKey>, redis::R
 pub(super) async fn route(shared: &Shared, session_id: Uuid) -> Result<Route, redis::RedisError> {
     let node_prefix = node_key(shared, "");
     let mut connection = shared.commands.clone();
-    let (owner, info): (String, String) = ROUTE
+    let (owner, info): (String, String) = shared
+        .scripts
+        .route
         .key(owner_key(shared, session_id))
         .arg(&shared.options.node_id)
         .arg(node_prefix)

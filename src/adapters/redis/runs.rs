@@ -4,10 +4,9 @@
 //! free up within [`LEASE`] without anyone's help. Each lease comes with the run's fencing
 //! token, from one counter, so tokens only grow.
 
-use std::{sync::LazyLock, time::Duration};
+use std::time::Duration;
 
 use kailash_actors::store::Fence;
-use redis::Script;
 use uuid::Uuid;
 
 use super::Shared;
@@ -18,15 +17,12 @@ pub const LEASE: Duration = Duration::from_secs(5);
 /// Drops lapsed leases, then takes one for ARGV[1] unless KEYS[1] holds ARGV[3] already,
 /// answering the run's fencing token from the counter KEYS[2] (tokens start at 1; 0: no
 /// slot).
-const RESERVE_SCRIPT: &str = r#"
+pub(super) const RESERVE_SCRIPT: &str = r#"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
 return redis.call('INCR', KEYS[2])
 "#;
-
-/// Hashed once (each call sends only the hash).
-static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE_SCRIPT));
 
 fn runs_key(shared: &Shared) -> String {
     shared.key(format_args!("runs"))
@@ -51,7 +47,7 @@ pub(super) async fn reserve(
     execution_id: Uuid,
     limit: usize,
 ) -> Result<Option<Fence>, redis::RedisError> {
-    let mut invocation = RESERVE.prepare_invoke();
+    let mut invocation = shared.scripts.reserve.prepare_invoke();
     invocation
         .key(runs_key(shared))
         .key(fences_key(shared))
