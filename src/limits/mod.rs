@@ -1,5 +1,5 @@
 //! Request rate limits: per client address, per user, per tenant (a second's requests),
-//! and a tenant's `/api` calls per UTC day.
+//! a tenant's `/api` calls per UTC day, and the events a tenant's clients send per second.
 //!
 //! [`enforce`] runs after the gate (so it knows the caller) and before a request is
 //! forwarded to another node (so a request is counted once, where it arrived: the node it is
@@ -195,9 +195,7 @@ impl RateLimits {
         }
         Some(verdict)
     }
-}
 
-impl RateLimits {
     /// Counts an event a client of `caller`'s tenant sends (a room message) against the
     /// tenant's `events_per_second`, when it sets one. The events the gateway itself
     /// publishes (a run's) are never limited: nothing of a run may be lost.
