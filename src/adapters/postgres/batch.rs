@@ -16,10 +16,10 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use deadpool_postgres::Client;
-use futures_util::future::{join3, try_join_all};
+use futures_util::future::{join, try_join_all};
 use tokio_postgres::{Error as PgError, error::SqlState, types::ToSql};
 
-use super::{Db, events::EventPages, executions::as_i64, store_error};
+use super::{Db, Scope, events::EventPages, executions::as_i64, pipelined, store_error};
 
 /// A batch, by column.
 #[derive(Default)]
@@ -189,13 +189,13 @@ insert!(
     $6::text[], $7::int4[], $8::int4[], $9::text[], $10::timestamptz[])"
 );
 
-/// Opens a batch's transaction. Every statement of a batch finds its rows by primary key, a
-/// handful per statement; but while a table is young, or grew since it was last analyzed,
-/// the planner believes it small and joins the batch's rows to it by scanning it whole (a
-/// hash join over a sequential scan), which on a fresh database cost the server about a
-/// tenth of its time. Within the batch's transaction, only index lookups are planned.
-const BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; \
-    SET LOCAL enable_mergejoin = off";
+/// Planner settings for a batch's transaction. Every statement of a batch finds its rows by
+/// primary key, a handful per statement; but while a table is young, or grew since it was
+/// last analyzed, the planner believes it small and joins the batch's rows to it by scanning
+/// it whole (a hash join over a sequential scan), which on a fresh database cost the server
+/// about a tenth of its time. Within the batch's transaction, only index lookups are planned.
+const INDEX_LOOKUPS_ONLY: &str = "SET LOCAL enable_seqscan = off; \
+    SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
 
 impl Columns {
     pub fn of(batch: &[Write]) -> Self {
@@ -304,7 +304,7 @@ impl Columns {
         .map_err(store_error)
     }
 
-    /// One attempt, pipelined: BEGIN, every statement and COMMIT are sent at once, so a
+    /// One attempt, [`pipelined`]: BEGIN, every statement and COMMIT are sent at once, so a
     /// batch costs one round trip whatever it holds (once its statements are prepared on
     /// this connection). A failed statement aborts the transaction, and the COMMIT that
     /// follows it then only ends it.
@@ -388,16 +388,16 @@ impl Columns {
                 .zip(&statements)
                 .map(|(statement, (_, _, params))| client.execute(statement, params)),
         );
-        // A request goes out when its future is first polled, and `join3` polls in argument
-        // order: BEGIN, then every statement (in any order: they commute), then COMMIT.
-        let (began, written, committed) = join3(
-            client.batch_execute(BEGIN),
-            writes,
-            client.batch_execute("COMMIT"),
-        )
-        .await;
-        began?;
-        written?;
-        committed
+        // One transaction for the whole batch, which holds many tenants' rows (each row's
+        // tenant is its own column): the planner settings, then every statement (in any
+        // order: they commute).
+        let statements = async {
+            let (planned, written) = join(client.batch_execute(INDEX_LOOKUPS_ONLY), writes).await;
+            planned?;
+            written
+        };
+        pipelined(client, Scope::AllTenants, statements)
+            .await
+            .map(drop)
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{Db, events, scoped, store_error};
+use super::{Db, Scope, begin, events, pipelined, scoped, store_error};
 
 /// The columns [`execution_from_row`] reads, in its order.
 const COLUMNS: &str = "execution_id, session_id, user_id, workflow_id, workflow_name, status, \
@@ -62,8 +62,11 @@ pub async fn create_many(db: &Db, executions: Vec<ExecutionRecord>) -> Result<()
         ))
         .await
         .map_err(store_error)?;
-    client
-        .execute(
+    // A batch holds many tenants' executions: each row's tenant is its own column.
+    pipelined(
+        &client,
+        Scope::AllTenants,
+        client.execute(
             &statement,
             &[
                 &c.tenant,
@@ -85,10 +88,11 @@ pub async fn create_many(db: &Db, executions: Vec<ExecutionRecord>) -> Result<()
                 &c.completed,
                 &c.fence,
             ],
-        )
-        .await
-        .map_err(store_error)
-        .map(drop)
+        ),
+    )
+    .await
+    .map_err(store_error)
+    .map(drop)
 }
 
 /// A batch of new executions, by column.
@@ -302,7 +306,9 @@ pub async fn prune(
 ) -> Result<PruneCounts, StoreError> {
     let tenant: &str = tenant;
     let mut client = db.client().await?;
-    let tx = client.transaction().await.map_err(store_error)?;
+    let tx = begin(&mut client, Scope::Tenant(tenant))
+        .await
+        .map_err(store_error)?;
     let mut counts = PruneCounts {
         events: events::prune(&tx, tenant, events_before).await?,
         executions: 0,

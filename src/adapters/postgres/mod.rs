@@ -39,15 +39,17 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use futures_util::future::BoxFuture;
+use deadpool_postgres::{
+    Client, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Transaction,
+};
+use futures_util::future::{BoxFuture, join4};
 use kailash_actors::store::{
     EventRecord, ExecutionRecord, HistoryPage, HistoryQuery, NodeRunRecord, PruneCounts,
     SessionRecord, Store, StoreError, StoreFuture, StoreHealth, WebhookDeliveryRecord,
     WebhookRecord, WorkflowRecord, Write,
 };
 use kailash_actors::{SessionSummary, TenantId};
-use tokio_postgres::{NoTls, types::ToSql};
+use tokio_postgres::{Error as PgError, NoTls, Row, types::ToSql};
 use uuid::Uuid;
 
 use self::group_commit::GroupCommit;
@@ -64,6 +66,8 @@ pub struct PgOptions {
 /// The store on PostgreSQL. Cheap to share behind an `Arc`.
 pub struct PgStore {
     db: Db,
+    /// How [`migrate`] connects: as the login role, on a connection of its own.
+    migrations: tokio_postgres::Config,
     /// New executions, group committed (see [`executions::create_many`]).
     creates: GroupCommit<ExecutionRecord, StoreError>,
     /// `Some` until dropped; see [`Drop`].
@@ -71,10 +75,81 @@ pub struct PgStore {
 }
 
 /// The pool and the queries' conventions: every tenant-owned statement takes the tenant as
-/// `$1`, and errors become [`StoreError`]s (connection trouble: `Unavailable`).
+/// `$1` and runs in a transaction that acts for a [`Scope`], and errors become
+/// [`StoreError`]s (connection trouble: `Unavailable`).
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+}
+
+/// The role the pool's connections act as (V11): it does not bypass row-level security.
+pub const GATEWAY_ROLE: &str = "kailash_gateway";
+
+/// Whom a transaction acts for. The row-level security policies (V11) let a statement see
+/// and write only the rows of the scope its transaction set, so a statement that forgot
+/// its `WHERE tenant_id` still cannot reach another tenant; a transaction that set no scope
+/// sees nothing.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Work on one tenant's behalf.
+    Tenant(&'a str),
+    /// The gateway's own work across tenants: the batched writer, group commits, start-up
+    /// recovery, syncs of the shared tables, and credential lookups that find the tenant.
+    AllTenants,
+}
+
+/// Sets a transaction's scope: `$1` the tenant (empty for none), `$2` `on` for all.
+const SET_SCOPE: &str = "SELECT set_config('kailash.tenant_id', $1, true), \
+     set_config('kailash.all_tenants', $2, true)";
+
+impl Scope<'_> {
+    /// The two settings' values, as [`SET_SCOPE`] binds them.
+    fn settings(&self) -> (&str, &str) {
+        match self {
+            Scope::Tenant(tenant) => (tenant, "off"),
+            Scope::AllTenants => ("", "on"),
+        }
+    }
+}
+
+/// Runs `work` in a transaction acting for `scope`, sent as one pipeline: BEGIN, the scope,
+/// `work`'s statements and COMMIT go out together, so a scoped statement costs no more round
+/// trips than a bare one. `work` must send every statement when it is first polled (its
+/// statements prepared beforehand): a request goes out when its future is first polled, and
+/// `join4` polls in argument order. A failed statement aborts the transaction; the COMMIT
+/// that follows then only ends it.
+pub async fn pipelined<T>(
+    client: &Client,
+    scope: Scope<'_>,
+    work: impl Future<Output = Result<T, PgError>>,
+) -> Result<T, PgError> {
+    let set_scope = client.prepare_cached(SET_SCOPE).await?;
+    let (tenant, all) = scope.settings();
+    let (began, scoped, done, committed) = join4(
+        client.batch_execute("BEGIN"),
+        client.execute(&set_scope, &[&tenant, &all]),
+        work,
+        client.batch_execute("COMMIT"),
+    )
+    .await;
+    began?;
+    scoped?;
+    let done = done?;
+    committed?;
+    Ok(done)
+}
+
+/// Opens a transaction acting for `scope`, for work whose statements depend on each other's
+/// results (else [`pipelined`] saves the round trips).
+pub async fn begin<'c>(
+    client: &'c mut Client,
+    scope: Scope<'_>,
+) -> Result<Transaction<'c>, PgError> {
+    let tx = client.transaction().await?;
+    let set_scope = tx.prepare_cached(SET_SCOPE).await?;
+    let (tenant, all) = scope.settings();
+    tx.execute(&set_scope, &[&tenant, &all]).await?;
+    Ok(tx)
 }
 
 impl Db {
@@ -86,19 +161,30 @@ impl Db {
             .map_err(|error| StoreError::Unavailable(error.to_string()))
     }
 
-    /// Runs a prepared, tenant-scoped query: `tenant` is bound as `$1`, `params` follow.
+    /// Runs one prepared statement acting for `scope` and answers its rows.
+    pub async fn rows(
+        &self,
+        scope: Scope<'_>,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(store_error)?;
+        pipelined(&client, scope, client.query(&statement, params))
+            .await
+            .map_err(store_error)
+    }
+
+    /// Runs a prepared, tenant-scoped query: `tenant` is bound as `$1`, `params` follow,
+    /// and the transaction acts for `tenant`.
     pub async fn query(
         &self,
         sql: &str,
         tenant: &str,
         params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        let client = self.client().await?;
-        let statement = client.prepare_cached(sql).await.map_err(store_error)?;
-        client
-            .query(&statement, &scoped(&tenant, params))
+    ) -> Result<Vec<Row>, StoreError> {
+        self.rows(Scope::Tenant(tenant), sql, &scoped(&tenant, params))
             .await
-            .map_err(store_error)
     }
 }
 
@@ -139,11 +225,14 @@ impl PgStore {
         // was created must survive the database crashing right after it.
         config
             .connect_timeout(options.timeout)
-            .options(format!(
-                "-c statement_timeout={} -c synchronous_commit=on",
-                options.timeout.as_millis()
-            ))
             .application_name("kailash-gateway");
+        // Migrations run as the login role, which owns the schema; everything else acts as
+        // the role row-level security holds (see `Scope`).
+        let migrations = config.clone();
+        config.options(format!(
+            "-c statement_timeout={} -c synchronous_commit=on -c role={GATEWAY_ROLE}",
+            options.timeout.as_millis()
+        ));
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -178,6 +267,7 @@ impl PgStore {
         );
         Ok(Self {
             db,
+            migrations,
             creates,
             runtime: Some(runtime),
         })
@@ -185,9 +275,14 @@ impl PgStore {
 
     /// Runs the migrations (under an advisory lock); answers how many were applied.
     pub async fn migrate(&self) -> Result<usize, StoreError> {
-        let db = self.db.clone();
-        self.on_runtime(async move { migrate::run(&db).await })
+        let config = self.migrations.clone();
+        self.on_runtime(async move { migrate::run(&config).await })
             .await
+    }
+
+    /// The pool and its scoping conventions, for work outside the port (tools, tests).
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     /// The adapter's runtime, where every statement runs.

@@ -8,7 +8,7 @@ use kailash_actors::{
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{Db, scoped, store_error};
+use super::{Db, Scope, begin, scoped, store_error};
 
 /// Records `tenant` in the tenant list the first time it is seen (inside the transaction
 /// that stores its first row).
@@ -24,9 +24,11 @@ pub async fn add_tenant(tx: &Transaction<'_>, tenant: &str) -> Result<(), StoreE
 /// Records the session, and its tenant the first time the tenant is seen, in one
 /// transaction.
 pub async fn create(db: &Db, session: &SessionRecord) -> Result<(), StoreError> {
-    let mut client = db.client().await?;
-    let tx = client.transaction().await.map_err(store_error)?;
     let tenant: &str = &session.tenant_id;
+    let mut client = db.client().await?;
+    let tx = begin(&mut client, Scope::Tenant(tenant))
+        .await
+        .map_err(store_error)?;
     let user: &str = &session.user_id;
     add_tenant(&tx, tenant).await?;
     let insert = tx
@@ -54,16 +56,15 @@ pub async fn create(db: &Db, session: &SessionRecord) -> Result<(), StoreError> 
     tx.commit().await.map_err(store_error)
 }
 
+/// Every tenant that stored a row (start-up recovery and retention go through them all).
 pub async fn tenants(db: &Db) -> Result<Vec<TenantId>, StoreError> {
-    let client = db.client().await?;
-    let statement = client
-        .prepare_cached("SELECT tenant_id FROM tenants ORDER BY tenant_id")
-        .await
-        .map_err(store_error)?;
-    Ok(client
-        .query(&statement, &[])
-        .await
-        .map_err(store_error)?
+    Ok(db
+        .rows(
+            Scope::AllTenants,
+            "SELECT tenant_id FROM tenants ORDER BY tenant_id",
+            &[],
+        )
+        .await?
         .iter()
         .map(|row| TenantId::from(row.get::<_, &str>(0)))
         .collect())

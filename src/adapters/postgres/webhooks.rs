@@ -9,13 +9,15 @@ use kailash_actors::{
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{Db, scoped, sessions, store_error};
+use super::{Db, Scope, begin, scoped, sessions, store_error};
 
 /// Records the registration, and its tenant the first time the tenant is seen.
 pub async fn save(db: &Db, webhook: &WebhookRecord) -> Result<(), StoreError> {
-    let mut client = db.client().await?;
-    let tx = client.transaction().await.map_err(store_error)?;
     let tenant: &str = &webhook.tenant_id;
+    let mut client = db.client().await?;
+    let tx = begin(&mut client, Scope::Tenant(tenant))
+        .await
+        .map_err(store_error)?;
     let owner: &str = &webhook.owner;
     let headers = Value::Object(
         webhook
@@ -56,9 +58,11 @@ pub async fn save(db: &Db, webhook: &WebhookRecord) -> Result<(), StoreError> {
 }
 
 pub async fn delete(db: &Db, tenant: &TenantId, webhook_id: Uuid) -> Result<bool, StoreError> {
-    let mut client = db.client().await?;
-    let tx = client.transaction().await.map_err(store_error)?;
     let tenant: &str = tenant;
+    let mut client = db.client().await?;
+    let tx = begin(&mut client, Scope::Tenant(tenant))
+        .await
+        .map_err(store_error)?;
     let deleted = tx
         .execute(
             "DELETE FROM webhooks WHERE tenant_id = $1 AND webhook_id = $2",

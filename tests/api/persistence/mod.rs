@@ -11,6 +11,7 @@ mod events;
 mod faults;
 mod history;
 mod restart;
+mod rls;
 mod store;
 mod tenants;
 mod webhooks;

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{PG_FAULT, fresh_database};
 
-async fn migrated_store() -> PgStore {
+pub(super) async fn migrated_store() -> PgStore {
     let store = connect(&fresh_database().await, &Settings::default()).expect("pool builds");
     store.migrate().await.expect("migrations run");
     store
@@ -30,8 +30,8 @@ async fn migrations_build_the_schema_from_empty_and_a_rerun_is_a_no_op() {
     let store = connect(&url, &Settings::default()).unwrap();
     assert_eq!(
         store.migrate().await,
-        Ok(10),
-        "V1 (store), V2 (accounts), V3 (webhooks), V4 (cheaper history writes), V5 (fencing tokens), V6 (tenants), V7 (packed events), V8 (folded node runs), V9 (tenant rows backfilled) and V10 (revocation times) applied to an empty database"
+        Ok(11),
+        "V1 (store), V2 (accounts), V3 (webhooks), V4 (cheaper history writes), V5 (fencing tokens), V6 (tenants), V7 (packed events), V8 (folded node runs), V9 (tenant rows backfilled), V10 (revocation times) and V11 (row-level security) applied to an empty database"
     );
     assert_eq!(store.migrate().await, Ok(0), "a re-run applies nothing");
     // A second node migrating concurrently waits for the lock and then finds nothing to do.
@@ -64,7 +64,7 @@ async fn migrations_build_the_schema_from_empty_and_a_rerun_is_a_no_op() {
 }
 
 /// One of everything, for `tenant`; answers (session, execution).
-async fn fill(store: &PgStore, tenant: &str) -> (SessionRecord, ExecutionRecord) {
+pub(super) async fn fill(store: &PgStore, tenant: &str) -> (SessionRecord, ExecutionRecord) {
     let now = Utc::now();
     let session = SessionRecord {
         tenant_id: tenant.into(),

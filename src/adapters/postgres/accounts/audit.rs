@@ -4,8 +4,10 @@
 
 use kailash_actors::accounts::{AccountError, AccountResult, AuditRecord, Outcome};
 
+use tokio_postgres::types::ToSql;
+
 use super::account_error;
-use crate::adapters::postgres::{Db, group_commit::GroupCommit};
+use crate::adapters::postgres::{Db, Scope, group_commit::GroupCommit, pipelined};
 
 /// Most entries in one insert.
 const MAX_BATCH: usize = 256;
@@ -53,20 +55,19 @@ async fn insert(db: &Db, entries: &[AuditRecord]) -> AccountResult<()> {
     let client_ips = optional(|e| e.client_ip.clone());
     let client = db.client().await?;
     let statement = client.prepare_cached(INSERT).await.map_err(account_error)?;
-    client
-        .execute(
-            &statement,
-            &[
-                &tenants,
-                &ids,
-                &at,
-                &users,
-                &actions,
-                &outcomes,
-                &resources,
-                &client_ips,
-            ],
-        )
+    // A group holds many tenants' entries: each row's tenant is its own column.
+    let params: [&(dyn ToSql + Sync); 8] = [
+        &tenants,
+        &ids,
+        &at,
+        &users,
+        &actions,
+        &outcomes,
+        &resources,
+        &client_ips,
+    ];
+    let write = client.execute(&statement, &params);
+    pipelined(&client, Scope::AllTenants, write)
         .await
         .map_err(account_error)?;
     Ok(())

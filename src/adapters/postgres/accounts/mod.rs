@@ -24,7 +24,7 @@ use kailash_actors::accounts::{
     RefreshRecord, RefreshUse, RevokedId, RoleRecord, TenantRecord, UserRecord,
 };
 use serde_json::Value;
-use tokio_postgres::{Row, error::SqlState};
+use tokio_postgres::{Row, error::SqlState, types::ToSql};
 
 use self::{
     audit::{AuditWriter, outcome_name},
@@ -34,7 +34,7 @@ use self::{
         user_row,
     },
 };
-use super::{Db, PgStore, scoped};
+use super::{Db, PgStore, Scope, begin, pipelined, scoped};
 
 /// The accounts on PostgreSQL.
 pub struct PgAccounts {
@@ -79,18 +79,30 @@ fn account_error(error: tokio_postgres::Error) -> AccountError {
     }
 }
 
-/// Runs one prepared statement on a pooled connection and returns its rows.
+/// Runs one prepared statement acting for `scope` on a pooled connection and returns its
+/// rows.
 async fn query(
     db: &Db,
+    scope: Scope<'_>,
     sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    params: &[&(dyn ToSql + Sync)],
 ) -> AccountResult<Vec<Row>> {
     let client = db.client().await?;
     let statement = client.prepare_cached(sql).await.map_err(account_error)?;
-    client
-        .query(&statement, params)
+    pipelined(&client, scope, client.query(&statement, params))
         .await
         .map_err(account_error)
+}
+
+/// Runs one prepared statement on `tenant`'s rows: `tenant` is bound as `$1`, `params`
+/// follow, and the transaction acts for `tenant`.
+async fn tenant_query(
+    db: &Db,
+    tenant: &str,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> AccountResult<Vec<Row>> {
+    query(db, Scope::Tenant(tenant), sql, &scoped(&tenant, params)).await
 }
 
 /// The revoked ones among `ids`, two per statement (`id IN ($1, $2)`; callers pass a
@@ -101,7 +113,15 @@ async fn revoked_rows(db: &Db, ids: &[String]) -> AccountResult<Vec<Row>> {
     let sql = "SELECT id, expires_at FROM revoked_tokens WHERE id IN ($1, $2)";
     let mut rows = Vec::new();
     for pair in ids.chunks(2) {
-        rows.extend(query(db, sql, &[&pair[0], &pair[pair.len() - 1]]).await?);
+        rows.extend(
+            query(
+                db,
+                Scope::AllTenants,
+                sql,
+                &[&pair[0], &pair[pair.len() - 1]],
+            )
+            .await?,
+        );
     }
     Ok(rows)
 }
@@ -112,25 +132,23 @@ async fn write_user(db: &Db, sql: &str, user: &UserRecord) -> AccountResult<u64>
     let failed_logins = user.failed_logins.min(i32::MAX as u32) as i32;
     let client = db.client().await?;
     let statement = client.prepare_cached(sql).await.map_err(account_error)?;
-    client
-        .execute(
-            &statement,
-            &scoped(
-                &user.tenant_id,
-                &[
-                    &user.username,
-                    &user.password_hash,
-                    &user.roles,
-                    &attributes,
-                    &user.disabled,
-                    &failed_logins,
-                    &user.locked_until,
-                    &user.totp_secret,
-                    &user.totp_enabled,
-                    &user.created_at,
-                ],
-            ),
-        )
+    let params = scoped(
+        &user.tenant_id,
+        &[
+            &user.username,
+            &user.password_hash,
+            &user.roles,
+            &attributes,
+            &user.disabled,
+            &failed_logins,
+            &user.locked_until,
+            &user.totp_secret,
+            &user.totp_enabled,
+            &user.created_at,
+        ],
+    );
+    let scope = Scope::Tenant(&user.tenant_id);
+    pipelined(&client, scope, client.execute(&statement, &params))
         .await
         .map_err(account_error)
 }
@@ -154,7 +172,7 @@ impl AccountStore for PgAccounts {
         self.run(|db| async move {
             let sql =
                 format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND username = $2");
-            let rows = query(&db, &sql, &scoped(&tenant, &[&username])).await?;
+            let rows = tenant_query(&db, &tenant, &sql, &[&username]).await?;
             Ok(rows.first().map(user_row))
         })
     }
@@ -175,7 +193,7 @@ impl AccountStore for PgAccounts {
         let (tenant, username) = (tenant_id.to_owned(), username.to_owned());
         self.run(|db| async move {
             let sql = "DELETE FROM users WHERE tenant_id = $1 AND username = $2 RETURNING 1";
-            Ok(!query(&db, sql, &scoped(&tenant, &[&username]))
+            Ok(!tenant_query(&db, &tenant, sql, &[&username])
                 .await?
                 .is_empty())
         })
@@ -186,7 +204,7 @@ impl AccountStore for PgAccounts {
         self.run(|db| async move {
             let sql =
                 format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 ORDER BY username");
-            Ok(query(&db, &sql, &[&tenant])
+            Ok(tenant_query(&db, &tenant, &sql, &[])
                 .await?
                 .iter()
                 .map(user_row)
@@ -206,7 +224,9 @@ impl AccountStore for PgAccounts {
         self.run(move |db| async move {
             // The first update takes the row lock: concurrent failures count one after another.
             let mut client = db.client().await?;
-            let tx = client.transaction().await.map_err(account_error)?;
+            let tx = begin(&mut client, Scope::Tenant(&tenant))
+                .await
+                .map_err(account_error)?;
             let count = tx
                 .query_opt(
                     "UPDATE users SET failed_logins = failed_logins + 1 \
@@ -242,7 +262,7 @@ impl AccountStore for PgAccounts {
         self.run(|db| async move {
             let sql = "UPDATE users SET failed_logins = 0, locked_until = NULL \
                 WHERE tenant_id = $1 AND username = $2";
-            query(&db, sql, &scoped(&tenant, &[&username]))
+            tenant_query(&db, &tenant, sql, &[&username])
                 .await
                 .map(drop)
         })
@@ -255,6 +275,7 @@ impl AccountStore for PgAccounts {
                 VALUES ($1, $2, $3, $4, $5, $6)";
             query(
                 &db,
+                Scope::Tenant(&token.tenant_id),
                 sql,
                 &[
                     &token.jti,
@@ -277,8 +298,11 @@ impl AccountStore for PgAccounts {
     ) -> BoxFuture<'_, AccountResult<RefreshUse>> {
         let jti = jti.to_owned();
         self.run(move |db| async move {
+            // The token is found by its id, which is what names its tenant.
             let mut client = db.client().await?;
-            let tx = client.transaction().await.map_err(account_error)?;
+            let tx = begin(&mut client, Scope::AllTenants)
+                .await
+                .map_err(account_error)?;
             let found = tx
                 .query_opt(
                     "SELECT jti, family_id, tenant_id, username, expires_at, used_at \
@@ -312,7 +336,13 @@ impl AccountStore for PgAccounts {
             let sql = "INSERT INTO revoked_tokens (id, expires_at) VALUES ($1, $2) \
                 ON CONFLICT (id) DO UPDATE SET revoked_at = now(), \
                 expires_at = GREATEST(revoked_tokens.expires_at, EXCLUDED.expires_at)";
-            query(&db, sql, &[&revoked.id, &revoked.expires_at]).await?;
+            query(
+                &db,
+                Scope::AllTenants,
+                sql,
+                &[&revoked.id, &revoked.expires_at],
+            )
+            .await?;
             known.remember(revoked.id, revoked.expires_at);
             Ok(())
         })
@@ -351,12 +381,14 @@ impl AccountStore for PgAccounts {
         self.run(move |db| async move {
             query(
                 &db,
+                Scope::AllTenants,
                 "DELETE FROM revoked_tokens WHERE expires_at <= $1",
                 &[&now],
             )
             .await?;
             query(
                 &db,
+                Scope::AllTenants,
                 "DELETE FROM refresh_tokens WHERE expires_at <= $1",
                 &[&now],
             )
@@ -370,7 +402,7 @@ impl AccountStore for PgAccounts {
             let sql = format!(
                 "INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             );
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+            let params: [&(dyn ToSql + Sync); 9] = [
                 &key.key_id,
                 &key.username,
                 &key.name,
@@ -381,7 +413,7 @@ impl AccountStore for PgAccounts {
                 &key.expires_at,
                 &key.revoked_at,
             ];
-            query(&db, &sql, &scoped(&key.tenant_id, &params))
+            tenant_query(&db, &key.tenant_id, &sql, &params)
                 .await
                 .map(drop)
         })
@@ -394,7 +426,7 @@ impl AccountStore for PgAccounts {
         let key_hash = key_hash.to_owned();
         self.run(|db| async move {
             let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1");
-            Ok(query(&db, &sql, &[&key_hash])
+            Ok(query(&db, Scope::AllTenants, &sql, &[&key_hash])
                 .await?
                 .first()
                 .map(api_key_row))
@@ -412,7 +444,7 @@ impl AccountStore for PgAccounts {
                 "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND username = $2 \
                  ORDER BY created_at, key_id"
             );
-            let rows = query(&db, &sql, &scoped(&tenant, &[&username])).await?;
+            let rows = tenant_query(&db, &tenant, &sql, &[&username]).await?;
             Ok(rows.iter().map(api_key_row).collect())
         })
     }
@@ -429,7 +461,7 @@ impl AccountStore for PgAccounts {
         self.run(move |db| async move {
             let sql = "UPDATE api_keys SET revoked_at = $4 WHERE tenant_id = $1 \
                 AND username = $2 AND key_id = $3 AND revoked_at IS NULL RETURNING 1";
-            let rows = query(&db, sql, &scoped(&tenant, &[&username, &key_id, &now])).await?;
+            let rows = tenant_query(&db, &tenant, sql, &[&username, &key_id, &now]).await?;
             Ok(!rows.is_empty())
         })
     }
@@ -440,13 +472,13 @@ impl AccountStore for PgAccounts {
                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, name) DO UPDATE SET \
                 permissions = EXCLUDED.permissions, denied_node_types = EXCLUDED.denied_node_types, \
                 created_at = EXCLUDED.created_at";
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
+            let params: [&(dyn ToSql + Sync); 4] = [
                 &role.name,
                 &role.permissions,
                 &role.denied_node_types,
                 &role.created_at,
             ];
-            query(&db, sql, &scoped(&role.tenant_id, &params))
+            tenant_query(&db, &role.tenant_id, sql, &params)
                 .await
                 .map(drop)
         })
@@ -456,9 +488,7 @@ impl AccountStore for PgAccounts {
         let (tenant, name) = (tenant_id.to_owned(), name.to_owned());
         self.run(|db| async move {
             let sql = "DELETE FROM roles WHERE tenant_id = $1 AND name = $2 RETURNING 1";
-            Ok(!query(&db, sql, &scoped(&tenant, &[&name]))
-                .await?
-                .is_empty())
+            Ok(!tenant_query(&db, &tenant, sql, &[&name]).await?.is_empty())
         })
     }
 
@@ -466,7 +496,11 @@ impl AccountStore for PgAccounts {
         self.run(|db| async move {
             let sql = "SELECT tenant_id, name, permissions, denied_node_types, created_at \
                 FROM roles ORDER BY tenant_id, name";
-            Ok(query(&db, sql, &[]).await?.iter().map(role_row).collect())
+            Ok(query(&db, Scope::AllTenants, sql, &[])
+                .await?
+                .iter()
+                .map(role_row)
+                .collect())
         })
     }
 
@@ -475,9 +509,9 @@ impl AccountStore for PgAccounts {
             let sql = "INSERT INTO policies (tenant_id, policy_id, text, created_at) \
                 VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, policy_id) DO UPDATE SET \
                 text = EXCLUDED.text, created_at = EXCLUDED.created_at";
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            let params: [&(dyn ToSql + Sync); 3] =
                 [&policy.policy_id, &policy.text, &policy.created_at];
-            query(&db, sql, &scoped(&policy.tenant_id, &params))
+            tenant_query(&db, &policy.tenant_id, sql, &params)
                 .await
                 .map(drop)
         })
@@ -491,7 +525,7 @@ impl AccountStore for PgAccounts {
         let (tenant, policy_id) = (tenant_id.to_owned(), policy_id.to_owned());
         self.run(|db| async move {
             let sql = "DELETE FROM policies WHERE tenant_id = $1 AND policy_id = $2 RETURNING 1";
-            Ok(!query(&db, sql, &scoped(&tenant, &[&policy_id]))
+            Ok(!tenant_query(&db, &tenant, sql, &[&policy_id])
                 .await?
                 .is_empty())
         })
@@ -501,7 +535,11 @@ impl AccountStore for PgAccounts {
         self.run(|db| async move {
             let sql = "SELECT tenant_id, policy_id, text, created_at FROM policies \
                 ORDER BY tenant_id, policy_id";
-            Ok(query(&db, sql, &[]).await?.iter().map(policy_row).collect())
+            Ok(query(&db, Scope::AllTenants, sql, &[])
+                .await?
+                .iter()
+                .map(policy_row)
+                .collect())
         })
     }
 
@@ -536,20 +574,18 @@ impl AccountStore for PgAccounts {
                 AND ($4::text IS NULL OR outcome = $4) \
                 AND ($5::timestamptz IS NULL OR at >= $5) AND ($6::timestamptz IS NULL OR at <= $6) \
                 ORDER BY at DESC, id DESC LIMIT $7";
-            let rows = query(
+            let rows = tenant_query(
                 &db,
+                &query_.tenant_id,
                 sql,
-                &scoped(
-                    &query_.tenant_id,
-                    &[
-                        &query_.user_id,
-                        &query_.action,
-                        &outcome,
-                        &query_.since,
-                        &query_.until,
-                        &limit,
-                    ],
-                ),
+                &[
+                    &query_.user_id,
+                    &query_.action,
+                    &outcome,
+                    &query_.since,
+                    &query_.until,
+                    &limit,
+                ],
             )
             .await?;
             Ok(rows.iter().map(audit_row).collect())

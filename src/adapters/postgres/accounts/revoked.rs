@@ -11,7 +11,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
-use super::{Db, account_error};
+use super::{Db, Scope, query};
 
 /// How often the mirror reads what was revoked since its last read.
 const MIRROR_EVERY: Duration = Duration::from_secs(1);
@@ -104,16 +104,13 @@ async fn revoked_since(
     db: &Db,
     since: Option<DateTime<Utc>>,
 ) -> Result<Vec<Row>, kailash_actors::accounts::AccountError> {
-    let client = db.client().await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT id, expires_at, revoked_at FROM revoked_tokens \
-             WHERE ($1::timestamptz IS NULL OR revoked_at > $1) AND expires_at > now()",
-        )
-        .await
-        .map_err(account_error)?;
-    client
-        .query(&statement, &[&since])
-        .await
-        .map_err(account_error)
+    // Revoked ids belong to no tenant (a revocation is found by the id a token carries).
+    query(
+        db,
+        Scope::AllTenants,
+        "SELECT id, expires_at, revoked_at FROM revoked_tokens \
+         WHERE ($1::timestamptz IS NULL OR revoked_at > $1) AND expires_at > now()",
+        &[&since],
+    )
+    .await
 }

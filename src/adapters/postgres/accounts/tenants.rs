@@ -8,7 +8,7 @@ use kailash_actors::accounts::{AccountResult, TenantRecord};
 use serde_json::Value;
 use tokio_postgres::{Row, types::ToSql};
 
-use super::{Db, query};
+use super::{Db, Scope, query};
 
 const COLUMNS: &str =
     "tenant_id, name, active, features, allowed_node_types, limits, created_at, updated_at";
@@ -55,11 +55,16 @@ pub async fn write(db: &Db, tenant: &TenantRecord, insert: bool) -> AccountResul
         &tenant.created_at,
         &tenant.updated_at,
     ];
-    let rows = query(db, sql, &params).await?;
+    // Tenant records are the platform administrators' (and the shared table's) alone.
+    let rows = query(db, Scope::AllTenants, sql, &params).await?;
     Ok(if insert { 1 } else { rows.len() as u64 })
 }
 
 pub async fn all(db: &Db) -> AccountResult<Vec<TenantRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM tenants ORDER BY tenant_id");
-    Ok(query(db, &sql, &[]).await?.iter().map(tenant_row).collect())
+    Ok(query(db, Scope::AllTenants, &sql, &[])
+        .await?
+        .iter()
+        .map(tenant_row)
+        .collect())
 }
