@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::{executions::silent_server, realtime::client::WsClient};
 
-async fn new_session(app: &TestApp, token: &str) -> reqwest::Response {
+pub(crate) async fn new_session(app: &Api, token: &str) -> reqwest::Response {
     send(app, token, Method::POST, "/api/sessions", None).await
 }
 
@@ -217,7 +217,7 @@ async fn max_websocket_connections_refuses_the_handshake_until_one_closes() {
 
 /// A new session of `token`'s tenant with a workflow whose one node waits on `port` (a
 /// silent server) for a minute; returns (session, workflow).
-async fn hanging_workflow(app: &TestApp, token: &str, port: u16) -> (String, String) {
+pub(crate) async fn hanging_workflow(app: &Api, token: &str, port: u16) -> (String, String) {
     let session = json(new_session(app, token).await).await;
     let session = session["session_id"].as_str().unwrap().to_owned();
     let hanging = json!({"name": "hang", "nodes": [
@@ -233,7 +233,11 @@ async fn hanging_workflow(app: &TestApp, token: &str, port: u16) -> (String, Str
 }
 
 /// Starts `workflow`; returns the execution's path (`/api/executions/{id}?session_id=`).
-async fn start_run(app: &TestApp, token: &str, (session, workflow): &(String, String)) -> String {
+pub(crate) async fn start_run(
+    app: &Api,
+    token: &str,
+    (session, workflow): &(String, String),
+) -> String {
     let started = send(
         app,
         token,
@@ -251,7 +255,7 @@ async fn start_run(app: &TestApp, token: &str, (session, workflow): &(String, St
 }
 
 /// Waits until the run at `path` has `status`.
-async fn reaches(app: &TestApp, token: &str, path: &str, status: &str) -> Value {
+pub(crate) async fn reaches(app: &Api, token: &str, path: &str, status: &str) -> Value {
     let mut seen = json!(null);
     let reached = eventually(Duration::from_secs(5), async || {
         seen = json(send(app, token, Method::GET, path, None).await).await;
