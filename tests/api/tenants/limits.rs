@@ -326,3 +326,44 @@ async fn runs_beyond_max_concurrent_executions_wait_behind_their_own_tenants_lim
     );
     reaches(&app, &noisy, &second, "running").await;
 }
+
+#[actix_web::test]
+async fn runs_waiting_for_their_tenants_slot_hold_none_of_the_nodes() {
+    let port = silent_server();
+    let app = spawn_app_with(|s| {
+        s.egress_allow = vec!["127.0.0.1".into()];
+        s.max_concurrent_executions = 2;
+    })
+    .await;
+    app.create_tenant(
+        &json!({"tenant_id": "noisy", "name": "Noisy", "limits": {"max_concurrent_executions": 1}}),
+    )
+    .await;
+    app.add_tenant("quiet").await;
+    let noisy = app.token_in("noisy", "alice", &["developer"]);
+    let quiet = app.token_in("quiet", "bob", &["developer"]);
+    let workflow = hanging_workflow(&app, &noisy, port).await;
+    let first = start_run(&app, &noisy, &workflow).await;
+    reaches(&app, &noisy, &first, "running").await;
+    // Three more wait behind the tenant's limit, though the node runs at most two.
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        waiting.push(start_run(&app, &noisy, &workflow).await);
+    }
+    // The node's second slot is the quiet tenant's.
+    let other = hanging_workflow(&app, &quiet, port).await;
+    let theirs = start_run(&app, &quiet, &other).await;
+    reaches(&app, &quiet, &theirs, "running").await;
+    for queued in &waiting {
+        let state = json(send(&app, &noisy, Method::GET, queued, None).await).await;
+        assert_eq!(state["status"], "started", "{state}");
+    }
+    // Noisy's first ends: its next takes the node slot it frees.
+    assert_eq!(
+        send(&app, &noisy, Method::DELETE, &first, None)
+            .await
+            .status(),
+        200
+    );
+    reaches(&app, &noisy, &waiting[0], "running").await;
+}
