@@ -3,7 +3,10 @@
 //! `max_sessions` (checked by [`StartSession`](super::StartSession) through
 //! [`TenantActor::session_limit`]) — and what is done to all of its runs at once
 //! ([`CancelTenantRuns`], when it is deactivated). The limits are read from the shared
-//! tenant table at each decision, so a change applies without a message.
+//! tenant table at each decision, so a change applies without a message. In a cluster the
+//! counts are also kept in the broker (`Broker::claim`, `count_workflow`, `hold`), so they
+//! hold across nodes; this node's own count is checked first, and decides alone while the
+//! broker is unreachable.
 
 use std::time::Duration;
 
