@@ -192,3 +192,28 @@ async fn a_run_queued_on_one_node_starts_when_the_tenants_run_on_another_ends() 
     let state = json(send(a, &alice, Method::GET, &on_a_again, None).await).await;
     assert_eq!(state["status"], "started", "{state}");
 }
+
+#[actix_rt::test]
+async fn a_killed_nodes_runs_stop_holding_the_tenants_slots() {
+    let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
+    let port = silent_server();
+    let mut cluster = cluster_with_tenant(json!({"max_concurrent_executions": 1})).await;
+    let alice = cluster[0].token_in("acme", "alice", &["developer"]);
+    let on_a = hanging_workflow(&cluster[0], &alice, port).await;
+    let first = start_run(&cluster[0], &alice, &on_a).await;
+    reaches(&cluster[0], &alice, &first, "running").await;
+    let b = &cluster[1];
+    let on_b = hanging_workflow(b, &alice, port).await;
+    let queued = start_run(b, &alice, &on_b).await;
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    let state = json(send(b, &alice, Method::GET, &queued, None).await).await;
+    assert_eq!(state["status"], "started", "{state}");
+    // A dies holding the tenant's one slot: its lease lapses (5 s) and B's run takes it.
+    cluster.nodes[0].kill();
+    let b = &cluster[1];
+    let running = eventually(SETTLE, async || {
+        json(send(b, &alice, Method::GET, &queued, None).await).await["status"] == "running"
+    })
+    .await;
+    assert!(running, "the killed node's run stops counting");
+}
