@@ -16,10 +16,13 @@ use std::{
 
 use chrono::Utc;
 use kailash_actors::{
+    TenantId,
     accounts::{AccountError, AccountResult, AccountStore, TenantRecord, TenantTable},
+    broker::{SharedBroker, TenantCount},
     engine::workflow::Workflow,
 };
 use tokio::sync::watch;
+use uuid::Uuid;
 
 use crate::{
     app::AppState,
@@ -45,6 +48,8 @@ const CONNECTION_RETRY_AFTER: Duration = Duration::from_secs(1);
 pub struct ConnectionSlot {
     connections: Arc<Mutex<HashMap<String, u64>>>,
     tenant_id: String,
+    /// Its lease in the tenant's cluster-wide count, in a cluster.
+    lease: Option<(SharedBroker, Uuid)>,
 }
 
 impl Drop for ConnectionSlot {
@@ -55,6 +60,13 @@ impl Drop for ConnectionSlot {
             if *count == 0 {
                 counts.remove(&self.tenant_id);
             }
+        }
+        if let Some((broker, lease)) = &self.lease {
+            broker.let_go(
+                TenantCount::WebSockets,
+                &TenantId::from(self.tenant_id.clone()),
+                *lease,
+            );
         }
     }
 }
@@ -98,26 +110,54 @@ impl Tenants {
 
     /// Counts a new WebSocket connection of `tenant_id`, or refuses it with 429
     /// `too_many_connections` when the tenant's `max_websocket_connections` are open on this
-    /// node. The count is kept whether or not the tenant has a limit, so a limit set later
-    /// applies to the connections already open.
-    pub fn open_connection(&self, tenant_id: &str) -> Result<ConnectionSlot, ApiError> {
+    /// node or, in a cluster (`broker`), on all nodes together (a lease per connection,
+    /// renewed by the heartbeat; Redis away: this node's count alone decides). The node's
+    /// count is kept whether or not the tenant has a limit, so a limit set later applies to
+    /// the connections already open here; leases are taken only under a limit.
+    pub async fn open_connection(
+        &self,
+        tenant_id: &str,
+        broker: Option<SharedBroker>,
+    ) -> Result<ConnectionSlot, ApiError> {
         let max = self.limits(tenant_id).max_websocket_connections;
-        let mut counts = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(tenant_id.to_owned()).or_default();
-        if let Some(max) = max
-            && *count >= max
-        {
-            return Err(ApiError::new(ErrorCode::TooManyConnections)
+        let refused = |max: u64| {
+            ApiError::new(ErrorCode::TooManyConnections)
                 .with_detail(format!(
                     "The tenant allows at most {max} WebSocket connections"
                 ))
-                .with_retry_after(CONNECTION_RETRY_AFTER));
+                .with_retry_after(CONNECTION_RETRY_AFTER)
+        };
+        {
+            let mut counts = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+            let count = counts.entry(tenant_id.to_owned()).or_default();
+            if let Some(max) = max
+                && *count >= max
+            {
+                return Err(refused(max));
+            }
+            *count += 1;
         }
-        *count += 1;
-        Ok(ConnectionSlot {
+        // Counted here before Redis is asked, so it is given back however this ends.
+        let mut slot = ConnectionSlot {
             connections: self.connections.clone(),
             tenant_id: tenant_id.to_owned(),
-        })
+            lease: None,
+        };
+        if let (Some(broker), Some(max)) = (broker, max) {
+            let lease = Uuid::new_v4();
+            let tenant = TenantId::from(tenant_id.to_owned());
+            match broker
+                .hold(TenantCount::WebSockets, &tenant, lease, max)
+                .await
+            {
+                Ok(true) => slot.lease = Some((broker, lease)),
+                Ok(false) => return Err(refused(max)),
+                Err(error) => {
+                    tracing::warn!(%error, "could not count a WebSocket connection in Redis; counted on this node alone");
+                }
+            }
+        }
+        Ok(slot)
     }
 
     /// Whether a credential naming `tenant_id` may act: 401 `invalid_token` for a tenant

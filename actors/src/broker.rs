@@ -92,12 +92,46 @@ pub trait Broker: Send + Sync + 'static {
     /// Gives a run's slot back (it ended, or never started).
     fn end_run(&self, execution_id: Uuid);
 
+    /// Counts a new workflow of a live session in its tenant's cluster-wide
+    /// `max_workflows`, unless the tenant's sessions hold `max` already (answers false).
+    /// Counted per session, so the count outlives a lost node (its sessions are taken over,
+    /// not ended) and goes with the session's [`Broker::release`].
+    fn count_workflow(
+        &self,
+        session: &SessionKey,
+        max: Option<u64>,
+    ) -> BoxFuture<'static, Result<bool, BrokerError>>;
+
+    /// Holds a lease on `item` in one of a tenant's cluster-wide counts, unless `max` are
+    /// held already (answers false). The lease is renewed by this node's heartbeat, so what
+    /// a lost node held lapses within seconds by itself.
+    fn hold(
+        &self,
+        count: TenantCount,
+        tenant_id: &TenantId,
+        item: Uuid,
+        max: u64,
+    ) -> BoxFuture<'static, Result<bool, BrokerError>>;
+
+    /// Gives back a lease [`Broker::hold`] took (best effort: it lapses anyway).
+    fn let_go(&self, count: TenantCount, tenant_id: &TenantId, item: Uuid);
+
     /// The session's retained events after `after_seq`, oldest first.
     fn events_after(
         &self,
         session_id: Uuid,
         after_seq: u64,
     ) -> BoxFuture<'static, Result<Vec<EventRecord>, BrokerError>>;
+}
+
+/// A tenant's cluster-wide counts of things that end with the node holding them, kept as
+/// leases ([`Broker::hold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TenantCount {
+    /// Open WebSocket connections (`max_websocket_connections`).
+    WebSockets,
+    /// Runs holding a `max_concurrent_executions` slot.
+    Runs,
 }
 
 /// A session as the broker knows it: whose, in which tenant.
@@ -115,6 +149,8 @@ pub struct SessionLimits {
     pub max_sessions: usize,
     /// Live sessions per user in a tenant (`concurrent_sessions_limit`; 0: none).
     pub per_user: usize,
+    /// Live sessions of the tenant in the whole cluster (its own `max_sessions`; 0: none).
+    pub per_tenant: usize,
 }
 
 /// How a claim went.
@@ -125,6 +161,8 @@ pub enum Claim {
     MaxSessionsReached,
     /// The user holds `concurrent_sessions_limit` live sessions in the cluster.
     TooManySessions,
+    /// The tenant holds its own `max_sessions` live sessions in the cluster.
+    TenantMaxSessions,
 }
 
 /// A shared broker, as the tree holds it.

@@ -6,7 +6,11 @@
 //! [`CreateSession`], any [`TenantRequest`] (forwarded to the caller's tenant),
 //! [`SessionEnded`] from tenants, [`Stats`], [`Drain`].
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use actix::{dev::ToEnvelope, prelude::*};
 use futures_util::future::{join_all, ready};
@@ -32,9 +36,9 @@ pub(crate) struct RegistryActor {
     tenants: HashMap<TenantId, Addr<TenantActor>>,
     /// Sessions alive (or being created) on this node; the count `max_sessions` bounds.
     active_sessions: usize,
-    /// Executions running (or starting) on this node; bounded by
-    /// `max_concurrent_executions`.
-    active_executions: usize,
+    /// Executions holding a node-wide slot (running, or starting) on this node; bounded by
+    /// `max_concurrent_executions`. Runs waiting for their tenant's slot hold none.
+    node_slots: HashSet<Uuid>,
     totals: SessionTotals,
     draining: bool,
 }
@@ -59,7 +63,7 @@ impl RegistryActor {
             bus,
             tenants: HashMap::new(),
             active_sessions: 0,
-            active_executions: 0,
+            node_slots: HashSet::new(),
             totals: SessionTotals::default(),
             draining: false,
         }
@@ -342,7 +346,7 @@ impl Handler<Stats> for RegistryActor {
                 sessions_created: registry.totals.created,
                 sessions_closed: registry.totals.closed,
                 sessions_expired: registry.totals.expired,
-                active_executions: registry.active_executions,
+                active_executions: registry.node_slots.len(),
                 executions_finished: registry.totals.executions,
                 draining: registry.draining,
             }),
@@ -353,28 +357,64 @@ impl Handler<Stats> for RegistryActor {
 /// Reserve a node-wide execution slot before a session starts a run.
 #[derive(Message)]
 #[rtype(result = "Result<(), GatewayError>")]
-pub(crate) struct ReserveExecution;
+pub(crate) struct ReserveExecution {
+    pub execution_id: Uuid,
+}
 
 impl Handler<ReserveExecution> for RegistryActor {
     type Result = Result<(), GatewayError>;
 
-    fn handle(&mut self, _: ReserveExecution, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: ReserveExecution, _: &mut Self::Context) -> Self::Result {
         if self.draining {
             return Err(GatewayError::Draining);
         }
-        let limit = self.config.max_concurrent_executions;
-        if self.active_executions >= limit {
+        if !self.take_node_slot(msg.execution_id) {
             return Err(GatewayError::TooManyExecutions {
-                limit,
+                limit: self.config.max_concurrent_executions,
                 scope: "gateway node",
             });
         }
-        self.active_executions += 1;
         Ok(())
     }
 }
 
-/// An execution ended (`ran`), or a reserved slot went unused: the slot is free again.
+impl RegistryActor {
+    /// Takes a node-wide slot for the run, if one is free; answers whether it holds one.
+    fn take_node_slot(&mut self, execution_id: Uuid) -> bool {
+        if self.node_slots.len() >= self.config.max_concurrent_executions {
+            return self.node_slots.contains(&execution_id);
+        }
+        self.node_slots.insert(execution_id);
+        true
+    }
+}
+
+/// A run queued behind its tenant's `max_concurrent_executions` gives its node-wide slot
+/// back while it waits (`take: false`), so it holds up no other tenant's run, and asks for
+/// one again once its tenant grants it a slot (`take: true`; answers whether it holds one:
+/// an accepted run is not refused for draining).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct NodeSlot {
+    pub execution_id: Uuid,
+    pub take: bool,
+}
+
+impl Handler<NodeSlot> for RegistryActor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: NodeSlot, _: &mut Self::Context) -> bool {
+        if msg.take {
+            self.take_node_slot(msg.execution_id)
+        } else {
+            self.node_slots.remove(&msg.execution_id);
+            false
+        }
+    }
+}
+
+/// An execution ended (`ran`), or a reserved slot went unused: its node-wide slot (if it
+/// held one) and its cluster-wide lease are free again.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct ExecutionEnded {
@@ -386,7 +426,7 @@ impl Handler<ExecutionEnded> for RegistryActor {
     type Result = ();
 
     fn handle(&mut self, msg: ExecutionEnded, _: &mut Self::Context) {
-        self.active_executions = self.active_executions.saturating_sub(1);
+        self.node_slots.remove(&msg.execution_id);
         if let Some(broker) = &self.engine.broker {
             broker.end_run(msg.execution_id);
         }

@@ -6,6 +6,11 @@
 //! ends, however it ends ([`ReleaseRunSlot`]). So a tenant that starts more runs than its
 //! limit waits behind its own limit while other tenants' runs go on.
 //!
+//! In a cluster the limit holds across nodes: before the first in line is granted a slot
+//! here, the tenant actor has Redis hold a lease for it in the tenant's cluster-wide count
+//! (`Broker::hold`); while the cluster's slots are full, it asks again every
+//! `RUN_SLOT_RETRY`, so a slot freed on any node is taken within that pause.
+//!
 //! [`TenantActor`]: crate::tenant::TenantActor
 //! [`ExecutionActor`]: crate::execution::ExecutionActor
 
@@ -39,33 +44,55 @@ pub(crate) struct ReleaseRunSlot {
 pub(crate) struct RunSlots {
     running: HashSet<Uuid>,
     waiting: VecDeque<(Uuid, Recipient<RunSlotGranted>)>,
+    /// Set while the cluster is asked for the first in line's slot (or is to be asked
+    /// again), so one request is out at a time and the line keeps its order.
+    pub asking: bool,
 }
 
 impl RunSlots {
-    /// Grants the slot now when fewer than `limit` run, else queues the request.
-    pub fn acquire(&mut self, request: AcquireRunSlot, limit: Option<u64>) {
+    /// Puts a request at the end of the line.
+    pub fn enqueue(&mut self, request: AcquireRunSlot) {
         self.waiting
             .push_back((request.execution_id, request.grant));
-        self.grant_free(limit);
     }
 
-    /// Frees the run's slot (or drops it from the line) and grants what became free.
-    pub fn release(&mut self, execution_id: Uuid, limit: Option<u64>) {
-        if !self.running.remove(&execution_id) {
-            self.waiting.retain(|(id, _)| *id != execution_id);
+    /// Frees the run's slot or drops it from the line; answers whether it held a slot.
+    pub fn remove(&mut self, execution_id: Uuid) -> bool {
+        if self.running.remove(&execution_id) {
+            return true;
         }
-        self.grant_free(limit);
+        self.waiting.retain(|(id, _)| *id != execution_id);
+        false
     }
 
-    /// Grants slots in arrival order while any is free. The limit is read at each call,
-    /// so a raised limit lets more in at the next acquire or release.
-    fn grant_free(&mut self, limit: Option<u64>) {
-        while limit.is_none_or(|max| (self.running.len() as u64) < max) {
-            let Some((id, grant)) = self.waiting.pop_front() else {
-                return;
-            };
-            self.running.insert(id);
-            grant.do_send(RunSlotGranted);
+    /// The first in line, when fewer than `limit` of the tenant's runs hold a slot here.
+    /// The limit is read at each call, so a raised limit lets more in at the next call.
+    pub fn next(&self, limit: Option<u64>) -> Option<Uuid> {
+        let free = limit.is_none_or(|max| (self.running.len() as u64) < max);
+        free.then(|| self.waiting.front().map(|(id, _)| *id))
+            .flatten()
+    }
+
+    /// Grants the slot to `execution_id` if it is still first in line (it may have been
+    /// cancelled while the cluster was asked); answers whether it was granted.
+    pub fn grant(&mut self, execution_id: Uuid) -> bool {
+        if self
+            .waiting
+            .front()
+            .is_none_or(|(id, _)| *id != execution_id)
+        {
+            return false;
+        }
+        let (id, grant) = self.waiting.pop_front().expect("the first in line");
+        self.running.insert(id);
+        grant.do_send(RunSlotGranted);
+        true
+    }
+
+    /// Grants slots in arrival order while any is free on this node.
+    pub fn grant_free(&mut self, limit: Option<u64>) {
+        while let Some(execution_id) = self.next(limit) {
+            self.grant(execution_id);
         }
     }
 
@@ -103,24 +130,25 @@ mod tests {
         let ids: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
         for id in &ids {
             let grant = counter.clone().recipient();
-            slots.acquire(
-                AcquireRunSlot {
-                    execution_id: *id,
-                    grant,
-                },
-                Some(2),
-            );
+            slots.enqueue(AcquireRunSlot {
+                execution_id: *id,
+                grant,
+            });
+            slots.grant_free(Some(2));
         }
         assert_eq!(slots.waiting(), 2);
         // The last in line gives up (cancelled while waiting): nobody else moves up.
-        slots.release(ids[3], Some(2));
+        assert!(!slots.remove(ids[3]));
+        slots.grant_free(Some(2));
         assert_eq!(slots.waiting(), 1);
         // A running one ends: the next in line runs.
-        slots.release(ids[0], Some(2));
+        assert!(slots.remove(ids[0]));
+        slots.grant_free(Some(2));
         assert_eq!(slots.waiting(), 0);
         assert!(slots.running.contains(&ids[2]));
         // Without a limit everything runs.
-        slots.release(ids[1], None);
+        slots.remove(ids[1]);
+        slots.grant_free(None);
         tokio::task::yield_now().await;
         actix::clock::sleep(std::time::Duration::from_millis(20)).await;
         assert_eq!(granted.load(std::sync::atomic::Ordering::SeqCst), 3);

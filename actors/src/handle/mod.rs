@@ -454,8 +454,9 @@ impl Gateway {
         inputs: Map<String, Value>,
         config_overrides: Map<String, Value>,
     ) -> Result<ExecutionSnapshot, GatewayError> {
-        self.ask(&self.registry, ReserveExecution).await??;
         let execution_id = Uuid::new_v4();
+        self.ask(&self.registry, ReserveExecution { execution_id })
+            .await??;
         let limit = self.config.max_concurrent_executions;
         let fence = match &self.broker {
             None => Some(0),

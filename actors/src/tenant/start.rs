@@ -61,9 +61,11 @@ impl Handler<StartSession> for TenantActor {
             last_activity: now,
         };
         let (store, broker) = (self.engine.store.clone(), self.engine.broker.clone());
+        let tenant_max = self.engine.tenants.limits(&self.tenant_id).max_sessions;
         let limits = SessionLimits {
             max_sessions: self.config.max_sessions,
             per_user: limit,
+            per_tenant: tenant_max.map_or(0, |max| max as usize),
         };
         // In a cluster it is claimed (and counted against the cluster-wide limits) before it
         // exists, so no other node activates it; committed before it exists, so a session
@@ -88,6 +90,12 @@ impl Handler<StartSession> for TenantActor {
                         Ok(Claim::TooManySessions) => {
                             return Err(GatewayError::TooManySessions {
                                 limit: limits.per_user,
+                            });
+                        }
+                        Ok(Claim::TenantMaxSessions) => {
+                            return Err(GatewayError::TenantMaxSessions {
+                                max: limits.per_tenant as u64,
+                                retry_after,
                             });
                         }
                         Err(error) => {

@@ -17,6 +17,7 @@
 //! and probes with a growing pause until Redis answers again.
 
 mod control;
+mod counts;
 mod events;
 mod nodes;
 mod owners;
@@ -32,7 +33,10 @@ use actix::Recipient;
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use kailash_actors::{
-    broker::{Broker, BrokerError, Claim, FromBroker, Outbound, SessionKey, SessionLimits},
+    TenantId,
+    broker::{
+        Broker, BrokerError, Claim, FromBroker, Outbound, SessionKey, SessionLimits, TenantCount,
+    },
     store::{EventRecord, Fence},
 };
 use redis::{
@@ -117,6 +121,8 @@ struct Shared {
     claimed: Mutex<HashSet<SessionKey>>,
     /// The runs this node holds a lease on, renewed by the heartbeat.
     running: Mutex<HashSet<Uuid>>,
+    /// The tenant leases this node holds (`counts`), renewed by the heartbeat.
+    leases: Mutex<counts::Leases>,
     /// Sessions other nodes took over while this one was cut off, until the node stops
     /// serving them (see [`RedisBroker::lost_sessions`]).
     lost: Mutex<Vec<SessionKey>>,
@@ -133,6 +139,8 @@ struct Scripts {
     claim: Script,
     orphans: Script,
     reserve: Script,
+    hold: Script,
+    count_workflow: Script,
 }
 
 impl Default for Scripts {
@@ -143,6 +151,8 @@ impl Default for Scripts {
             claim: Script::new(owners::CLAIM_SCRIPT),
             orphans: Script::new(owners::ORPHANS_SCRIPT),
             reserve: Script::new(runs::RESERVE_SCRIPT),
+            hold: Script::new(counts::HOLD_SCRIPT),
+            count_workflow: Script::new(counts::COUNT_WORKFLOW_SCRIPT),
         }
     }
 }
@@ -240,6 +250,7 @@ impl RedisBroker {
             bus: OnceLock::new(),
             claimed: Mutex::default(),
             running: Mutex::default(),
+            leases: Mutex::default(),
             lost: Mutex::default(),
             control,
             scripts: Scripts::default(),
@@ -429,6 +440,42 @@ impl Broker for RedisBroker {
             if let Err(error) = runs::end(&shared, execution_id).await {
                 // The lease lapses by itself within `runs::LEASE`.
                 tracing::debug!(%error, %execution_id, "could not end a run's lease");
+            }
+        });
+    }
+
+    fn count_workflow(
+        &self,
+        session: &SessionKey,
+        max: Option<u64>,
+    ) -> BoxFuture<'static, Result<bool, BrokerError>> {
+        let (shared, session) = (self.shared.clone(), session.clone());
+        Box::pin(
+            self.on_runtime(async move { counts::count_workflow(&shared, &session, max).await }),
+        )
+    }
+
+    fn hold(
+        &self,
+        count: TenantCount,
+        tenant_id: &TenantId,
+        item: Uuid,
+        max: u64,
+    ) -> BoxFuture<'static, Result<bool, BrokerError>> {
+        let (shared, tenant_id) = (self.shared.clone(), tenant_id.clone());
+        Box::pin(
+            self.on_runtime(
+                async move { counts::hold(&shared, count, &tenant_id, item, max).await },
+            ),
+        )
+    }
+
+    fn let_go(&self, count: TenantCount, tenant_id: &TenantId, item: Uuid) {
+        let (shared, tenant_id) = (self.shared.clone(), tenant_id.clone());
+        self.runtime().spawn(async move {
+            if let Err(error) = counts::let_go(&shared, count, &tenant_id, item).await {
+                // The lease lapses by itself within `runs::LEASE`.
+                tracing::debug!(%error, %item, "could not give back a tenant lease");
             }
         });
     }

@@ -13,7 +13,7 @@ use kailash_actors::broker::BrokerError;
 use redis::{AsyncCommands, Value};
 use serde::{Deserialize, Serialize};
 
-use super::{Shared, owners, runs};
+use super::{Shared, counts, owners, runs};
 
 /// How often a node says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -73,6 +73,7 @@ async fn beat(shared: &Shared) -> Result<(), redis::RedisError> {
         .ignore()
         .scard(owners::count_key(shared));
     runs::renew(shared, &mut pipe);
+    counts::renew(shared, &mut pipe);
     let (held,): (usize,) = pipe.query_async(&mut connection).await?;
     let claimed: Vec<_> = {
         let claimed = shared.claimed.lock().expect("claimed sessions");

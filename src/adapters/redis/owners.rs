@@ -22,7 +22,7 @@ use kailash_actors::{
 use redis::AsyncCommands;
 use uuid::Uuid;
 
-use super::{NodeInfo, Shared, nodes::node_key};
+use super::{NodeInfo, Shared, counts::workflows_key, nodes::node_key};
 
 /// Where a session's requests are served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,10 +63,11 @@ return taken
 const ORPHANS_PER_RUN: usize = 100;
 
 /// Claims a session for ARGV[1]. ARGV[4] says how: `new` checks (unless the session is
-/// counted already) the cluster's live sessions (KEYS[3]) against ARGV[5] and the user's
-/// (KEYS[4]) against ARGV[6] (0: no limit); `again` (Redis no longer lists it as this
-/// node's) claims it only if nobody else owns it now; `activate` claims it as it is.
-/// 0: claimed; 1: `max_sessions` reached; 2: the user's limit; 3: another node owns it.
+/// counted already) the cluster's live sessions (KEYS[3]) against ARGV[5], the user's
+/// (KEYS[4]) against ARGV[6] and the tenant's (KEYS[5]) against ARGV[7] (0: no limit);
+/// `again` (Redis no longer lists it as this node's) claims it only if nobody else owns it
+/// now; `activate` claims it as it is. 0: claimed; 1: `max_sessions` reached; 2: the
+/// user's limit; 3: another node owns it; 4: the tenant's `max_sessions` reached.
 pub(super) const CLAIM_SCRIPT: &str = r#"
 if ARGV[4] == 'again' then
   local owner = redis.call('GET', KEYS[1])
@@ -77,11 +78,15 @@ if ARGV[4] == 'new' and redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 0 then
   if tonumber(ARGV[6]) > 0 and redis.call('SCARD', KEYS[4]) >= tonumber(ARGV[6]) then
     return 2
   end
+  if tonumber(ARGV[7]) > 0 and redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[7]) then
+    return 4
+  end
 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[3])
 redis.call('SADD', KEYS[4], ARGV[3])
+redis.call('SADD', KEYS[5], ARGV[3])
 return 0
 "#;
 
@@ -104,6 +109,13 @@ fn user_sessions(shared: &Shared, session: &SessionKey) -> String {
     let who = serde_json::to_string(&(&*session.tenant_id, &*session.user_id))
         .expect("strings serialize");
     shared.key(format_args!("user-sessions:{who}"))
+}
+
+/// A tenant's live sessions in the cluster (its own `max_sessions`). A lost node's sessions
+/// stay in it: they are taken over, not ended.
+fn tenant_sessions(shared: &Shared, tenant_id: &str) -> String {
+    let tenant = serde_json::to_string(tenant_id).expect("strings serialize");
+    shared.key(format_args!("tenant-sessions:{tenant}"))
 }
 
 /// `<session id> ["<tenant>","<user>"]`: the session id first, at a fixed width, so the
@@ -137,12 +149,14 @@ fn claim_invocation<'a>(
         .key(sessions_of(shared, &shared.options.node_id))
         .key(live_sessions(shared))
         .key(user_sessions(shared, session))
+        .key(tenant_sessions(shared, &session.tenant_id))
         .arg(&shared.options.node_id)
         .arg(member(session))
         .arg(session.session_id.to_string())
         .arg(how)
         .arg(limits.map_or(0, |l| l.max_sessions))
-        .arg(limits.map_or(0, |l| l.per_user));
+        .arg(limits.map_or(0, |l| l.per_user))
+        .arg(limits.map_or(0, |l| l.per_tenant));
     invocation
 }
 
@@ -158,6 +172,7 @@ pub(super) async fn claim(
     let claim = match outcome {
         0 => Claim::Claimed,
         1 => Claim::MaxSessionsReached,
+        4 => Claim::TenantMaxSessions,
         _ => Claim::TooManySessions,
     };
     if claim == Claim::Claimed {
@@ -222,6 +237,10 @@ pub(super) async fn release(
         .srem(live_sessions(shared), &id)
         .ignore()
         .srem(user_sessions(shared, session), &id)
+        .ignore()
+        .srem(tenant_sessions(shared, &session.tenant_id), &id)
+        .ignore()
+        .hdel(workflows_key(shared, &session.tenant_id), &id)
         .ignore()
         .query_async(&mut shared.commands.clone())
         .await

@@ -32,13 +32,13 @@ fn fences_key(shared: &Shared) -> String {
     shared.key(format_args!("fences"))
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
-fn expiry_ms() -> u64 {
+pub(super) fn expiry_ms() -> u64 {
     now_ms() + LEASE.as_millis() as u64
 }
 

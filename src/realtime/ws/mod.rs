@@ -26,6 +26,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Session};
 use kailash_actors::{
     Caller,
+    broker::SharedBroker,
     bus::SubscriberId,
     events::{EventFilter, PublishedEvent},
     subscriber::{Delivery, SubscriberInbox, SubscriberQueue, WhenFull},
@@ -63,7 +64,14 @@ pub async fn connect(
     let filter = authorized_filter(&state, &caller, query.request()?).await?;
     let slot = state
         .tenants
-        .open_connection(&caller.tenant_id)
+        .open_connection(
+            &caller.tenant_id,
+            state
+                .cluster
+                .as_ref()
+                .map(|cluster| cluster.redis.clone() as SharedBroker),
+        )
+        .await
         .inspect_err(|_| {
             state
                 .metrics

@@ -11,6 +11,7 @@ mod faults;
 mod script;
 
 mod sessions;
+mod tenant_limits;
 
 use std::{
     path::PathBuf,

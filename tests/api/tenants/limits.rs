@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::{executions::silent_server, realtime::client::WsClient};
 
-async fn new_session(app: &TestApp, token: &str) -> reqwest::Response {
+pub(crate) async fn new_session(app: &Api, token: &str) -> reqwest::Response {
     send(app, token, Method::POST, "/api/sessions", None).await
 }
 
@@ -217,7 +217,7 @@ async fn max_websocket_connections_refuses_the_handshake_until_one_closes() {
 
 /// A new session of `token`'s tenant with a workflow whose one node waits on `port` (a
 /// silent server) for a minute; returns (session, workflow).
-async fn hanging_workflow(app: &TestApp, token: &str, port: u16) -> (String, String) {
+pub(crate) async fn hanging_workflow(app: &Api, token: &str, port: u16) -> (String, String) {
     let session = json(new_session(app, token).await).await;
     let session = session["session_id"].as_str().unwrap().to_owned();
     let hanging = json!({"name": "hang", "nodes": [
@@ -233,7 +233,11 @@ async fn hanging_workflow(app: &TestApp, token: &str, port: u16) -> (String, Str
 }
 
 /// Starts `workflow`; returns the execution's path (`/api/executions/{id}?session_id=`).
-async fn start_run(app: &TestApp, token: &str, (session, workflow): &(String, String)) -> String {
+pub(crate) async fn start_run(
+    app: &Api,
+    token: &str,
+    (session, workflow): &(String, String),
+) -> String {
     let started = send(
         app,
         token,
@@ -251,7 +255,7 @@ async fn start_run(app: &TestApp, token: &str, (session, workflow): &(String, St
 }
 
 /// Waits until the run at `path` has `status`.
-async fn reaches(app: &TestApp, token: &str, path: &str, status: &str) -> Value {
+pub(crate) async fn reaches(app: &Api, token: &str, path: &str, status: &str) -> Value {
     let mut seen = json!(null);
     let reached = eventually(Duration::from_secs(5), async || {
         seen = json(send(app, token, Method::GET, path, None).await).await;
@@ -321,4 +325,45 @@ async fn runs_beyond_max_concurrent_executions_wait_behind_their_own_tenants_lim
         200
     );
     reaches(&app, &noisy, &second, "running").await;
+}
+
+#[actix_web::test]
+async fn runs_waiting_for_their_tenants_slot_hold_none_of_the_nodes() {
+    let port = silent_server();
+    let app = spawn_app_with(|s| {
+        s.egress_allow = vec!["127.0.0.1".into()];
+        s.max_concurrent_executions = 2;
+    })
+    .await;
+    app.create_tenant(
+        &json!({"tenant_id": "noisy", "name": "Noisy", "limits": {"max_concurrent_executions": 1}}),
+    )
+    .await;
+    app.add_tenant("quiet").await;
+    let noisy = app.token_in("noisy", "alice", &["developer"]);
+    let quiet = app.token_in("quiet", "bob", &["developer"]);
+    let workflow = hanging_workflow(&app, &noisy, port).await;
+    let first = start_run(&app, &noisy, &workflow).await;
+    reaches(&app, &noisy, &first, "running").await;
+    // Three more wait behind the tenant's limit, though the node runs at most two.
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        waiting.push(start_run(&app, &noisy, &workflow).await);
+    }
+    // The node's second slot is the quiet tenant's.
+    let other = hanging_workflow(&app, &quiet, port).await;
+    let theirs = start_run(&app, &quiet, &other).await;
+    reaches(&app, &quiet, &theirs, "running").await;
+    for queued in &waiting {
+        let state = json(send(&app, &noisy, Method::GET, queued, None).await).await;
+        assert_eq!(state["status"], "started", "{state}");
+    }
+    // Noisy's first ends: its next takes the node slot it frees.
+    assert_eq!(
+        send(&app, &noisy, Method::DELETE, &first, None)
+            .await
+            .status(),
+        200
+    );
+    reaches(&app, &noisy, &waiting[0], "running").await;
 }

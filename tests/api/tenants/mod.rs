@@ -5,7 +5,7 @@
 mod admin;
 mod deactivation;
 mod isolation;
-mod limits;
+pub(crate) mod limits;
 
 use reqwest::{Method, Response};
 use serde_json::Value;

@@ -10,6 +10,8 @@
 //! polled by this actor's context behind `catch_unwind`, so a panic there becomes a
 //! `node.failed` event, and cancel drops the future (an HTTP call in flight with it).
 
+mod slots;
+
 use std::{
     collections::HashMap,
     panic::AssertUnwindSafe,
@@ -33,8 +35,7 @@ use crate::{
         workflow::Workflow,
     },
     events::{Event, EventDetail, EventType, NodeDetail, RunRef, WorkflowDetail},
-    registry::{ExecutionEnded, RegistryActor},
-    run_slots::{AcquireRunSlot, ReleaseRunSlot, RunSlotGranted},
+    registry::RegistryActor,
     session::{ExecutionFinished, SessionActor},
     store::{ExecutionRecord, Fence, NodeRunRecord, StoreWriter, Write},
     tenant::TenantActor,
@@ -476,46 +477,6 @@ impl ExecutionActor {
         self.spec.session.do_send(ExecutionFinished { snapshot });
         self.end_slots();
         ctx.stop();
-    }
-
-    /// Gives back what the run held: its node-wide slot, and its tenant slot (or place in
-    /// line).
-    fn end_slots(&self) {
-        self.spec.gateway.do_send(ExecutionEnded {
-            execution_id: self.spec.execution_id,
-            ran: true,
-        });
-        if let Some(tenant) = &self.spec.run_slot {
-            tenant.do_send(ReleaseRunSlot {
-                execution_id: self.spec.execution_id,
-            });
-        }
-    }
-}
-
-impl Actor for ExecutionActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        match &self.spec.run_slot {
-            // Stays `started` until its tenant has a slot for it.
-            Some(tenant) => tenant.do_send(AcquireRunSlot {
-                execution_id: self.spec.execution_id,
-                grant: ctx.address().recipient(),
-            }),
-            None => self.begin(ctx),
-        }
-    }
-}
-
-impl Handler<RunSlotGranted> for ExecutionActor {
-    type Result = ();
-
-    fn handle(&mut self, _: RunSlotGranted, ctx: &mut Self::Context) {
-        // A run cancelled while it waited has already given its place back.
-        if self.status == ExecutionStatus::Started {
-            self.begin(ctx);
-        }
     }
 }
 
