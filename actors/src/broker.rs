@@ -89,7 +89,15 @@ pub trait Broker: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'static, Result<Option<Fence>, BrokerError>>;
 
-    /// Gives a run's slot back (it ended, or never started).
+    /// Takes a cluster-wide slot again for a run that gave its own back while it waited for
+    /// its tenant's slot (it keeps its fencing token); answers whether it holds one.
+    fn resume_run(
+        &self,
+        execution_id: Uuid,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<bool, BrokerError>>;
+
+    /// Gives a run's slot back (it ended, never started, or waits for its tenant's slot).
     fn end_run(&self, execution_id: Uuid);
 
     /// Counts a new workflow of a live session in its tenant's cluster-wide

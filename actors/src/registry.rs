@@ -389,10 +389,11 @@ impl RegistryActor {
     }
 }
 
-/// A run queued behind its tenant's `max_concurrent_executions` gives its node-wide slot
-/// back while it waits (`take: false`), so it holds up no other tenant's run, and asks for
-/// one again once its tenant grants it a slot (`take: true`; answers whether it holds one:
-/// an accepted run is not refused for draining).
+/// A run queued behind its tenant's `max_concurrent_executions` gives its node-wide slot and
+/// its cluster-wide lease back while it waits (`take: false`), so it holds up no other
+/// tenant's run here or elsewhere, and asks for both again once its tenant grants it a slot
+/// (`take: true`; answers whether it holds both: an accepted run is not refused for
+/// draining). With Redis away the node's own slot is all that can be checked, as at a start.
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub(crate) struct NodeSlot {
@@ -401,15 +402,44 @@ pub(crate) struct NodeSlot {
 }
 
 impl Handler<NodeSlot> for RegistryActor {
-    type Result = bool;
+    type Result = ResponseActFuture<Self, bool>;
 
-    fn handle(&mut self, msg: NodeSlot, _: &mut Self::Context) -> bool {
-        if msg.take {
-            self.take_node_slot(msg.execution_id)
-        } else {
-            self.node_slots.remove(&msg.execution_id);
-            false
+    fn handle(&mut self, msg: NodeSlot, _: &mut Self::Context) -> Self::Result {
+        let execution_id = msg.execution_id;
+        if !msg.take {
+            self.node_slots.remove(&execution_id);
+            if let Some(broker) = &self.engine.broker {
+                broker.end_run(execution_id);
+            }
+            return Box::pin(fut::ready(false));
         }
+        if !self.take_node_slot(execution_id) {
+            return Box::pin(fut::ready(false));
+        }
+        let Some(broker) = self.engine.broker.clone() else {
+            return Box::pin(fut::ready(true));
+        };
+        let limit = self.config.max_concurrent_executions;
+        Box::pin(broker.resume_run(execution_id, limit).into_actor(self).map(
+            move |leased, actor, _| {
+                let ended_meanwhile = !actor.node_slots.contains(&execution_id);
+                match leased {
+                    // The run ended while its lease was being taken: give that back too.
+                    Ok(true) if ended_meanwhile => {
+                        if let Some(broker) = &actor.engine.broker {
+                            broker.end_run(execution_id);
+                        }
+                        false
+                    }
+                    Ok(true) | Err(_) => !ended_meanwhile,
+                    // The cluster runs its limit: the run asks again later.
+                    Ok(false) => {
+                        actor.node_slots.remove(&execution_id);
+                        false
+                    }
+                }
+            },
+        ))
     }
 }
 

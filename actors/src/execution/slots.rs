@@ -1,7 +1,8 @@
 //! The run's slots: its node-wide `max_concurrent_executions` slot (the registry's) and, for
 //! a tenant with its own limit, its tenant slot (the tenant actor's `run_slots`). A run of
-//! such a tenant gives the node slot the start reserved back while it waits in its tenant's
-//! line, so waiting runs hold up no other tenant's, and takes one again once granted.
+//! such a tenant gives the node slot and the cluster lease the start reserved back while it
+//! waits in its tenant's line, so waiting runs hold up no other tenant's, and takes both
+//! again once granted.
 
 use std::time::Duration;
 
@@ -35,7 +36,7 @@ impl Actor for ExecutionActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         match &self.spec.run_slot {
             // Stays `started` until its tenant has a slot for it, holding no node-wide slot
-            // meanwhile (taken again when granted: `take_node_slot`).
+            // or cluster lease meanwhile (taken again when granted: `take_node_slot`).
             Some(tenant) => {
                 self.spec.gateway.do_send(NodeSlot {
                     execution_id: self.spec.execution_id,
@@ -52,7 +53,7 @@ impl Actor for ExecutionActor {
 }
 
 /// How long a run its tenant granted a slot waits before asking again for a node-wide slot
-/// when the node runs `max_concurrent_executions` already.
+/// and cluster lease when the node (or cluster) runs `max_concurrent_executions` already.
 const NODE_SLOT_RETRY: Duration = Duration::from_millis(100);
 
 impl Handler<RunSlotGranted> for ExecutionActor {

@@ -434,6 +434,15 @@ impl Broker for RedisBroker {
         Box::pin(self.on_runtime(async move { runs::reserve(&shared, execution_id, limit).await }))
     }
 
+    fn resume_run(
+        &self,
+        execution_id: Uuid,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<bool, BrokerError>> {
+        let shared = self.shared.clone();
+        Box::pin(self.on_runtime(async move { runs::resume(&shared, execution_id, limit).await }))
+    }
+
     fn end_run(&self, execution_id: Uuid) {
         let shared = self.shared.clone();
         self.runtime().spawn(async move {

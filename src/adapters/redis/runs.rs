@@ -14,14 +14,16 @@ use super::Shared;
 /// How long a run's lease lasts without renewal (the heartbeat renews it every second).
 pub const LEASE: Duration = Duration::from_secs(5);
 
-/// Drops lapsed leases, then takes one for ARGV[1] unless KEYS[1] holds ARGV[3] already,
-/// answering the run's fencing token from the counter KEYS[2] (tokens start at 1; 0: no
-/// slot).
+/// Drops lapsed leases, then takes one for ARGV[1] unless KEYS[1] holds ARGV[3] already
+/// (one it holds already is kept); with ARGV[5] = 1 answers a new fencing token from the
+/// counter KEYS[2] (tokens start at 1), else 1 (0: no slot).
 pub(super) const RESERVE_SCRIPT: &str = r#"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+if not redis.call('ZSCORE', KEYS[1], ARGV[1])
+    and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
-return redis.call('INCR', KEYS[2])
+if ARGV[5] == '1' then return redis.call('INCR', KEYS[2]) end
+return 1
 "#;
 
 fn runs_key(shared: &Shared) -> String {
@@ -42,10 +44,30 @@ pub(super) fn expiry_ms() -> u64 {
     now_ms() + LEASE.as_millis() as u64
 }
 
+/// Takes a lease for a new run and its fencing token; `None`: the cluster is full.
 pub(super) async fn reserve(
     shared: &Shared,
     execution_id: Uuid,
     limit: usize,
+) -> Result<Option<Fence>, redis::RedisError> {
+    lease(shared, execution_id, limit, true).await
+}
+
+/// Takes a lease again for a run that gave its own up while it waited (it keeps its token);
+/// answers whether it holds one.
+pub(super) async fn resume(
+    shared: &Shared,
+    execution_id: Uuid,
+    limit: usize,
+) -> Result<bool, redis::RedisError> {
+    Ok(lease(shared, execution_id, limit, false).await?.is_some())
+}
+
+async fn lease(
+    shared: &Shared,
+    execution_id: Uuid,
+    limit: usize,
+    new_token: bool,
 ) -> Result<Option<Fence>, redis::RedisError> {
     let mut invocation = shared.scripts.reserve.prepare_invoke();
     invocation
@@ -54,11 +76,12 @@ pub(super) async fn reserve(
         .arg(execution_id.to_string())
         .arg(now_ms())
         .arg(limit)
-        .arg(expiry_ms());
-    let fence: Fence = invocation
+        .arg(expiry_ms())
+        .arg(u8::from(new_token));
+    let answer: Fence = invocation
         .invoke_async(&mut shared.commands.clone())
         .await?;
-    if fence == 0 {
+    if answer == 0 {
         return Ok(None);
     }
     shared
@@ -66,7 +89,7 @@ pub(super) async fn reserve(
         .lock()
         .expect("running runs")
         .insert(execution_id);
-    Ok(Some(fence))
+    Ok(Some(answer))
 }
 
 pub(super) async fn end(shared: &Shared, execution_id: Uuid) -> Result<(), redis::RedisError> {

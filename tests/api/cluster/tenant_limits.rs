@@ -17,11 +17,12 @@ use crate::{
     },
 };
 
-/// A two-node cluster whose nodes may call `127.0.0.1` (the silent server), with tenant
-/// `acme` of `limits` known on both nodes.
-async fn cluster_with_tenant(limits: Value) -> LocalCluster {
+/// A two-node cluster whose nodes may call `127.0.0.1` (the silent server) and have `env`
+/// besides, with tenant `acme` of `limits` known on both nodes.
+async fn cluster_with_tenant(limits: Value, env: &[(&str, &str)]) -> LocalCluster {
     let cluster = LocalCluster::start_with(2, |node| {
-        node.env("KAILASH_EGRESS_ALLOW", "127.0.0.1");
+        node.env("KAILASH_EGRESS_ALLOW", "127.0.0.1")
+            .envs(env.iter().copied());
     })
     .await;
     cluster[0]
@@ -46,7 +47,7 @@ fn session_id(created: &Value) -> String {
 #[actix_rt::test]
 async fn a_tenants_max_sessions_counts_every_nodes_sessions() {
     let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
-    let cluster = cluster_with_tenant(json!({"max_sessions": 2})).await;
+    let cluster = cluster_with_tenant(json!({"max_sessions": 2}), &[]).await;
     let (a, b) = (&cluster[0], &cluster[1]);
     let alice = a.token_in("acme", "alice", &[]);
     let first = session_id(&json(new_session(a, &alice).await).await);
@@ -79,7 +80,7 @@ async fn a_tenants_max_sessions_counts_every_nodes_sessions() {
 #[actix_rt::test]
 async fn a_tenants_max_workflows_counts_every_nodes_sessions() {
     let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
-    let cluster = cluster_with_tenant(json!({"max_workflows": 2})).await;
+    let cluster = cluster_with_tenant(json!({"max_workflows": 2}), &[]).await;
     let (a, b) = (&cluster[0], &cluster[1]);
     let alice = a.token_in("acme", "alice", &["developer"]);
     let on_a = session_id(&json(new_session(a, &alice).await).await);
@@ -113,7 +114,7 @@ async fn a_tenants_max_workflows_counts_every_nodes_sessions() {
 #[actix_rt::test]
 async fn a_tenants_websocket_connections_count_on_every_node_and_a_killed_nodes_lapse() {
     let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
-    let mut cluster = cluster_with_tenant(json!({"max_websocket_connections": 2})).await;
+    let mut cluster = cluster_with_tenant(json!({"max_websocket_connections": 2}), &[]).await;
     let alice = cluster[0].token_in("acme", "alice", &[]);
     let on_a = WsClient::connect_with(&cluster[0], Some(alice.clone()), "").await;
     let on_b = WsClient::connect_with(&cluster[1], Some(alice.clone()), "").await;
@@ -159,7 +160,7 @@ async fn a_tenants_websocket_connections_count_on_every_node_and_a_killed_nodes_
 async fn a_run_queued_on_one_node_starts_when_the_tenants_run_on_another_ends() {
     let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
     let port = silent_server();
-    let cluster = cluster_with_tenant(json!({"max_concurrent_executions": 1})).await;
+    let cluster = cluster_with_tenant(json!({"max_concurrent_executions": 1}), &[]).await;
     let (a, b) = (&cluster[0], &cluster[1]);
     let alice = a.token_in("acme", "alice", &["developer"]);
     let on_a = hanging_workflow(a, &alice, port).await;
@@ -197,7 +198,7 @@ async fn a_run_queued_on_one_node_starts_when_the_tenants_run_on_another_ends() 
 async fn a_killed_nodes_runs_stop_holding_the_tenants_slots() {
     let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
     let port = silent_server();
-    let mut cluster = cluster_with_tenant(json!({"max_concurrent_executions": 1})).await;
+    let mut cluster = cluster_with_tenant(json!({"max_concurrent_executions": 1}), &[]).await;
     let alice = cluster[0].token_in("acme", "alice", &["developer"]);
     let on_a = hanging_workflow(&cluster[0], &alice, port).await;
     let first = start_run(&cluster[0], &alice, &on_a).await;
@@ -216,4 +217,43 @@ async fn a_killed_nodes_runs_stop_holding_the_tenants_slots() {
     })
     .await;
     assert!(running, "the killed node's run stops counting");
+}
+
+#[actix_rt::test]
+async fn runs_waiting_for_their_tenants_slot_hold_none_of_the_clusters() {
+    let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
+    let port = silent_server();
+    // The deployment runs at most two at once, cluster-wide.
+    let cluster = cluster_with_tenant(
+        json!({"max_concurrent_executions": 1}),
+        &[("KAILASH_MAX_CONCURRENT_EXECUTIONS", "2")],
+    )
+    .await;
+    let (a, b) = (&cluster[0], &cluster[1]);
+    let alice = a.token_in("acme", "alice", &["developer"]);
+    let on_a = hanging_workflow(a, &alice, port).await;
+    let on_b = hanging_workflow(b, &alice, port).await;
+    let first = start_run(a, &alice, &on_a).await;
+    reaches(a, &alice, &first, "running").await;
+    // Acme's next runs wait on B, holding none of the deployment's two places.
+    let waiting = [
+        start_run(b, &alice, &on_b).await,
+        start_run(b, &alice, &on_b).await,
+    ];
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    for run in &waiting {
+        reaches(b, &alice, run, "started").await;
+    }
+    // Another tenant's run, on either node, takes the second place and runs.
+    let bob = b.token_in("default", "bob", &["developer"]);
+    let bobs = hanging_workflow(b, &bob, port).await;
+    let run = start_run(b, &bob, &bobs).await;
+    reaches(b, &bob, &run, "running").await;
+    // Acme's first ends: its next in line takes the place it gave up, beside Bob's.
+    assert_eq!(
+        send(a, &alice, Method::DELETE, &first, None).await.status(),
+        200
+    );
+    reaches(b, &alice, &waiting[0], "running").await;
+    reaches(b, &bob, &run, "running").await;
 }
