@@ -125,6 +125,8 @@ pub enum Claim {
     MaxSessionsReached,
     /// The user holds `concurrent_sessions_limit` live sessions in the cluster.
     TooManySessions,
+    /// Another node owns the session (an activation lost a race with a take-over).
+    OwnedElsewhere,
 }
 
 /// A shared broker, as the tree holds it.
