@@ -7,6 +7,7 @@
 #   bash deploy/local-cluster.sh up     [--dir DIR] [--nodes N] [--bin PATH | --no-build]
 #   bash deploy/local-cluster.sh down   [--dir DIR]
 #   bash deploy/local-cluster.sh status [--dir DIR]
+#   bash deploy/local-cluster.sh restart [--dir DIR] [--node N]
 #   eval "$(bash deploy/local-cluster.sh env [--dir DIR])"
 #
 # up      builds the release binary (unless --bin/--no-build), starts the services, the
@@ -15,6 +16,9 @@
 #         A failure stops whatever it started and prints the logs' tails.
 # down    stops nginx, the nodes (SIGTERM, then SIGKILL after 40 s), Redis and PostgreSQL;
 #         the directory (logs) stays until the next `up`.
+# restart a rolling restart: each node in turn (only node-N with --node) is sent SIGTERM,
+#         waited for while it drains (SIGKILL after 90 s), and started again with the same
+#         id and port, and waited for until /ready; nginx keeps balancing over the others.
 # status  each part's state, /health's broker status per node, and the live nodes as
 #         GET /api/admin/nodes reports them; exit code 3 when something is down.
 # env     export lines: KAILASH_LB_URL, KAILASH_NODE_URLS, DATABASE_URL, REDIS_URL,
@@ -38,6 +42,7 @@ NODES=3
 BIN=""
 BUILD=1
 READY_TIMEOUT=60
+ONLY_NODE=""
 
 log() { printf '[local-cluster] %s\n' "$*" >&2; }
 die() {
@@ -91,9 +96,9 @@ wait_ready() { # URL PID NAME LOG
 # --------------------------------------------------------------------------
 # (Port variables are not called `port`: svc_pick_port sets its target with printf -v
 # and has a local of that name.)
-start_node() { # N
-    local n="$1" node_port id logfile pid
-    svc_pick_port node_port
+start_node() { # N [PORT]: a new node on a free port, or node-N again on its old PORT
+    local n="$1" node_port="${2:-}" id logfile pid
+    [ -n "$node_port" ] || svc_pick_port node_port
     id="node-$n"
     logfile="$DIR/logs/$id.log"
     mkdir -p "$DIR/nodes/$id"
@@ -105,7 +110,7 @@ start_node() { # N
         KAILASH_API_GATEWAY_SECRET="$SECRET" \
         KAILASH_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
         KAILASH_DATA_DIR="$DIR/nodes/$id" \
-        "$BIN" serve >"$logfile" 2>&1 </dev/null &
+        "$BIN" serve >>"$logfile" 2>&1 </dev/null & # appended: a restart keeps the log
     pid=$!
     state_set "NODE_PID_$n" "$pid"
     state_set "NODE_URL_$n" "http://127.0.0.1:$node_port"
@@ -288,6 +293,37 @@ cmd_down() {
 }
 
 # --------------------------------------------------------------------------
+# restart
+# --------------------------------------------------------------------------
+# SIGTERM, then waits for the drain (the longest the defaults allow is well under 90 s).
+stop_node() { # PID
+    local i
+    kill -TERM "$1" 2>/dev/null || return 0
+    for ((i = 0; i < 900; i++)); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    log "node pid $1 still draining after 90 s; killing it"
+    kill -KILL "$1" 2>/dev/null || true
+}
+
+cmd_restart() { # [N]
+    load_state
+    local n first=1 last="$NODES" pid url
+    if [ -n "$ONLY_NODE" ]; then
+        [ "$ONLY_NODE" -le "$NODES" ] || die "no node-$ONLY_NODE in a cluster of $NODES"
+        first="$ONLY_NODE" last="$ONLY_NODE"
+    fi
+    UPSTREAM_SERVERS=""
+    for ((n = first; n <= last; n++)); do
+        pid="NODE_PID_$n" url="NODE_URL_$n"
+        log "node-$n: SIGTERM, draining"
+        if pid_runs "${!pid:-}" "$BIN"; then stop_node "${!pid}"; fi
+        start_node "$n" "${!url##*:}"
+    done
+}
+
+# --------------------------------------------------------------------------
 # status, env
 # --------------------------------------------------------------------------
 cmd_status() {
@@ -364,6 +400,8 @@ while [ $# -gt 0 ]; do
     --bin) [ $# -ge 2 ] || die "--bin needs a value"; BIN="$2"; BUILD=0; shift 2 ;;
     --bin=*) BIN="${1#*=}"; BUILD=0; shift ;;
     --no-build) BUILD=0; shift ;;
+    --node) [ $# -ge 2 ] || die "--node needs a value"; ONLY_NODE="$2"; shift 2 ;;
+    --node=*) ONLY_NODE="${1#*=}"; shift ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
     esac
@@ -376,7 +414,8 @@ case "$COMMAND" in
 up) cmd_up ;;
 down) cmd_down ;;
 status) cmd_status ;;
+restart) cmd_restart ;;
 env) cmd_env ;;
 -h | --help) usage ;;
-*) die "unknown command $COMMAND (up, down, status or env)" ;;
+*) die "unknown command $COMMAND (up, down, restart, status or env)" ;;
 esac

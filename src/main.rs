@@ -183,13 +183,18 @@ fn serve(settings: Settings) -> ExitCode {
             );
         }
         let (state, server) = (app.state(), app.server_handle());
-        actix_rt::spawn(async move {
+        let drain_state = state.clone();
+        let drain = actix_rt::spawn(async move {
             let reason = shutdown::signal().await;
-            shutdown::drain(&state, &server, reason).await;
+            shutdown::drain(&drain_state, &server, reason).await;
         });
-        app.run_until_stopped()
-            .await
-            .map_err(|error| error.to_string())
+        let served = app.run_until_stopped().await;
+        // The drain stops the server midway; the process must not exit before the rest of
+        // it (the store flush, leaving the cluster) is done.
+        if state.lifecycle.is_draining() {
+            let _ = drain.await;
+        }
+        served.map_err(|error| error.to_string())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

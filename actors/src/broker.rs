@@ -171,6 +171,8 @@ pub enum Claim {
     TooManySessions,
     /// The tenant holds its own `max_sessions` live sessions in the cluster.
     TenantMaxSessions,
+    /// Another node owns the session (an activation lost a race with a take-over).
+    OwnedElsewhere,
 }
 
 /// A shared broker, as the tree holds it.

@@ -4,7 +4,7 @@
 //!
 //! Owned by the process ([`Gateway::start`](crate::Gateway::start)). Messages:
 //! [`CreateSession`], any [`TenantRequest`] (forwarded to the caller's tenant),
-//! [`SessionEnded`] from tenants, [`Stats`], [`Drain`].
+//! [`SessionEnded`] from tenants, [`Stats`], [`Drain`], [`CountRunning`], [`StopAllRuns`].
 
 use std::{
     collections::{HashMap, HashSet},
@@ -21,6 +21,7 @@ use crate::{
     bus::EventBus,
     caller::{Caller, TenantId},
     error::GatewayError,
+    execution::StopReason,
     handle::{EngineContext, GatewayConfig},
     session::SessionSummary,
     tenant::{
@@ -461,6 +462,53 @@ impl Handler<ExecutionEnded> for RegistryActor {
             broker.end_run(msg.execution_id);
         }
         self.totals.executions += u64::from(msg.ran);
+    }
+}
+
+/// How many executions run (or are starting) on this node, runs waiting for their
+/// tenant's slot left out (they hold no node slot); cheaper than [`Stats`], for a drain to
+/// poll.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(crate) struct CountRunning;
+
+impl Handler<CountRunning> for RegistryActor {
+    type Result = usize;
+
+    fn handle(&mut self, _: CountRunning, _: &mut Self::Context) -> usize {
+        self.node_slots.len()
+    }
+}
+
+/// Stop every run on this node as `reason` says, tenant by tenant; replies how many were
+/// still running (shutdown, past the drain deadline).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(crate) struct StopAllRuns {
+    pub reason: StopReason,
+}
+
+impl Handler<StopAllRuns> for RegistryActor {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, msg: StopAllRuns, _: &mut Self::Context) -> Self::Result {
+        let stops: Vec<_> = self
+            .tenants
+            .iter()
+            .map(|(tenant_id, tenant)| {
+                tenant.send(CancelTenantRuns {
+                    tenant_id: tenant_id.clone(),
+                    reason: msg.reason,
+                })
+            })
+            .collect();
+        Box::pin(async move {
+            join_all(stops)
+                .await
+                .into_iter()
+                .filter_map(|stopped| stopped.ok()?.ok())
+                .sum()
+        })
     }
 }
 

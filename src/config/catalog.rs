@@ -197,6 +197,11 @@ pub const SETTINGS: &[SettingSpec] = &[
         "Time in-flight requests get to finish on shutdown",
     ),
     setting(
+        "execution_drain_seconds",
+        "KAILASH_EXECUTION_DRAIN_SECONDS",
+        "On shutdown, time running executions get to finish; the rest end failed (interrupted)",
+    ),
+    setting(
         "actor_ask_timeout_ms",
         "KAILASH_ACTOR_ASK_TIMEOUT_MS",
         "Time a request waits for an actor; then 503 unavailable",

@@ -107,6 +107,7 @@ pub struct Settings {
     pub tls_key_file: Option<PathBuf>,
     pub drain_delay_seconds: f64,
     pub shutdown_timeout_seconds: u64,
+    pub execution_drain_seconds: f64,
     pub actor_ask_timeout_ms: u64,
     pub mailbox_capacity: usize,
     pub event_history_len: usize,
@@ -201,6 +202,7 @@ impl Default for Settings {
             tls_key_file: None,
             drain_delay_seconds: 0.0,
             shutdown_timeout_seconds: 30,
+            execution_drain_seconds: 20.0,
             actor_ask_timeout_ms: 5000,
             mailbox_capacity: 1024,
             event_history_len: 100,
@@ -347,6 +349,14 @@ impl Settings {
             && (0.0..=3600.0).contains(&self.drain_delay_seconds))
         {
             return bad("drain_delay_seconds", "must be between 0 and 3600".into());
+        }
+        if !(self.execution_drain_seconds.is_finite()
+            && (0.0..=3600.0).contains(&self.execution_drain_seconds))
+        {
+            return bad(
+                "execution_drain_seconds",
+                "must be between 0 and 3600".into(),
+            );
         }
         if self.workers == 0 || self.workers > 1024 {
             return bad("workers", "must be between 1 and 1024".into());

@@ -35,6 +35,9 @@ use crate::{
 pub struct StreamQuery {
     session_id: Option<String>,
     event_types: Option<String>,
+    /// WebSocket resume: the last `seq` the client received of `session_id` (SSE takes it
+    /// as `Last-Event-ID`, which browsers send by themselves).
+    last_seq: Option<u64>,
     /// Trusted only in open mode (see [`crate::auth::Identity::caller`]).
     user_id: Option<String>,
 }

@@ -103,6 +103,16 @@ fn resource<'a>(resources: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
+/// The longest drain (src/shutdown.rs, steps 1 to 7 at their bounds) with the settings
+/// `value` reads: delay + execution drain + in-flight requests and store flush (the
+/// shutdown timeout each) + three actor asks.
+fn longest_drain(value: impl Fn(&str) -> f64) -> f64 {
+    value("KAILASH_DRAIN_DELAY_SECONDS")
+        + value("KAILASH_EXECUTION_DRAIN_SECONDS")
+        + 2.0 * value("KAILASH_SHUTDOWN_TIMEOUT_SECONDS")
+        + 3.0 * value("KAILASH_ACTOR_ASK_TIMEOUT_MS") / 1000.0
+}
+
 fn seconds(config: &Value, key: &str) -> f64 {
     config["data"][key]
         .as_str()
@@ -191,8 +201,7 @@ fn the_deployment_keeps_the_rollout_and_hardening_promises() {
     let pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
         .as_f64()
         .expect("a preStop sleep");
-    let drain = seconds(config, "KAILASH_DRAIN_DELAY_SECONDS")
-        + seconds(config, "KAILASH_SHUTDOWN_TIMEOUT_SECONDS");
+    let drain = longest_drain(|key| seconds(config, key));
     let grace = pod["terminationGracePeriodSeconds"].as_f64().unwrap();
     assert!(
         grace > pre_stop + drain,
@@ -261,6 +270,20 @@ fn the_compose_stack_runs_three_gateways_behind_nginx_with_its_stores() {
         );
         let env = service["environment"].as_object().unwrap();
         assert!(env.contains_key("DATABASE_URL") && env.contains_key("REDIS_URL"));
+        let drain = longest_drain(|key| {
+            env[key]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{gateway} sets no {key}"))
+        });
+        let grace: f64 = service["stop_grace_period"]
+            .as_str()
+            .and_then(|v| v.strip_suffix('s')?.parse().ok())
+            .expect("a stop_grace_period in seconds");
+        assert!(
+            grace > drain,
+            "{gateway}: stop_grace_period {grace}s must exceed the longest drain {drain}s"
+        );
         assert!(
             nginx_conf.contains(&format!("server {gateway}:8000")),
             "nginx balances over {gateway}"

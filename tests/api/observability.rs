@@ -148,3 +148,91 @@ async fn after_the_tree_drains_new_sessions_are_refused() {
     assert_eq!(response.headers()["retry-after"], "5");
     assert_error(response, 503, "draining", "The gateway is shutting down").await;
 }
+
+/// A one-node Python workflow, `name`, that sleeps `seconds`.
+fn sleeping(name: &str, seconds: f64) -> serde_json::Value {
+    serde_json::json!({"name": name, "nodes": [{"id": "nap", "type": "PythonCodeNode",
+        "config": {"code": format!("import time\ntime.sleep({seconds})\nresult = {seconds}")}}]})
+}
+
+#[actix_web::test]
+async fn a_drain_lets_runs_finish_within_its_deadline_and_records_the_rest_interrupted() {
+    use kailash_actors::{Caller, events::EventFilter, execution::INTERRUPTED};
+
+    let app = spawn_app_with(|s| s.execution_drain_seconds = 2.0).await;
+    let (session, quick) = crate::executions::with_workflow(&app, sleeping("quick", 0.5)).await;
+    let slow = json(
+        app.post_json(
+            "alice",
+            &format!("/api/workflows?session_id={session}"),
+            &sleeping("slow", 30.0),
+        )
+        .await,
+    )
+    .await["workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let start = |workflow: String| {
+        crate::executions::start(&app, &session, serde_json::json!({"workflow_id": workflow}))
+    };
+    let (quick_run, slow_run) = (start(quick.clone()).await, start(slow).await);
+    for run in [&quick_run, &slow_run] {
+        crate::executions::wait_until(&app, &session, run, |s| s["current_node"] == "nap").await;
+    }
+
+    let (state, server) = (app.state.clone(), app.server.clone());
+    let began = std::time::Instant::now();
+    let drained = actix_rt::spawn(async move {
+        kailash_gateway::shutdown::drain(&state, &server, "test").await;
+    });
+    // New runs are refused while the running ones finish.
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    let refused = app
+        .post_json(
+            "alice",
+            &format!("/api/executions?session_id={session}"),
+            &serde_json::json!({"workflow_id": quick}),
+        )
+        .await;
+    assert_eq!(refused.status(), 503);
+    tokio::time::timeout(Duration::from_secs(15), drained)
+        .await
+        .expect("the drain is bounded")
+        .unwrap();
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "the slow run got its deadline: {took:?}"
+    );
+
+    let alice = Caller::authenticated("default", "alice");
+    let session_id = session.parse().unwrap();
+    let outcome = |run: &str| {
+        app.state
+            .gateway
+            .execution(alice.clone(), session_id, run.parse().unwrap())
+    };
+    let quick = outcome(&quick_run).await.unwrap();
+    assert_eq!(
+        quick.status,
+        kailash_actors::execution::ExecutionStatus::Completed
+    );
+    let slow = outcome(&slow_run).await.unwrap();
+    assert_eq!(
+        slow.status,
+        kailash_actors::execution::ExecutionStatus::Failed
+    );
+    assert_eq!(slow.error.as_deref(), Some(INTERRUPTED));
+    let terminal = app
+        .state
+        .gateway
+        .recent_events(EventFilter::visible_to(&alice), 100)
+        .await
+        .unwrap();
+    let failed: Vec<_> = terminal
+        .iter()
+        .filter(|event| event.json.contains(&slow_run) && event.json.contains("workflow.failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "clients hear of the interruption once");
+}

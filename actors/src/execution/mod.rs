@@ -532,16 +532,31 @@ impl Handler<Abandon> for ExecutionActor {
     }
 }
 
-/// Stop the run now, recording `reason` as its error (unless a node failed first); replies
-/// whether it was still running.
+/// Stop the run now, ending it as `reason` says (its error stays that of a node that failed
+/// first); replies whether it was still running.
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub(crate) struct Cancel {
-    pub reason: &'static str,
+    pub reason: StopReason,
 }
 
-/// The error of a run cancelled by its caller (or with its session).
-pub(crate) const CANCELLED: &str = "cancelled";
+/// How a run stopped from outside ends: its terminal status and its error.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StopReason {
+    pub status: ExecutionStatus,
+    pub error: &'static str,
+}
+
+/// A run cancelled by its caller (or with its session).
+pub(crate) const CANCELLED: StopReason = StopReason {
+    status: ExecutionStatus::Cancelled,
+    error: "cancelled",
+};
+
+/// A run still going when its node's drain deadline passed: it did not finish, and nobody
+/// asked for that, so it failed (see `Gateway::interrupt_runs`).
+pub const INTERRUPTED: &str =
+    "interrupted: the gateway node running this execution shut down before it finished";
 
 impl Handler<Cancel> for ExecutionActor {
     type Result = bool;
@@ -550,8 +565,9 @@ impl Handler<Cancel> for ExecutionActor {
         if self.status.is_terminal() {
             return false;
         }
-        self.error.get_or_insert_with(|| msg.reason.to_owned());
-        self.finish(ExecutionStatus::Cancelled, ctx);
+        self.error
+            .get_or_insert_with(|| msg.reason.error.to_owned());
+        self.finish(msg.reason.status, ctx);
         true
     }
 }

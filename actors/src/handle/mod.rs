@@ -26,8 +26,11 @@ use crate::{
         workflow::{Problem, Workflow, WorkflowLimits},
     },
     error::GatewayError,
-    execution::{ExecutionSnapshot, RunLimits},
-    registry::{CreateSession, Drain, ExecutionEnded, RegistryActor, ReserveExecution, Stats},
+    execution::{ExecutionSnapshot, ExecutionStatus, RunLimits, StopReason},
+    registry::{
+        CountRunning, CreateSession, Drain, ExecutionEnded, RegistryActor, ReserveExecution, Stats,
+        StopAllRuns,
+    },
     rooms::RoomHub,
     session::{
         AddWorkflow, CancelExecution, Describe, ExecutionSummary, FindWorkflow, GetExecution,
@@ -531,5 +534,21 @@ impl Gateway {
     /// Stops taking new work. Existing sessions stay (they outlive a node once persisted).
     pub async fn drain(&self) -> Result<(), GatewayError> {
         self.ask(&self.registry, Drain).await
+    }
+
+    /// Executions running (or starting) on this node.
+    pub async fn running_executions(&self) -> Result<usize, GatewayError> {
+        self.ask(&self.registry, CountRunning).await
+    }
+
+    /// Ends every execution still running on this node as `failed`, with the error
+    /// [`INTERRUPTED`](crate::execution::INTERRUPTED) and its `workflow.failed` event (a
+    /// draining node whose deadline passed); returns how many were stopped.
+    pub async fn interrupt_runs(&self) -> Result<usize, GatewayError> {
+        let reason = StopReason {
+            status: ExecutionStatus::Failed,
+            error: crate::execution::INTERRUPTED,
+        };
+        self.ask(&self.registry, StopAllRuns { reason }).await
     }
 }

@@ -6,11 +6,18 @@ use std::sync::Arc;
 
 use super::Gateway;
 use crate::{
-    accounts::TenantTable, caller::TenantId, error::GatewayError, tenant::CancelTenantRuns,
+    accounts::TenantTable,
+    caller::TenantId,
+    error::GatewayError,
+    execution::{ExecutionStatus, StopReason},
+    tenant::CancelTenantRuns,
 };
 
-/// The error a run cancelled by its tenant's deactivation ends with.
-const TENANT_DEACTIVATED: &str = "cancelled: the tenant was deactivated";
+/// How a run cancelled by its tenant's deactivation ends.
+const TENANT_DEACTIVATED: StopReason = StopReason {
+    status: ExecutionStatus::Cancelled,
+    error: "cancelled: the tenant was deactivated",
+};
 
 impl Gateway {
     /// The tenant records the tree enforces: the gateway crate keeps them current.
@@ -19,7 +26,7 @@ impl Gateway {
     }
 
     /// Cancels every execution of `tenant_id` running on this node (status `cancelled`,
-    /// error [`TENANT_DEACTIVATED`], each announced by `workflow.cancelled`); returns how
+    /// the error of [`TENANT_DEACTIVATED`], each announced by `workflow.cancelled`); returns how
     /// many were cancelled. Its sessions stay: the tenant may be activated again.
     pub async fn cancel_tenant_runs(&self, tenant_id: TenantId) -> Result<usize, GatewayError> {
         self.ask(

@@ -37,7 +37,7 @@ use crate::{
     caller::{TenantId, UserId},
     engine::workflow::Workflow,
     error::GatewayError,
-    execution::{Abandon, CANCELLED, Cancel, ExecutionActor, ExecutionSnapshot},
+    execution::{Abandon, CANCELLED, Cancel, ExecutionActor, ExecutionSnapshot, StopReason},
     handle::EngineContext,
     store::{SessionRecord, WorkflowRecord},
     tenant::{ChildStopped, CountWorkflow, TenantActor},
@@ -238,12 +238,12 @@ impl Handler<End> for SessionActor {
     }
 }
 
-/// Cancel every running execution with `reason` (its tenant was deactivated); replies how
-/// many were still running. The session itself stays.
+/// Stop every running execution as `reason` says (its tenant was deactivated, or its node
+/// is shutting down); replies how many were still running. The session itself stays.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub(crate) struct CancelRuns {
-    pub reason: &'static str,
+    pub reason: StopReason,
 }
 
 impl Handler<CancelRuns> for SessionActor {

@@ -19,6 +19,7 @@ use crate::{
     broker::{SessionKey, TenantCount},
     caller::TenantId,
     error::GatewayError,
+    execution::StopReason,
     run_slots::{AcquireRunSlot, ReleaseRunSlot},
     session::CancelRuns,
 };
@@ -32,13 +33,13 @@ impl TenantActor {
     }
 }
 
-/// Cancel every running execution of the tenant's sessions on this node, with `reason` as
-/// their error (the tenant was deactivated); replies how many were cancelled.
+/// Stop every running execution of the tenant's sessions on this node as `reason` says (the
+/// tenant was deactivated, or the node is shutting down); replies how many were stopped.
 #[derive(Message)]
 #[rtype(result = "Result<usize, GatewayError>")]
 pub(crate) struct CancelTenantRuns {
     pub tenant_id: TenantId,
-    pub reason: &'static str,
+    pub reason: StopReason,
 }
 
 impl Handler<CancelTenantRuns> for TenantActor {

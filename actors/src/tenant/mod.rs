@@ -32,7 +32,7 @@ use futures_util::future::join_all;
 use uuid::Uuid;
 
 use crate::{
-    broker::SessionKey,
+    broker::{Claim, SessionKey},
     bus::{EventBus, Publish},
     caller::{Caller, TenantId, UserId},
     engine::workflow::Workflow,
@@ -195,10 +195,13 @@ impl TenantActor {
                     user_id: record.user_id.clone(),
                     session_id,
                 };
-                broker
+                let claim = broker
                     .claim(&key, None)
                     .await
                     .map_err(|error| GatewayError::BrokerUnavailable(error.to_string()))?;
+                if claim == Claim::OwnedElsewhere {
+                    return Err(GatewayError::ServedElsewhere);
+                }
             }
             let lost = store
                 .fail_interrupted(&tenant_id, Some(session_id), NODE_LOST, Utc::now())

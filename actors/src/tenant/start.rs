@@ -87,6 +87,8 @@ impl Handler<StartSession> for TenantActor {
                                 retry_after,
                             });
                         }
+                        // A new session's id is fresh: nobody else can own it.
+                        Ok(Claim::OwnedElsewhere) => return Err(GatewayError::ServedElsewhere),
                         Ok(Claim::TooManySessions) => {
                             return Err(GatewayError::TooManySessions {
                                 limit: limits.per_user,

@@ -25,7 +25,10 @@ mod runs;
 
 use std::{
     collections::HashSet,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -129,6 +132,11 @@ struct Shared {
     /// Requests to and from other nodes.
     control: control::Control,
     scripts: Scripts,
+    /// Set when the node leaves the cluster on shutdown: the heartbeat stops.
+    left: AtomicBool,
+    /// Held by the heartbeat while it beats, so leaving cannot interleave with a beat that
+    /// would write the node's record back.
+    beating: tokio::sync::Mutex<()>,
 }
 
 /// The adapter's Lua scripts, hashed once (a call sends only the hash; Redis is sent the
@@ -254,6 +262,8 @@ impl RedisBroker {
             lost: Mutex::default(),
             control,
             scripts: Scripts::default(),
+            left: AtomicBool::new(false),
+            beating: tokio::sync::Mutex::new(()),
         });
         runtime.spawn(nodes::heartbeat(shared.clone()));
         Ok(Self {
@@ -300,6 +310,24 @@ impl RedisBroker {
     /// off from Redis (each answered once): the node must stop serving them.
     pub fn lost_sessions(&self) -> Vec<SessionKey> {
         std::mem::take(&mut *self.shared.lost.lock().expect("lost sessions"))
+    }
+
+    /// Leaves the cluster at the end of a drain, once this node's runs have ended and its
+    /// writes are flushed: waits (up to `within`) for the events still queued for Redis,
+    /// stops the heartbeat and deletes this node's record. A survivor then finds its
+    /// sessions without an owner that lives, and takes them over at the next request or
+    /// sweep (≤ 2 s), instead of after the heartbeat's lapse.
+    pub async fn leave(&self, within: Duration) -> Result<(), BrokerError> {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.outbound.capacity() < self.outbound.max_capacity()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.shared.left.store(true, Ordering::Release);
+        let shared = self.shared.clone();
+        self.on_runtime(async move { nodes::leave(&shared).await })
+            .await
     }
 
     /// Takes over the sessions of lost nodes; answers them, now owned here.

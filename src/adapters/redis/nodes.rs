@@ -6,7 +6,10 @@
 //! adapter's probe: it tells whether Redis answers (and, by pinging the subscriber
 //! connection, makes that connection reconnect and resubscribe after an outage).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use kailash_actors::broker::BrokerError;
@@ -37,9 +40,13 @@ fn node_set(shared: &Shared) -> String {
     shared.key(format_args!("nodes"))
 }
 
-/// Beats until the runtime stops.
+/// Beats until the runtime stops or the node leaves.
 pub(super) async fn heartbeat(shared: Arc<Shared>) {
     loop {
+        let beating = shared.beating.lock().await;
+        if shared.left.load(Ordering::Acquire) {
+            return;
+        }
         match beat(&shared).await {
             Ok(()) => {
                 if shared.link.up() {
@@ -52,6 +59,7 @@ pub(super) async fn heartbeat(shared: Arc<Shared>) {
                 }
             }
         }
+        drop(beating);
         tokio::time::sleep(HEARTBEAT).await;
     }
 }
@@ -100,6 +108,17 @@ async fn beat(shared: &Shared) -> Result<(), redis::RedisError> {
         .query_async::<Value>(&mut subscriber)
         .await
         .map(drop)
+}
+
+/// Deletes this node's record, as its heartbeat's lapse would (see
+/// `RedisBroker::leave`); it stays in the node set until a sweep has taken its sessions.
+pub(super) async fn leave(shared: &Shared) -> Result<(), redis::RedisError> {
+    let _no_beat = shared.beating.lock().await;
+    shared
+        .commands
+        .clone()
+        .del(node_key(shared, &shared.options.node_id))
+        .await
 }
 
 /// The nodes whose heartbeat has not lapsed, oldest first. (Lapsed ones stay in the set

@@ -65,9 +65,11 @@ const ORPHANS_PER_RUN: usize = 100;
 /// Claims a session for ARGV[1]. ARGV[4] says how: `new` checks (unless the session is
 /// counted already) the cluster's live sessions (KEYS[3]) against ARGV[5], the user's
 /// (KEYS[4]) against ARGV[6] and the tenant's (KEYS[5]) against ARGV[7] (0: no limit);
-/// `again` (Redis no longer lists it as this node's) claims it only if nobody else owns it
-/// now; `activate` claims it as it is. 0: claimed; 1: `max_sessions` reached; 2: the
-/// user's limit; 3: another node owns it; 4: the tenant's `max_sessions` reached.
+/// `again` (an activation, or Redis no longer lists it as this node's) claims it only if
+/// nobody else owns it now — checked here, in the script, so a node that took the session
+/// over between an activation's `owns` and its claim keeps it. 0: claimed; 1:
+/// `max_sessions` reached; 2: the user's limit; 3: another node owns it; 4: the tenant's
+/// `max_sessions` reached.
 pub(super) const CLAIM_SCRIPT: &str = r#"
 if ARGV[4] == 'again' then
   local owner = redis.call('GET', KEYS[1])
@@ -165,15 +167,16 @@ pub(super) async fn claim(
     session: &SessionKey,
     limits: Option<SessionLimits>,
 ) -> Result<Claim, redis::RedisError> {
-    let how = if limits.is_some() { "new" } else { "activate" };
+    let how = if limits.is_some() { "new" } else { "again" };
     let outcome: u8 = claim_invocation(shared, session, how, limits)
         .invoke_async(&mut shared.commands.clone())
         .await?;
     let claim = match outcome {
         0 => Claim::Claimed,
         1 => Claim::MaxSessionsReached,
+        2 => Claim::TooManySessions,
         4 => Claim::TenantMaxSessions,
-        _ => Claim::TooManySessions,
+        _ => Claim::OwnedElsewhere,
     };
     if claim == Claim::Claimed {
         shared

@@ -12,7 +12,8 @@
 //! - the client closes, or goes silent past `ws_client_timeout_seconds` → 1000;
 //! - a frame larger than `ws_max_frame_bytes` → 1009; a protocol error → 1002;
 //! - its queue filled because it could not keep up → 1013, counted as a slow consumer;
-//! - the node shuts down → 1001 with a reconnect hint;
+//! - the node shuts down → 1001 "going away", whose reason is the reconnect hint
+//!   ([`RECONNECT_HINT`]);
 //! - its tenant is deactivated → 1008 "the tenant was deactivated".
 //!
 //! A write that the client does not take within `ws_client_timeout_seconds` ends the
@@ -83,10 +84,13 @@ pub async fn connect(
     })?;
     let (queue, inbox) =
         SubscriberQueue::bounded(state.settings.subscriber_queue_len, WhenFull::Disconnect);
+    // A resume (`last_seq`) follows one session's stream, as SSE's `Last-Event-ID` does.
+    let resume_after = query.last_seq.filter(|_| filter.session_id.is_some());
     let subscription = state
         .gateway
-        .subscribe(filter.clone(), None, queue.clone())
+        .subscribe(filter.clone(), resume_after, queue.clone())
         .await?;
+    let backlog = subscription.backlog;
     let messages = messages.max_frame_size(state.settings.ws_max_frame_bytes);
     let connection = Connection {
         id: Uuid::new_v4(),
@@ -96,6 +100,7 @@ pub async fn connect(
         credential: Presented::of(&req),
         filter,
         subscriber: subscription.id,
+        backlog: backlog.gap.into_iter().chain(backlog.events).collect(),
         queue,
         rooms: Vec::new(),
         socket,
@@ -106,6 +111,10 @@ pub async fn connect(
     actix_web::rt::spawn(connection.run(messages, inbox));
     Ok(response)
 }
+
+/// The reason of the close frame (1001) a draining node sends: reconnect through the load
+/// balancer, resuming from the last `seq` received.
+const RECONNECT_HINT: &str = "going_away: the node is shutting down; reconnect with last_seq";
 
 /// One open WebSocket connection.
 struct Connection {
@@ -121,6 +130,9 @@ struct Connection {
     /// What the connection receives now; `subscribe_events` replaces it.
     filter: EventFilter,
     subscriber: SubscriberId,
+    /// Sent right after `connected`, before the live queue: a resume's gap notice and the
+    /// events it missed.
+    backlog: Vec<Arc<PublishedEvent>>,
     /// The sending side of its own queue, handed to the rooms it joins.
     queue: SubscriberQueue,
     rooms: Vec<Arc<str>>,
@@ -167,12 +179,15 @@ impl Connection {
             "user_id": &*self.caller.user_id,
         });
         let mut ending = self.send(hello.to_string()).await.err();
+        for event in std::mem::take(&mut self.backlog) {
+            if ending.is_some() {
+                break;
+            }
+            ending = self.send(event_frame(&event)).await.err();
+        }
         while ending.is_none() {
             let step = tokio::select! {
-                _ = closing.wait_for(|closing| *closing) => Err(close(
-                    CloseCode::Away,
-                    "server shutting down; reconnect to continue",
-                )),
+                _ = closing.wait_for(|closing| *closing) => Err(close(CloseCode::Away, RECONNECT_HINT)),
                 _ = deactivations.wait_for(|_| !state.tenants.is_active(&tenant_id)) => Err(close(
                     CloseCode::Policy,
                     "the tenant was deactivated",

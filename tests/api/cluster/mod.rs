@@ -8,6 +8,7 @@
 
 mod events;
 mod faults;
+mod rolling;
 mod script;
 
 mod sessions;

@@ -9,13 +9,44 @@ use crate::realtime::{client::WsClient, run, session_with_workflow, sse::open};
 
 /// A cluster the script started in its own directory, stopped when dropped (even when the
 /// test fails, so nothing is left running).
-struct ScriptCluster {
+pub(super) struct ScriptCluster {
     dir: TempPath,
+    /// Passed to the script (and so to every node it starts).
+    env: Vec<(String, String)>,
 }
 
 impl ScriptCluster {
+    /// `up` with this test's binary and `env`; panics unless everything started.
+    pub(super) fn up(env: &[(&str, &str)]) -> Self {
+        let cluster = Self {
+            dir: TempPath::new("local-cluster"),
+            env: env
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+        };
+        let up = cluster.script("up", &["--bin", env!("CARGO_BIN_EXE_kailash-gateway")]);
+        assert!(succeeded(&up), "up");
+        cluster
+    }
+
+    /// The load balancer, as clients see it.
+    pub(super) fn balancer(&self) -> Api {
+        Api::new(
+            self.env("KAILASH_LB_URL"),
+            self.env("KAILASH_API_GATEWAY_SECRET"),
+        )
+    }
+
     fn script(&self, command: &str, extra: &[&str]) -> Output {
-        Command::new("bash")
+        self.command(command, extra).output().expect("bash runs")
+    }
+
+    /// `local-cluster.sh COMMAND --dir DIR EXTRA...`, not yet run.
+    pub(super) fn command(&self, command: &str, extra: &[&str]) -> Command {
+        let mut script = Command::new("bash");
+        script
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/deploy/local-cluster.sh"
@@ -23,9 +54,8 @@ impl ScriptCluster {
             .arg(command)
             .arg("--dir")
             .arg(&self.dir.0)
-            .args(extra)
-            .output()
-            .expect("bash runs")
+            .args(extra);
+        script
     }
 
     /// One variable of the script's `env` output, as a shell evaluating it sees it.
@@ -53,7 +83,7 @@ impl Drop for ScriptCluster {
     }
 }
 
-fn succeeded(output: &Output) -> bool {
+pub(super) fn succeeded(output: &Output) -> bool {
     if !output.status.success() {
         eprintln!(
             "{}\n{}",
@@ -66,15 +96,8 @@ fn succeeded(output: &Output) -> bool {
 
 #[actix_rt::test]
 async fn the_local_cluster_script_runs_three_nodes_behind_nginx_as_one_gateway() {
-    let cluster = ScriptCluster {
-        dir: TempPath::new("local-cluster"),
-    };
-    let up = cluster.script("up", &["--bin", env!("CARGO_BIN_EXE_kailash-gateway")]);
-    assert!(succeeded(&up), "up");
-    let balancer = Api::new(
-        cluster.env("KAILASH_LB_URL"),
-        cluster.env("KAILASH_API_GATEWAY_SECRET"),
-    );
+    let cluster = ScriptCluster::up(&[]);
+    let balancer = cluster.balancer();
     let nodes = cluster.env("KAILASH_NODE_URLS");
     assert_eq!(nodes.split(' ').count(), 3, "{nodes}");
 

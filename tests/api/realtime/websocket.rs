@@ -389,8 +389,39 @@ async fn shutdown_closes_websockets_with_going_away() {
     match ws.closed().await {
         Closed::Frame(code, reason) => {
             assert_eq!(code, CloseCode::Away);
-            assert!(reason.contains("reconnect"), "{reason}");
+            assert_eq!(
+                reason,
+                "going_away: the node is shutting down; reconnect with last_seq"
+            );
         }
         other => panic!("expected 1001, got {other:?}"),
     }
+}
+
+#[actix_web::test]
+async fn a_websocket_reconnecting_with_last_seq_gets_what_it_missed_then_the_live_stream() {
+    let app = spawn_app().await;
+    let (session, workflow) = session_with_workflow(&app, "alice").await;
+    let follow = format!("session_id={session}");
+    let mut first = WsClient::connect(&app, "alice", &follow).await;
+    let execution = run(&app, "alice", &session, &workflow).await;
+    let seen = first.events_until("workflow.completed").await;
+    assert_one_complete_run(&seen, &execution);
+    let seqs: Vec<u64> = seen.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let resume_from = seqs[1];
+
+    let mut resumed =
+        WsClient::connect(&app, "alice", &format!("{follow}&last_seq={resume_from}")).await;
+    let missed = resumed.events_until("workflow.completed").await;
+    let missed_seqs: Vec<u64> = missed.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        missed_seqs,
+        seqs[2..],
+        "every event after last_seq, once, in order"
+    );
+
+    let next = run(&app, "alice", &session, &workflow).await;
+    let live = resumed.events_until("workflow.completed").await;
+    assert_one_complete_run(&live, &next);
+    assert_eq!(live[0]["seq"].as_u64().unwrap(), seqs.last().unwrap() + 1);
 }
