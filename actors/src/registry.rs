@@ -40,6 +40,9 @@ pub(crate) struct RegistryActor {
     /// Executions holding a node-wide slot (running, or starting) on this node; bounded by
     /// `max_concurrent_executions`. Runs waiting for their tenant's slot hold none.
     node_slots: HashSet<Uuid>,
+    /// Every run accepted on this node and not yet ended, waiting ones included: what a
+    /// drain waits for, or interrupts.
+    runs: HashSet<Uuid>,
     totals: SessionTotals,
     draining: bool,
 }
@@ -65,6 +68,7 @@ impl RegistryActor {
             tenants: HashMap::new(),
             active_sessions: 0,
             node_slots: HashSet::new(),
+            runs: HashSet::new(),
             totals: SessionTotals::default(),
             draining: false,
         }
@@ -375,6 +379,7 @@ impl Handler<ReserveExecution> for RegistryActor {
                 scope: "gateway node",
             });
         }
+        self.runs.insert(msg.execution_id);
         Ok(())
     }
 }
@@ -458,6 +463,7 @@ impl Handler<ExecutionEnded> for RegistryActor {
 
     fn handle(&mut self, msg: ExecutionEnded, _: &mut Self::Context) {
         self.node_slots.remove(&msg.execution_id);
+        self.runs.remove(&msg.execution_id);
         if let Some(broker) = &self.engine.broker {
             broker.end_run(msg.execution_id);
         }
@@ -465,9 +471,8 @@ impl Handler<ExecutionEnded> for RegistryActor {
     }
 }
 
-/// How many executions run (or are starting) on this node, runs waiting for their
-/// tenant's slot left out (they hold no node slot); cheaper than [`Stats`], for a drain to
-/// poll.
+/// How many executions run, start or wait for their tenant's slot on this node; cheaper
+/// than [`Stats`], for a drain to poll.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub(crate) struct CountRunning;
@@ -476,7 +481,7 @@ impl Handler<CountRunning> for RegistryActor {
     type Result = usize;
 
     fn handle(&mut self, _: CountRunning, _: &mut Self::Context) -> usize {
-        self.node_slots.len()
+        self.runs.len()
     }
 }
 

@@ -257,3 +257,37 @@ async fn runs_waiting_for_their_tenants_slot_hold_none_of_the_clusters() {
     reaches(b, &alice, &waiting[0], "running").await;
     reaches(b, &bob, &run, "running").await;
 }
+
+#[actix_rt::test]
+async fn a_drain_interrupts_the_runs_waiting_there_for_a_slot_held_on_another_node() {
+    let (_pg, _redis) = (PG_FAULT.read().await, REDIS_FAULT.read().await);
+    let port = silent_server();
+    let mut cluster = cluster_with_tenant(
+        json!({"max_concurrent_executions": 1}),
+        &[
+            ("KAILASH_DRAIN_DELAY_SECONDS", "0"),
+            ("KAILASH_EXECUTION_DRAIN_SECONDS", "1"),
+        ],
+    )
+    .await;
+    let alice = cluster[0].token_in("acme", "alice", &["developer"]);
+    let on_a = hanging_workflow(&cluster[0], &alice, port).await;
+    let first = start_run(&cluster[0], &alice, &on_a).await;
+    reaches(&cluster[0], &alice, &first, "running").await;
+    let on_b = hanging_workflow(&cluster[1], &alice, port).await;
+    let waiting = start_run(&cluster[1], &alice, &on_b).await;
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    reaches(&cluster[1], &alice, &waiting, "started").await;
+
+    // B holds no node slot, only a waiting run: its drain still ends that run, as
+    // interrupted, before it leaves (not as lost, later, by the node taking it over).
+    cluster[1].signal("TERM");
+    let a = &cluster[0];
+    let ended = reaches(a, &alice, &waiting, "failed").await;
+    assert_eq!(
+        ended["error"],
+        kailash_actors::execution::INTERRUPTED,
+        "{ended}"
+    );
+    cluster.nodes[1].kill();
+}
