@@ -249,17 +249,21 @@ running_parts() {
     return 0
 }
 
+# Waits for a SIGTERMed node's drain (the longest the defaults allow is well under 90 s),
+# then kills it.
+await_node_drain() { # PID
+    svc_wait_exit "$1" 90 && return 0
+    log "node pid $1 still draining after 90 s; killing it"
+    kill -KILL "$1" 2>/dev/null || true
+}
+
 stop_cluster() {
-    local n pid i pids=()
+    local n pid pids=()
     [ -f "$(state_file)" ] && load_state
     pid="$(cat "$DIR/nginx/nginx.pid" 2>/dev/null || true)"
     if pid_runs "$pid" nginx; then
         kill -QUIT "$pid" 2>/dev/null || true # graceful: workers finish their requests
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
+        svc_wait_exit "$pid" 5 || kill -KILL "$pid" 2>/dev/null || true
         log "nginx stopped"
     fi
     for ((n = 1; n <= ${NODES:-0}; n++)); do
@@ -272,14 +276,7 @@ stop_cluster() {
     done
     # The nodes drain together: SIGTERM to all, then wait.
     for pid in ${pids[@]+"${pids[@]}"}; do
-        for ((i = 0; i < 400; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "node pid $pid ignored SIGTERM for 40 s; killing it"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
+        await_node_drain "$pid"
     done
     [ "${#pids[@]}" -eq 0 ] || log "${#pids[@]} gateway node(s) stopped"
     svc_stop_stale "$DIR/services" 2>/dev/null
@@ -295,16 +292,9 @@ cmd_down() {
 # --------------------------------------------------------------------------
 # restart
 # --------------------------------------------------------------------------
-# SIGTERM, then waits for the drain (the longest the defaults allow is well under 90 s).
 stop_node() { # PID
-    local i
     kill -TERM "$1" 2>/dev/null || return 0
-    for ((i = 0; i < 900; i++)); do
-        kill -0 "$1" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    log "node pid $1 still draining after 90 s; killing it"
-    kill -KILL "$1" 2>/dev/null || true
+    await_node_drain "$1"
 }
 
 cmd_restart() { # [N]

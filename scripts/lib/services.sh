@@ -36,6 +36,16 @@ _SVC_PG_STARTED=0
 _SVC_REDIS_STARTED=0
 
 svc_log() { printf '[services] %s\n' "$*" >&2; }
+
+# Waits up to SECONDS for process PID to exit; fails if it still runs then.
+svc_wait_exit() { # PID SECONDS
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    ! kill -0 "$1" 2>/dev/null
+}
 svc_die() {
     printf '[services] ERROR: %s\n' "$*" >&2
     exit 1
@@ -335,17 +345,14 @@ _svc_pg_pid() {
 
 # Stops the instance whose data dir is $1 (pg_ctl fast, then SIGKILL).
 _svc_stop_pg_datadir() {
-    local data="$1" bin="$2" pid i
+    local data="$1" bin="$2" pid
     pid="$(_svc_pg_pid "$data")" || return 0
     if [ -n "$bin" ] && [ -x "$bin/pg_ctl" ]; then
         _svc_as_pg "$bin/pg_ctl" -D "$data" -m fast -w -t 20 stop >/dev/null 2>&1 || true
     else
         kill -INT "$pid" 2>/dev/null || true
     fi
-    for ((i = 0; i < 40; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.25
-    done
+    svc_wait_exit "$pid" 10 && return 0
     svc_log "PostgreSQL (pid $pid) did not stop; killing it"
     kill -KILL "$pid" 2>/dev/null || true
     # Children of a SIGKILLed postmaster exit on their own once they notice.
@@ -429,7 +436,7 @@ EOF
 }
 
 _svc_stop_redis_pidfile() {
-    local pidfile="$1" pid i
+    local pidfile="$1" pid
     [ -f "$pidfile" ] || return 0
     pid="$(cat "$pidfile" 2>/dev/null || true)"
     [[ "$pid" =~ ^[0-9]+$ ]] || return 0
@@ -437,10 +444,7 @@ _svc_stop_redis_pidfile() {
     # Only kill it if it really is a redis-server (pid reuse after a crash).
     grep -q redis "/proc/$pid/comm" 2>/dev/null || return 0
     kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 40; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.25
-    done
+    svc_wait_exit "$pid" 10 && return 0
     svc_log "Redis (pid $pid) did not stop; killing it"
     kill -KILL "$pid" 2>/dev/null || true
 }
