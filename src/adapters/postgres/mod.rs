@@ -168,11 +168,23 @@ impl Db {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
+        self.rows_or(store_error, scope, sql, params).await
+    }
+
+    /// [`Db::rows`] for a port with errors of its own: a statement's error becomes one by
+    /// `error` (no connection is the port's `StoreError::Unavailable`).
+    pub async fn rows_or<E: From<StoreError>>(
+        &self,
+        error: fn(PgError) -> E,
+        scope: Scope<'_>,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, E> {
         let client = self.client().await?;
-        let statement = client.prepare_cached(sql).await.map_err(store_error)?;
+        let statement = client.prepare_cached(sql).await.map_err(error)?;
         pipelined(&client, scope, client.query(&statement, params))
             .await
-            .map_err(store_error)
+            .map_err(error)
     }
 
     /// Runs a prepared, tenant-scoped query: `tenant` is bound as `$1`, `params` follow,

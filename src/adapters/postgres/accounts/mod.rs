@@ -87,11 +87,7 @@ async fn query(
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> AccountResult<Vec<Row>> {
-    let client = db.client().await?;
-    let statement = client.prepare_cached(sql).await.map_err(account_error)?;
-    pipelined(&client, scope, client.query(&statement, params))
-        .await
-        .map_err(account_error)
+    db.rows_or(account_error, scope, sql, params).await
 }
 
 /// Runs one prepared statement on `tenant`'s rows: `tenant` is bound as `$1`, `params`
