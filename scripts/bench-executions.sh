@@ -19,7 +19,9 @@
 #
 # --with-postgres runs the whole measurement twice in one invocation: first
 # with the in-memory store, then with a private PostgreSQL (scripts/lib/
-# services.sh, data under the work dir) as DATABASE_URL; prints both
+# services.sh, data under the work dir; crash-safe commits with fsync and
+# 1 GB of shared buffers, as a server runs: SVC_PG_SERVER_LIKE) as
+# DATABASE_URL; prints both
 # summaries, the PostgreSQL throughput as a share of the in-memory one
 # (target: >= 70%), and the event rows written per second (the store
 # writer's events_written from GET /api/stats over each run).
@@ -209,7 +211,7 @@ if [ "$WITH_POSTGRES" -eq 1 ]; then
     trap 'rc=$?; svc_stop_all "$WORK/pg-state" >/dev/null 2>&1; (exit $rc); on_exit' EXIT
     run_pass memory
     mkdir -p "$WORK/pg-state"
-    svc_start_postgres "$WORK/pg-state"
+    SVC_PG_SERVER_LIKE=1 svc_start_postgres "$WORK/pg-state"
     SERVER_ENV+=("DATABASE_URL=postgres://postgres@127.0.0.1:${SVC_PG_PORT}/postgres")
     EVENTS="$WORK/events-postgres.txt"
     : >"$EVENTS"

@@ -15,6 +15,10 @@
 #   svc_free_port                prints a free TCP port on 127.0.0.1
 #   svc_stop_stale STATE_DIR     stops instances left behind by a killed run
 #   svc_start_postgres STATE_DIR starts PostgreSQL, sets SVC_PG_* variables
+#                                (tests' settings: no fsync, small buffers;
+#                                SVC_PG_SERVER_LIKE=1: crash-safe commits and
+#                                1 GB of shared buffers, as a production server
+#                                runs, for benchmarks of what persistence costs)
 #   svc_start_redis STATE_DIR    starts Redis, sets SVC_REDIS_* variables
 #   svc_stop_all                 stops whatever svc_start_* started
 #   svc_dump_logs                prints the tail of the service logs
@@ -224,16 +228,27 @@ _svc_as_pg() {
 }
 
 _svc_pg_write_conf() {
+    # Tests trade crash safety for speed, and many instances may run at once. A server-like
+    # instance flushes every commit, and its buffers hold a benchmark's working set (with
+    # the 128 MB default, a few seconds of executions fill them and every new page then
+    # evicts a dirty one, so throughput fell run after run).
+    local safety="fsync = off
+synchronous_commit = off
+full_page_writes = off" shared_buffers=128MB
+    if [ "${SVC_PG_SERVER_LIKE:-0}" = 1 ]; then
+        safety="fsync = on
+synchronous_commit = on
+full_page_writes = on"
+        shared_buffers=1GB
+    fi
     cat >"$SVC_PG_DATA/kailash.conf" <<EOF
 # written by scripts/lib/services.sh
 listen_addresses = '127.0.0.1'
 port = $SVC_PG_PORT
 unix_socket_directories = '$SVC_PG_SOCKDIR'
-fsync = off
-synchronous_commit = off
-full_page_writes = off
+$safety
 max_connections = 300
-shared_buffers = 128MB
+shared_buffers = $shared_buffers
 logging_collector = off
 log_min_messages = warning
 EOF

@@ -1,14 +1,23 @@
 //! Group commit: rows submitted at about the same moment are written by one statement in
 //! one transaction, and each submitter is answered only once its batch is committed. While
 //! one batch is being written the next one gathers, so under load a round trip and a commit
-//! serve many callers, and an acknowledged row is always a stored row.
+//! serve many callers, and an acknowledged row is always a stored row. Under concurrent load
+//! a batch also lingers a moment for company (see [`LINGER`]).
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use tokio::sync::{mpsc, oneshot};
 
 /// Rows waiting for the writer; submitting waits when it is full.
 const QUEUE_LEN: usize = 1024;
+
+/// How long a batch waits for more rows after its first, when the batch before it held more
+/// than one (submitters are arriving concurrently). A statement's fixed cost is paid per
+/// batch: under 32 concurrent starts, batches taken the moment the writer was free held
+/// about 6 executions, and their insert cost the PostgreSQL server 33 µs per execution; with
+/// this wait they hold about 20, at 23 µs. A lone submitter (the batch before held one
+/// row) is written at once, so an idle gateway answers without the wait.
+const LINGER: Duration = Duration::from_millis(1);
 
 type Pending<T, E> = (T, oneshot::Sender<Result<(), E>>);
 
@@ -38,7 +47,18 @@ where
         let (queue, mut pending) = mpsc::channel::<Pending<T, E>>(QUEUE_LEN);
         runtime.spawn(async move {
             let mut batch = Vec::with_capacity(max_batch);
+            let mut concurrent = false;
             while pending.recv_many(&mut batch, max_batch).await > 0 {
+                if concurrent && batch.len() < max_batch {
+                    tokio::time::sleep(LINGER).await;
+                    while batch.len() < max_batch {
+                        match pending.try_recv() {
+                            Ok(row) => batch.push(row),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                concurrent = batch.len() > 1;
                 let (rows, acks): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
                 let result = write(rows).await;
                 for ack in acks {
