@@ -1,14 +1,16 @@
 //! The records the [`Store`](super::Store) keeps: plain data, one struct per table row, and
 //! the [`Write`]s the background writer batches.
 
-use std::{borrow::Cow, sync::Arc};
+use std::{borrow::Cow, str::FromStr, sync::Arc};
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
     caller::{TenantId, UserId},
+    events::EventType,
     execution::{ExecutionSnapshot, ExecutionStatus},
 };
 
@@ -84,6 +86,45 @@ pub struct EventRecord {
     pub published_at: DateTime<Utc>,
     /// The event's JSON text, byte for byte what subscribers received.
     pub json: Box<str>,
+}
+
+/// The fields of an event's JSON a record is indexed and stored by.
+#[derive(Deserialize)]
+struct Head<'a> {
+    id: Uuid,
+    seq: u64,
+    #[serde(rename = "type", borrow)]
+    event_type: Cow<'a, str>,
+    timestamp: DateTime<Utc>,
+    session_id: Option<Uuid>,
+    #[serde(borrow)]
+    user_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tenant_id: Cow<'a, str>,
+}
+
+impl EventRecord {
+    /// The record of an event from its JSON text alone (as the broker carries it and the
+    /// history stores it): the text is kept byte for byte, the rest is read from it. Only
+    /// event types this build knows, and events of a session, have a record.
+    pub fn from_json(json: &str) -> Result<Self, String> {
+        let head: Head = serde_json::from_str(json).map_err(|error| error.to_string())?;
+        let event_type = EventType::from_str(&head.event_type)
+            .map_err(|error| error.to_string())?
+            .as_str();
+        Ok(Self {
+            tenant_id: TenantId::from(&*head.tenant_id),
+            session_id: head
+                .session_id
+                .ok_or_else(|| "an event without a session".to_owned())?,
+            seq: head.seq,
+            event_id: head.id,
+            event_type,
+            user_id: head.user_id.map(|user| UserId::from(&*user)),
+            published_at: head.timestamp,
+            json: json.into(),
+        })
+    }
 }
 
 /// A webhook registration. The signing secret is kept as given: every delivery signs with it.

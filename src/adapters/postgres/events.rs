@@ -1,8 +1,10 @@
-//! The event history, packed (schema V7): a row of `event_pages` holds a run of one
+//! The event history, packed (schema V7, V12): a row of `event_pages` holds a run of one
 //! session's events with consecutive `seq`s, as one batch of the writer brought them, so a
-//! batch writes a row per session it touches instead of a row per event. This module packs
-//! a batch's events into pages, and owns every read and delete of the history: a session's
-//! newest events (restore, activating a session on another node) and retention.
+//! batch writes a row per session it touches instead of a row per event. A page keeps its
+//! events' JSON texts joined by newlines, as one text (compact JSON has no raw newline);
+//! everything else about an event is read back from its JSON. This module packs a batch's
+//! events into pages, and owns every read and delete of the history: a session's newest
+//! events (restore, activating a session on another node) and retention.
 //!
 //! A page is cut where the session changes, where `seq` is not the previous one plus one, and
 //! before its payloads pass [`PAGE_BYTES`]. The cut depends only on the batch, so a batch
@@ -15,7 +17,6 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use kailash_actors::{
     TenantId,
-    events::EventType,
     store::{EventRecord, StoreError},
 };
 use tokio_postgres::types::ToSql;
@@ -30,8 +31,10 @@ const PAGE_BYTES: usize = 6_000;
 /// Pages fetched per round trip while reading a session's newest events backwards.
 const PAGES_PER_READ: i64 = 64;
 
-/// A batch's events as pages: one entry per page in the page columns, and the events one
-/// per entry in the event columns, page after page (`lo..=hi`, 1-based, is a page's slice).
+/// What separates a page's events (see the module docs).
+const SEPARATOR: char = '\n';
+
+/// A batch's events as pages, one entry per page in each column.
 #[derive(Default)]
 pub struct EventPages {
     tenant: Vec<String>,
@@ -39,24 +42,14 @@ pub struct EventPages {
     first_seq: Vec<i64>,
     last_seq: Vec<i64>,
     newest: Vec<DateTime<Utc>>,
-    lo: Vec<i32>,
-    hi: Vec<i32>,
-    id: Vec<Uuid>,
-    event_type: Vec<&'static str>,
-    user: Vec<Option<String>>,
-    at: Vec<DateTime<Utc>>,
-    payload: Vec<String>,
+    events: Vec<String>,
 }
 
 insert!(
     INSERT_PAGES,
-    "INSERT INTO event_pages (tenant_id, session_id, first_seq, last_seq, published_at, \
-    event_ids, event_types, user_ids, published_ats, payloads) \
-    SELECT p.tenant_id, p.session_id, p.first_seq, p.last_seq, p.published_at, \
-    ($8::uuid[])[p.lo:p.hi], ($9::text[])[p.lo:p.hi], ($10::text[])[p.lo:p.hi], \
-    ($11::timestamptz[])[p.lo:p.hi], ($12::text[])[p.lo:p.hi] \
-    FROM UNNEST($1::text[], $2::uuid[], $3::int8[], $4::int8[], $5::timestamptz[], \
-    $6::int4[], $7::int4[]) AS p(tenant_id, session_id, first_seq, last_seq, published_at, lo, hi)"
+    "INSERT INTO event_pages (tenant_id, session_id, first_seq, last_seq, published_at, events) \
+    SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::int8[], $4::int8[], $5::timestamptz[], \
+    $6::text[])"
 );
 
 impl EventPages {
@@ -65,7 +58,6 @@ impl EventPages {
         // Stable: each session's events keep their order.
         events.sort_by(|a, b| (&a.tenant_id, a.session_id).cmp(&(&b.tenant_id, b.session_id)));
         let mut pages = Self::default();
-        let mut page_bytes = 0;
         let mut previous: Option<&EventRecord> = None;
         for event in events {
             let continues = previous.is_some_and(|p| {
@@ -73,38 +65,36 @@ impl EventPages {
                     && p.session_id == event.session_id
                     && p.seq.checked_add(1) == Some(event.seq)
             });
-            if !(continues && page_bytes + event.json.len() <= PAGE_BYTES) {
+            let fits = pages
+                .events
+                .last()
+                .is_some_and(|page| page.len() + 1 + event.json.len() <= PAGE_BYTES);
+            if continues && fits {
+                pages.add(event);
+            } else {
                 pages.open_page(event);
-                page_bytes = 0;
             }
-            pages.add(event);
-            page_bytes += event.json.len();
             previous = Some(event);
         }
         pages
     }
 
     fn open_page(&mut self, first: &EventRecord) {
-        let next = i32::try_from(self.id.len() + 1).unwrap_or(i32::MAX);
         self.tenant.push(first.tenant_id.to_string());
         self.session.push(first.session_id);
         self.first_seq.push(as_i64(first.seq));
         self.last_seq.push(as_i64(first.seq));
         self.newest.push(first.published_at);
-        self.lo.push(next);
-        self.hi.push(next);
+        self.events.push(String::from(&*first.json));
     }
 
     fn add(&mut self, event: &EventRecord) {
         let page = self.tenant.len() - 1;
         self.last_seq[page] = as_i64(event.seq);
         self.newest[page] = self.newest[page].max(event.published_at);
-        self.hi[page] = i32::try_from(self.id.len() + 1).unwrap_or(i32::MAX);
-        self.id.push(event.event_id);
-        self.event_type.push(event.event_type);
-        self.user.push(event.user_id.as_deref().map(str::to_owned));
-        self.at.push(event.published_at);
-        self.payload.push(event.json.to_string());
+        let text = &mut self.events[page];
+        text.push(SEPARATOR);
+        text.push_str(&event.json);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -121,13 +111,7 @@ impl EventPages {
                 &self.first_seq,
                 &self.last_seq,
                 &self.newest,
-                &self.lo,
-                &self.hi,
-                &self.id,
-                &self.event_type,
-                &self.user,
-                &self.at,
-                &self.payload,
+                &self.events,
             ],
         )
     }
@@ -146,8 +130,8 @@ pub async fn recent(
     while newest_first.len() < limit {
         let rows = db
             .query(
-                "SELECT first_seq, event_ids, event_types, user_ids, published_ats, payloads \
-                 FROM event_pages WHERE tenant_id = $1 AND session_id = $2 AND first_seq < $3 \
+                "SELECT first_seq, events FROM event_pages \
+                 WHERE tenant_id = $1 AND session_id = $2 AND first_seq < $3 \
                  ORDER BY first_seq DESC LIMIT $4",
                 tenant,
                 &[&session_id, &before, &PAGES_PER_READ],
@@ -172,32 +156,24 @@ pub async fn recent(
     Ok(newest_first)
 }
 
-/// A page's events, in `seq` order. Only event types this build knows can be replayed; the
-/// names are the contract's.
+/// A page's events, in `seq` order. Only event types this build knows can be replayed (the
+/// names are the contract's); an event that does not decode is left out, and logged.
 fn unpack(tenant: &TenantId, session_id: Uuid, row: &tokio_postgres::Row) -> Vec<EventRecord> {
-    let first_seq = u64::try_from(row.get::<_, i64>(0)).unwrap_or_default();
-    let ids: Vec<Uuid> = row.get(1);
-    let types: Vec<&str> = row.get(2);
-    let users: Vec<Option<&str>> = row.get(3);
-    let ats: Vec<DateTime<Utc>> = row.get(4);
-    let payloads: Vec<&str> = row.get(5);
-    ids.into_iter()
-        .zip(types)
-        .zip(users)
-        .zip(ats)
-        .zip(payloads)
-        .zip(first_seq..)
-        .filter_map(|(((((event_id, event_type), user), at), json), seq)| {
-            Some(EventRecord {
-                tenant_id: tenant.clone(),
-                session_id,
-                seq,
-                event_id,
-                event_type: event_type.parse::<EventType>().ok()?.as_str(),
-                user_id: user.map(Into::into),
-                published_at: at,
-                json: json.into(),
-            })
+    let events: &str = row.get(1);
+    events
+        .split(SEPARATOR)
+        .filter_map(|json| match EventRecord::from_json(json) {
+            Ok(event) if event.tenant_id == *tenant && event.session_id == session_id => {
+                Some(event)
+            }
+            Ok(_) => {
+                tracing::warn!(%session_id, "a stored event names another session; left out");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(%session_id, %error, "a stored event does not decode; left out");
+                None
+            }
         })
         .collect()
 }
@@ -213,7 +189,7 @@ pub async fn prune(
     let statement = tx
         .prepare_cached(
             "WITH gone AS (DELETE FROM event_pages WHERE tenant_id = $1 AND published_at < $2 \
-             RETURNING cardinality(payloads) AS events) \
+             RETURNING last_seq - first_seq + 1 AS events) \
              SELECT COALESCE(sum(events), 0)::int8 FROM gone",
         )
         .await

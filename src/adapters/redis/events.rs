@@ -13,18 +13,14 @@
 //! While Redis is down it does not wait on it: queued events go straight back to the bus
 //! for local delivery until the probe sees Redis answer again.
 
-use std::{borrow::Cow, str::FromStr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use actix::Recipient;
-use chrono::{DateTime, Utc};
 use kailash_actors::{
-    TenantId, UserId,
     broker::{BrokerError, FromBroker, Outbound},
-    events::EventType,
     store::EventRecord,
 };
 use redis::{AsyncCommands, PushInfo, PushKind, Value, streams::StreamRangeReply};
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -202,38 +198,8 @@ fn decode_event_message(shared: &Shared, payload: &str) -> Option<FromBroker> {
     }
 }
 
-/// The fields of an event's JSON the bus indexes and stores by.
-#[derive(Deserialize)]
-struct Head<'a> {
-    id: Uuid,
-    seq: u64,
-    #[serde(rename = "type", borrow)]
-    event_type: Cow<'a, str>,
-    timestamp: DateTime<Utc>,
-    session_id: Option<Uuid>,
-    #[serde(borrow)]
-    user_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    tenant_id: Cow<'a, str>,
-}
-
 fn decode_event(json: &str) -> Result<EventRecord, BrokerError> {
-    let head: Head = serde_json::from_str(json).map_err(|error| BrokerError(error.to_string()))?;
-    let event_type = EventType::from_str(&head.event_type)
-        .map_err(|error| BrokerError(error.to_string()))?
-        .as_str();
-    Ok(EventRecord {
-        tenant_id: TenantId::from(&*head.tenant_id),
-        session_id: head
-            .session_id
-            .ok_or_else(|| BrokerError("a brokered event without a session".into()))?,
-        seq: head.seq,
-        event_id: head.id,
-        event_type,
-        user_id: head.user_id.map(|user| UserId::from(&*user)),
-        published_at: head.timestamp,
-        json: json.into(),
-    })
+    EventRecord::from_json(json).map_err(BrokerError)
 }
 
 /// The session's stream after `after_seq`, oldest first.

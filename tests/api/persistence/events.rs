@@ -1,4 +1,4 @@
-//! The packed event history (schema V7) through the `Store` port: pages cut per session,
+//! The packed event history (schemas V7, V12) through the `Store` port: pages cut per session,
 //! at `seq` gaps and by size; every event back byte for byte and in order; a retried batch
 //! that doubles nothing; reads across page boundaries; retention by whole pages; and the
 //! history of a V5 database moved into pages by the migration.
@@ -8,25 +8,18 @@ use kailash_actors::store::{EventRecord, Store, Write};
 use kailash_gateway::{app::connect, config::Settings};
 use uuid::Uuid;
 
-use super::{PG_FAULT, apply_migrations, fresh_database};
+use serde_json::json;
 
-/// An event of `session` whose JSON text is `len` bytes or more, with characters JSON and
-/// SQL arrays quote (so byte-for-byte means something).
+use super::{PG_FAULT, apply_migrations, event_record, fresh_database};
+
+/// An event of `session` whose JSON text is `len` bytes or more, with characters JSON quotes
+/// and a newline in a string (compact JSON writes it `\n`: pages join events by newlines),
+/// so byte-for-byte means something.
 fn event(tenant: &str, session: Uuid, seq: u64, at: DateTime<Utc>, len: usize) -> EventRecord {
-    let json = format!(
-        r#"{{"seq":{seq},"text":"a \"quoted\", {{braced}} \\ line","pad":"{}"}}"#,
-        "é".repeat(len / 2)
-    );
-    EventRecord {
-        tenant_id: tenant.into(),
-        session_id: session,
-        seq,
-        event_id: Uuid::new_v4(),
-        event_type: "workflow.progress",
-        user_id: (!seq.is_multiple_of(3)).then(|| "alice".into()),
-        published_at: at,
-        json: json.into(),
-    }
+    let user = (!seq.is_multiple_of(3)).then_some("alice");
+    let extra =
+        json!({"text": "a \"quoted\", {braced} \\ line\nand the next", "pad": "é".repeat(len / 2)});
+    event_record(tenant, session, seq, user, at, extra)
 }
 
 /// Now, to the microsecond (what PostgreSQL keeps), so stored events compare equal.
@@ -212,7 +205,7 @@ async fn the_migration_moves_a_v5_history_into_pages_unchanged() {
     }
     apply_migrations(&url, 6..=7).await;
     // The rest, so the store (which acts as the V11 role) can read.
-    apply_migrations(&url, 8..=11).await;
+    apply_migrations(&url, 8..=12).await;
 
     // Pages of at most 100 consecutive events: 1-100, 101-120, 130-229, 230-259, and 7.
     assert_eq!(rows(&url, "SELECT count(*) FROM event_pages").await, 5);

@@ -113,6 +113,31 @@ pub async fn run_to_end(app: &TestApp, user: &str, session: &str, workflow: &str
     execution
 }
 
+/// A session event as the gateway publishes and stores it: its JSON, with `extra`'s fields
+/// added, and the record read from that JSON (the history keeps only the text, V12).
+pub fn event_record(
+    tenant: &str,
+    session: uuid::Uuid,
+    seq: u64,
+    user: Option<&str>,
+    at: chrono::DateTime<chrono::Utc>,
+    extra: Value,
+) -> kailash_actors::store::EventRecord {
+    let mut event = json!({
+        "id": uuid::Uuid::new_v4(),
+        "seq": seq,
+        "type": "workflow.progress",
+        "timestamp": at,
+        "session_id": session,
+        "user_id": user,
+        "tenant_id": tenant,
+    });
+    if let (Some(event), Value::Object(extra)) = (event.as_object_mut(), extra) {
+        event.extend(extra);
+    }
+    kailash_actors::store::EventRecord::from_json(&event.to_string()).unwrap()
+}
+
 /// The schema files numbered `versions` (those that exist), applied by hand as SQL.
 pub async fn apply_migrations(url: &str, versions: std::ops::RangeInclusive<u32>) {
     let dir = concat!(

@@ -126,7 +126,7 @@ async fn tenants_with_data_but_no_session_get_a_record_on_upgrade() {
         .unwrap();
     apply_migrations(&url, 9..=9).await;
     // The rest, so the store (which acts as the V11 role) can read.
-    apply_migrations(&url, 10..=11).await;
+    apply_migrations(&url, 10..=12).await;
     let accounts = PgAccounts::new(Arc::new(connect(&url, &Settings::default()).unwrap()));
     let tenants: Vec<(String, bool)> = accounts
         .all_tenants()
