@@ -241,8 +241,10 @@ impl PgStore {
         // Migrations run as the login role, which owns the schema; everything else acts as
         // the role row-level security holds (see `Scope`).
         let migrations = config.clone();
+        // No JIT: every statement here is short, and a plan the batches' planner settings
+        // (`batch::INDEX_LOOKUPS_ONLY`) price past `jit_above_cost` would compile for ~100 ms.
         config.options(format!(
-            "-c statement_timeout={} -c synchronous_commit=on -c role={GATEWAY_ROLE}",
+            "-c statement_timeout={} -c synchronous_commit=on -c jit=off -c role={GATEWAY_ROLE}",
             options.timeout.as_millis()
         ));
         let manager = Manager::from_config(
