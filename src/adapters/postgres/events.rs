@@ -2,7 +2,9 @@
 //! session's events with consecutive `seq`s, as one batch of the writer brought them, so a
 //! batch writes a row per session it touches instead of a row per event. A page keeps its
 //! events' JSON texts joined by newlines, as one text (compact JSON has no raw newline);
-//! everything else about an event is read back from its JSON. This module packs a batch's
+//! everything else about an event is read back from its JSON. Pages in V7's layout (one
+//! array per field, written before V12 or by a node of the previous version during a
+//! rolling upgrade) are read through their payloads. This module packs a batch's
 //! events into pages, and owns every read and delete of the history: a session's newest
 //! events (restore, activating a session on another node) and retention.
 //!
@@ -130,7 +132,8 @@ pub async fn recent(
     while newest_first.len() < limit {
         let rows = db
             .query(
-                "SELECT first_seq, events FROM event_pages \
+                "SELECT first_seq, COALESCE(events, array_to_string(payloads, E'\\n')) \
+                 FROM event_pages \
                  WHERE tenant_id = $1 AND session_id = $2 AND first_seq < $3 \
                  ORDER BY first_seq DESC LIMIT $4",
                 tenant,
@@ -162,6 +165,7 @@ fn unpack(tenant: &TenantId, session_id: Uuid, row: &tokio_postgres::Row) -> Vec
     let events: &str = row.get(1);
     events
         .split(SEPARATOR)
+        .filter(|json| !json.is_empty())
         .filter_map(|json| match EventRecord::from_json(json) {
             Ok(event) if event.tenant_id == *tenant && event.session_id == session_id => {
                 Some(event)

@@ -215,4 +215,26 @@ async fn the_migration_moves_a_v5_history_into_pages_unchanged() {
         history[..250]
     );
     assert_eq!(store.recent_events("t", other, 10).await.unwrap().len(), 1);
+
+    // V12 rewrote nothing: those pages keep V7's layout, and a page in V12's continues the
+    // same stream (as during a rolling upgrade, when nodes of both versions write).
+    let later = event("t", session, 260, now, 40);
+    store
+        .write_batch(&[Write::Event(later.clone())])
+        .await
+        .unwrap();
+    let mut expected = history[..250].to_vec();
+    expected.push(later);
+    assert_eq!(
+        store.recent_events("t", session, 1000).await.unwrap(),
+        expected
+    );
+    assert_eq!(
+        rows(
+            &url,
+            &format!("SELECT count(*) FROM events WHERE session_id = '{session}'")
+        )
+        .await,
+        251
+    );
 }

@@ -6,26 +6,27 @@
 -- page). A page now holds its events' JSON texts joined by newlines (compact JSON has no raw
 -- newline: one in a string is written `\n`), compressed with lz4 as one value; the other
 -- fields are read from the JSON when a page is read, which is rare next to writing.
+--
+-- Expand only, so that a rolling upgrade loses nothing: nodes of the previous version keep
+-- running against this schema until they are replaced. Pages they write (the arrays, no
+-- `events`) are read by the new code through `array_to_string(payloads, ...)`; pages the new
+-- code writes (`events`, the arrays left at their empty defaults) read as empty to an old
+-- node. Nothing is rewritten: a large history migrates instantly. Dropping the arrays is for
+-- a later version, once no node of the previous one can be running.
 ALTER TABLE event_pages ADD COLUMN events text COMPRESSION lz4;
--- Row-level security (V11) holds the table's owner too: the rewrite acts for every tenant,
--- for this migration's transaction only.
-SELECT set_config('kailash.all_tenants', 'on', true);
-UPDATE event_pages SET events = array_to_string(payloads, E'\n');
-ALTER TABLE event_pages ALTER COLUMN events SET NOT NULL;
-
-DROP VIEW events;
 ALTER TABLE event_pages
-    DROP COLUMN event_ids,
-    DROP COLUMN event_types,
-    DROP COLUMN user_ids,
-    DROP COLUMN published_ats,
-    DROP COLUMN payloads;
+    ALTER COLUMN event_ids SET DEFAULT '{}',
+    ALTER COLUMN event_types SET DEFAULT '{}',
+    ALTER COLUMN user_ids SET DEFAULT '{}',
+    ALTER COLUMN published_ats SET DEFAULT '{}',
+    ALTER COLUMN payloads SET DEFAULT '{}';
 
--- One row per event, as before, for whoever queries the history by hand.
-CREATE VIEW events AS
+-- One row per event, as before, for whoever queries the history by hand; from either layout.
+CREATE OR REPLACE VIEW events AS
     SELECT p.tenant_id, p.session_id, p.first_seq + e.n - 1 AS seq,
         (e.payload::jsonb ->> 'id')::uuid AS event_id, e.payload::jsonb ->> 'type' AS event_type,
         e.payload::jsonb ->> 'user_id' AS user_id,
         (e.payload::jsonb ->> 'timestamp')::timestamptz AS published_at, e.payload
     FROM event_pages p,
-        unnest(string_to_array(p.events, E'\n')) WITH ORDINALITY AS e(payload, n);
+        unnest(string_to_array(COALESCE(p.events, array_to_string(p.payloads, E'\n')), E'\n'))
+            WITH ORDINALITY AS e(payload, n);
