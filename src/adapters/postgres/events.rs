@@ -165,7 +165,6 @@ fn unpack(tenant: &TenantId, session_id: Uuid, row: &tokio_postgres::Row) -> Vec
     let events: &str = row.get(1);
     events
         .split(SEPARATOR)
-        .filter(|json| !json.is_empty())
         .filter_map(|json| match EventRecord::from_json(json) {
             Ok(event) if event.tenant_id == *tenant && event.session_id == session_id => {
                 Some(event)

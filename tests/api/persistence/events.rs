@@ -96,6 +96,35 @@ async fn packed_events_come_back_in_order_byte_for_byte_and_a_retry_doubles_noth
 }
 
 #[actix_web::test]
+async fn a_stored_event_that_does_not_decode_or_names_another_session_is_left_out() {
+    let _server_up = PG_FAULT.read().await;
+    let url = fresh_database().await;
+    let store = connect(&url, &Settings::default()).unwrap();
+    store.migrate().await.unwrap();
+    let (session, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let now = now();
+    let first = event("t", session, 1, now, 10);
+    let foreign = event("t", other, 3, now, 10);
+    let last = event("t", session, 4, now, 10);
+    // A page damaged by hand: a text that is no event, and another session's event.
+    let page = [&*first.json, "not an event", &*foreign.json, &*last.json].join("\n");
+    super::connect(&url)
+        .await
+        .execute(
+            "INSERT INTO event_pages (tenant_id, session_id, first_seq, last_seq, published_at, \
+             events) VALUES ('t', $1, 1, 4, now(), $2)",
+            &[&session, &page],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.recent_events("t", session, 10).await.unwrap(),
+        [first, last],
+        "the page's readable events of this session, the rest left out"
+    );
+}
+
+#[actix_web::test]
 async fn reading_a_long_history_walks_back_page_by_page() {
     let _server_up = PG_FAULT.read().await;
     let store = connect(&fresh_database().await, &Settings::default()).unwrap();
