@@ -10,7 +10,9 @@ use uuid::Uuid;
 
 use serde_json::json;
 
-use super::{PG_FAULT, apply_migrations, event_record, fresh_database};
+use super::{
+    PG_FAULT, apply_migrations, event_record, fresh_database, migrated_store, migrated_store_at,
+};
 
 /// An event of `session` whose JSON text is `len` bytes or more, with characters JSON quotes
 /// and a newline in a string (compact JSON writes it `\n`: pages join events by newlines),
@@ -39,9 +41,7 @@ async fn rows(url: &str, sql: &str) -> i64 {
 #[actix_web::test]
 async fn packed_events_come_back_in_order_byte_for_byte_and_a_retry_doubles_nothing() {
     let _server_up = PG_FAULT.read().await;
-    let url = fresh_database().await;
-    let store = connect(&url, &Settings::default()).unwrap();
-    store.migrate().await.unwrap();
+    let (url, store) = migrated_store_at().await;
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let now = now();
     // Two sessions interleaved; session A has a gap (seq 11 never persisted here) and
@@ -98,9 +98,7 @@ async fn packed_events_come_back_in_order_byte_for_byte_and_a_retry_doubles_noth
 #[actix_web::test]
 async fn a_stored_event_that_does_not_decode_or_names_another_session_is_left_out() {
     let _server_up = PG_FAULT.read().await;
-    let url = fresh_database().await;
-    let store = connect(&url, &Settings::default()).unwrap();
-    store.migrate().await.unwrap();
+    let (url, store) = migrated_store_at().await;
     let (session, other) = (Uuid::new_v4(), Uuid::new_v4());
     let now = now();
     let first = event("t", session, 1, now, 10);
@@ -127,8 +125,7 @@ async fn a_stored_event_that_does_not_decode_or_names_another_session_is_left_ou
 #[actix_web::test]
 async fn reading_a_long_history_walks_back_page_by_page() {
     let _server_up = PG_FAULT.read().await;
-    let store = connect(&fresh_database().await, &Settings::default()).unwrap();
-    store.migrate().await.unwrap();
+    let store = migrated_store().await;
     let session = Uuid::new_v4();
     let now = now();
     // 150 batches of 2: more pages than one read fetches.
@@ -149,9 +146,7 @@ async fn reading_a_long_history_walks_back_page_by_page() {
 #[actix_web::test]
 async fn retention_drops_whole_pages_once_their_newest_event_is_old() {
     let _server_up = PG_FAULT.read().await;
-    let url = fresh_database().await;
-    let store = connect(&url, &Settings::default()).unwrap();
-    store.migrate().await.unwrap();
+    let (url, store) = migrated_store_at().await;
     let session = Uuid::new_v4();
     let cutoff = now();
     let old = cutoff - Duration::hours(2);

@@ -53,6 +53,21 @@ pub async fn fresh_database() -> String {
     format!("{base}/{name}")
 }
 
+/// A store on a fresh, migrated database, and the database's URL (for checking by hand
+/// what the store wrote).
+pub async fn migrated_store_at() -> (String, kailash_gateway::adapters::postgres::PgStore) {
+    let url = fresh_database().await;
+    let store = kailash_gateway::app::connect(&url, &kailash_gateway::config::Settings::default())
+        .expect("pool builds");
+    store.migrate().await.expect("migrations run");
+    (url, store)
+}
+
+/// A store on a fresh, migrated database.
+pub async fn migrated_store() -> kailash_gateway::adapters::postgres::PgStore {
+    migrated_store_at().await.1
+}
+
 /// A direct connection to `url`, for checking what the gateway stored.
 pub async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls)

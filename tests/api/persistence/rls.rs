@@ -6,10 +6,7 @@
 use kailash_gateway::adapters::postgres::{GATEWAY_ROLE, Scope};
 use tokio_postgres::error::SqlState;
 
-use super::{
-    PG_FAULT,
-    store::{fill, migrated_store},
-};
+use super::{PG_FAULT, migrated_store, store::fill};
 
 /// Every table with a `tenant_id` column, from the catalog: a table added later without a
 /// policy shows up here rather than being missed by a list kept by hand.

@@ -14,13 +14,7 @@ use kailash_gateway::{adapters::postgres::PgStore, app::connect, config::Setting
 use serde_json::{Map, json};
 use uuid::Uuid;
 
-use super::{PG_FAULT, event_record, fresh_database};
-
-pub(super) async fn migrated_store() -> PgStore {
-    let store = connect(&fresh_database().await, &Settings::default()).expect("pool builds");
-    store.migrate().await.expect("migrations run");
-    store
-}
+use super::{PG_FAULT, event_record, fresh_database, migrated_store};
 
 #[actix_web::test]
 async fn migrations_build_the_schema_from_empty_and_a_rerun_is_a_no_op() {

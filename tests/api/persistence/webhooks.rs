@@ -4,12 +4,14 @@
 
 use chrono::{Duration, DurationRound, Utc};
 use kailash_actors::store::{Store, WebhookDeliveryRecord, WebhookRecord, Write};
-use kailash_gateway::{app::connect, config::Settings};
+use kailash_gateway::config::Settings;
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{PG_FAULT, fresh_database, run_to_end, session_with_workflow, spawn_on, stop};
+use super::{
+    PG_FAULT, fresh_database, migrated_store, run_to_end, session_with_workflow, spawn_on, stop,
+};
 use crate::{helpers::*, realtime::webhooks::Receiver};
 
 async fn register(app: &TestApp, receiver: &Receiver) -> String {
@@ -124,8 +126,7 @@ fn webhook(tenant: &str) -> WebhookRecord {
 #[actix_web::test]
 async fn the_store_keeps_webhooks_and_deliveries_per_tenant() {
     let _server_up = PG_FAULT.read().await;
-    let store = connect(&fresh_database().await, &Settings::default()).unwrap();
-    store.migrate().await.unwrap();
+    let store = migrated_store().await;
     let acme = webhook("acme");
     let globex = webhook("globex");
     store.save_webhook(&acme).await.unwrap();
