@@ -26,6 +26,14 @@
 # (target: >= 70%), and the event rows written per second (the store
 # writer's events_written from GET /api/stats over each run).
 #
+# Every run also prints the CPU time per completed execution (from /proc,
+# over wrk start -> idle): the whole machine's, the gateway process's and
+# the private PostgreSQL's (postmaster and children). The summary turns the
+# medians into the throughput share those costs allow once the shared cores
+# are saturated (memory / postgres machine CPU), and the share PostgreSQL's
+# own CPU allows even if the gateway added nothing (memory / (memory +
+# PostgreSQL)): what the difference is spent on, beside what it costs.
+#
 # One server (KAILASH_MAX_EXECUTIONS_PER_SESSION and
 # KAILASH_MAX_CONCURRENT_EXECUTIONS = 100000000, KAILASH_MAX_SESSIONS=1000)
 # holds N sessions, each with the workflow. wrk (-t2 --latency,
@@ -96,8 +104,15 @@ LABEL="$BASE_LABEL"
 RESULTS=""
 # Where measure appends each run's event rows written/s (the PostgreSQL pass only).
 EVENTS=""
+# The private PostgreSQL's postmaster pid (the PostgreSQL pass only), whose
+# processes' CPU time each run reports.
+PG_POSTMASTER=""
 
 helper() { "$SVC_PYTHON" "$ROOT/scripts/bench/executions.py" "$@"; }
+
+cpu_ticks() {
+    helper cpu-ticks --pid "$SERVER_PID" ${PG_POSTMASTER:+--postmaster "$PG_POSTMASTER"}
+}
 
 # Prints "EPOCH_SECONDS WORKFLOWS_EXECUTED" once no execution is active.
 wait_idle() {
@@ -108,13 +123,15 @@ wait_idle() {
 # One wrk run of SECONDS; with a run number, prints the result line and
 # appends its data to $RESULTS. Sets NON2XX.
 measure() { # SECONDS OUTFILE [RUN]
-    local secs="$1" out="$2" run="${3:-}" before t0 idle t1 after line latency ev0 ev1
+    local secs="$1" out="$2" run="${3:-}" before t0 idle t1 after line latency ev0 ev1 cpu0 cpu1
     idle="$(wait_idle)"
     before="${idle#* }"
     ev0="$(helper events-written --port "$SERVER_PORT" --token "$TOKEN")"
+    cpu0="$(cpu_ticks)"
     t0="$(date +%s.%N)"
     run_wrk "$CONNECTIONS" "$secs" "$out"
     idle="$(wait_idle)"
+    cpu1="$(cpu_ticks)"
     t1="${idle% *}"
     after="${idle#* }"
     ev1="$(helper events-written --port "$SERVER_PORT" --token "$TOKEN")"
@@ -127,7 +144,8 @@ measure() { # SECONDS OUTFILE [RUN]
     latency="$(helper latency --port "$SERVER_PORT" --token "$TOKEN" --targets "$TARGETS" --sample 20)" ||
         die "could not sample execution latencies"
     line="$(helper run-line --label "$LABEL" --run "$run" --start "$t0" --end "$t1" \
-        --before "$before" --after "$after" --wrk "$out" --exec-latency "$latency")" ||
+        --before "$before" --after "$after" --wrk "$out" --exec-latency "$latency" \
+        --cpu-before "$cpu0" --cpu-after "$cpu1")" ||
         die "could not parse wrk output ($out)"
     grep -v '^DATA ' <<<"$line"
     grep '^DATA ' <<<"$line" >>"$RESULTS"
@@ -154,13 +172,21 @@ print_summary() {
         echo "postgres: event rows written/s median $(sort -n "$WORK/events-postgres.txt" | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')"
         "$SVC_PYTHON" - "$WORK/results-memory.txt" "$WORK/results-postgres.txt" <<'PY'
 import json, statistics, sys
-def median(path):
-    rates = [json.loads(l[5:])["rate"] for l in open(path) if l.startswith("DATA ")]
-    return statistics.median(rates) if rates else 0.0
-memory, postgres = median(sys.argv[1]), median(sys.argv[2])
+def median(path, key):
+    values = [json.loads(l[5:])[key] for l in open(path) if l.startswith("DATA ")]
+    return statistics.median(values) if values else 0.0
+memory, postgres = (median(path, "rate") for path in sys.argv[1:3])
 if memory:
     print("postgres/memory throughput: %.0f%% (persistence costs %.0f%%; target <= 30%%)"
           % (100 * postgres / memory, 100 * (1 - postgres / memory)))
+memory_cpu, postgres_cpu = (median(path, "cpu_machine") for path in sys.argv[1:3])
+database_cpu = median(sys.argv[2], "cpu_postgres")
+if postgres_cpu:
+    print("machine CPU per execution: postgres %.0f us, memory %.0f us; on saturated cores that "
+          "allows %.0f%% of the in-memory throughput, and PostgreSQL's own %.0f us alone (with "
+          "no gateway-side cost) at most %.0f%%"
+          % (postgres_cpu, memory_cpu, 100 * memory_cpu / postgres_cpu, database_cpu,
+             100 * memory_cpu / (memory_cpu + database_cpu)))
 PY
     fi
     printf 'workflow %s, %s sessions, 1 per wrk connection;\n' "$WORKFLOW" "$CONNECTIONS"
@@ -212,6 +238,7 @@ if [ "$WITH_POSTGRES" -eq 1 ]; then
     run_pass memory
     mkdir -p "$WORK/pg-state"
     SVC_PG_SERVER_LIKE=1 svc_start_postgres "$WORK/pg-state"
+    PG_POSTMASTER="$(head -n 1 "$SVC_PG_DATA/postmaster.pid")"
     SERVER_ENV+=("DATABASE_URL=postgres://postgres@127.0.0.1:${SVC_PG_PORT}/postgres")
     EVENTS="$WORK/events-postgres.txt"
     : >"$EVENTS"

@@ -18,10 +18,18 @@
         Polls GET /api/stats until agent_ui.active_executions == 0; prints
         the wall-clock time (time.time()) at which that was seen and
         agent_ui.workflows_executed then. Exit 1 on timeout.
+    executions.py cpu-ticks --pid P [--postmaster PM]
+        Prints "MACHINE GATEWAY POSTGRES": CPU clock ticks (user + system) of
+        the whole machine (every core, /proc/stat), of process P (the
+        gateway, all its threads) and of the PostgreSQL instance whose
+        postmaster is PM (it and its children: backends, WAL writer,
+        checkpointer, autovacuum; 0 without --postmaster).
     executions.py run-line --label L --run R --start T0 --end T1
                            --before B --after A --wrk FILE
+                           [--cpu-before TICKS --cpu-after TICKS]
         Prints the per-run result line, then a "DATA " line (JSON) for
-        `summary`.
+        `summary`. With the cpu-ticks readings from before and after the run,
+        the line adds the CPU time per completed execution.
     executions.py summary --label L FILE
         FILE holds the DATA lines of the counted runs; prints the median line.
 
@@ -160,6 +168,47 @@ def cmd_wait_idle(a):
         time.sleep(a.interval)
 
 
+def process_ticks(pid):
+    """utime + stime of a process, all its threads (fields 14 and 15 of /proc/PID/stat)."""
+    with open("/proc/%d/stat" % pid) as fh:
+        fields = fh.read().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def postgres_ticks(postmaster):
+    total = process_ticks(postmaster)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as fh:
+                fields = fh.read().rpartition(")")[2].split()
+            if int(fields[1]) == postmaster:
+                total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while it was read
+    return total
+
+
+def cmd_cpu_ticks(a):
+    with open("/proc/stat") as fh:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fh.readline().split()[1:9])
+    machine = user + nice + system + irq + softirq + steal
+    print(machine, process_ticks(a.pid), postgres_ticks(a.postmaster) if a.postmaster else 0)
+
+
+def cpu_per_execution(before, after, completed):
+    """Microseconds of CPU per completed execution: machine, gateway, PostgreSQL."""
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    deltas = [int(y) - int(x) for x, y in zip(before.split(), after.split())]
+    return [d * tick_us / max(completed, 1) for d in deltas]
+
+
+def cpu_text(machine, gateway, postgres):
+    return ("CPU per execution %.0f us: gateway %.0f, PostgreSQL %.0f, rest %.0f "
+            "(wrk, poller, kernel)" % (machine, gateway, postgres, machine - gateway - postgres))
+
+
 def cmd_run_line(a):
     with open(a.wrk, encoding="utf-8", errors="replace") as fh:
         w = parse(fh.read())
@@ -171,14 +220,20 @@ def cmd_run_line(a):
     if a.exec_latency:
         exec_p50, exec_p99 = (float(v) for v in a.exec_latency.split())
         exec_latency = "; execution latency p50 %.2f ms / p99 %.2f ms (created->completed)" % (exec_p50, exec_p99)
+    cpu = ""
+    if a.cpu_before and a.cpu_after:
+        cpu_us = cpu_per_execution(a.cpu_before, a.cpu_after, completed)
+        cpu = "; " + cpu_text(*cpu_us)
     print("%s run %d: %.0f completed/s (%d started by wrk, %d completed, wrk non-2xx %d, "
-          "start latency p50 %s ms / p99 %s ms from wrk; %.2f s start->idle, wrk socket errors %d%s)"
+          "start latency p50 %s ms / p99 %s ms from wrk; %.2f s start->idle, wrk socket errors %d%s%s)"
           % (a.label, a.run, rate, started, completed, w["non2xx"], fmt_ms(w["p50"]), fmt_ms(w["p99"]),
-             secs, w["sockerr"], exec_latency))
+             secs, w["sockerr"], exec_latency, cpu))
     data = {"rate": rate, "started": started, "completed": completed, "non2xx": w["non2xx"],
             "sockerr": w["sockerr"], "p50": w["p50"], "p99": w["p99"], "wrk_rps": w["rps"]}
     if a.exec_latency:
         data.update(exec_p50=exec_p50, exec_p99=exec_p99)
+    if cpu:
+        data.update(cpu_machine=cpu_us[0], cpu_gateway=cpu_us[1], cpu_postgres=cpu_us[2])
     print("DATA " + json.dumps(data))
 
 
@@ -202,6 +257,9 @@ def cmd_summary(a):
     if all("exec_p50" in r for r in runs):
         print("%s: execution latency (created->completed, sampled) p50 %.2f ms / p99 %.2f ms (medians)"
               % (a.label, med("exec_p50"), med("exec_p99")))
+    if all("cpu_machine" in r for r in runs):
+        print("%s: %s (medians)"
+              % (a.label, cpu_text(med("cpu_machine"), med("cpu_gateway"), med("cpu_postgres"))))
     return 0
 
 
@@ -231,6 +289,9 @@ def main():
     s.add_argument("--token", required=True)
     s.add_argument("--timeout", type=float, default=60.0)
     s.add_argument("--interval", type=float, default=0.05)
+    s = sub.add_parser("cpu-ticks")
+    s.add_argument("--pid", type=int, required=True)
+    s.add_argument("--postmaster", type=int, default=0)
     s = sub.add_parser("run-line")
     s.add_argument("--label", required=True)
     s.add_argument("--run", type=int, required=True)
@@ -240,6 +301,8 @@ def main():
     s.add_argument("--after", type=int, required=True)
     s.add_argument("--wrk", required=True)
     s.add_argument("--exec-latency", default="")
+    s.add_argument("--cpu-before", default="")
+    s.add_argument("--cpu-after", default="")
     s = sub.add_parser("summary")
     s.add_argument("--label", required=True)
     s.add_argument("file")
@@ -247,7 +310,7 @@ def main():
     try:
         return {"setup": cmd_setup, "inputs": cmd_inputs, "latency": cmd_latency,
                 "executed": cmd_executed, "wait-idle": cmd_wait_idle,
-                "events-written": cmd_events_written,
+                "events-written": cmd_events_written, "cpu-ticks": cmd_cpu_ticks,
                 "run-line": cmd_run_line, "summary": cmd_summary}[a.cmd](a) or 0
     except (OSError, http.client.HTTPException, RuntimeError, ValueError, KeyError) as exc:
         print("ERROR: %s: %s" % (a.cmd, exc), file=sys.stderr)
