@@ -168,25 +168,22 @@ def cmd_wait_idle(a):
         time.sleep(a.interval)
 
 
-def process_ticks(pid):
-    """utime + stime of a process, all its threads (fields 14 and 15 of /proc/PID/stat)."""
-    with open("/proc/%d/stat" % pid) as fh:
+def process_stat(pid):
+    """(parent pid, utime + stime) of a process, all its threads (/proc/PID/stat fields 4, 14, 15)."""
+    with open("/proc/%s/stat" % pid) as fh:
         fields = fh.read().rpartition(")")[2].split()
-    return int(fields[11]) + int(fields[12])
+    return int(fields[1]), int(fields[11]) + int(fields[12])
 
 
 def postgres_ticks(postmaster):
-    total = process_ticks(postmaster)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    total = process_stat(postmaster)[1]
+    for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
-            with open("/proc/%s/stat" % entry) as fh:
-                fields = fh.read().rpartition(")")[2].split()
-            if int(fields[1]) == postmaster:
-                total += int(fields[11]) + int(fields[12])
+            parent, ticks = process_stat(entry)
         except (OSError, IndexError, ValueError):
             continue  # the process ended while it was read
+        if parent == postmaster:
+            total += ticks
     return total
 
 
@@ -194,7 +191,7 @@ def cmd_cpu_ticks(a):
     with open("/proc/stat") as fh:
         user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fh.readline().split()[1:9])
     machine = user + nice + system + irq + softirq + steal
-    print(machine, process_ticks(a.pid), postgres_ticks(a.postmaster) if a.postmaster else 0)
+    print(machine, process_stat(a.pid)[1], postgres_ticks(a.postmaster) if a.postmaster else 0)
 
 
 def cpu_per_execution(before, after, completed):
