@@ -170,24 +170,7 @@ print_summary() {
     done
     if [ -s "$WORK/events-postgres.txt" ]; then
         echo "postgres: event rows written/s median $(sort -n "$WORK/events-postgres.txt" | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')"
-        "$SVC_PYTHON" - "$WORK/results-memory.txt" "$WORK/results-postgres.txt" <<'PY'
-import json, statistics, sys
-def median(path, key):
-    values = [json.loads(l[5:])[key] for l in open(path) if l.startswith("DATA ")]
-    return statistics.median(values) if values else 0.0
-memory, postgres = (median(path, "rate") for path in sys.argv[1:3])
-if memory:
-    print("postgres/memory throughput: %.0f%% (persistence costs %.0f%%; target <= 30%%)"
-          % (100 * postgres / memory, 100 * (1 - postgres / memory)))
-memory_cpu, postgres_cpu = (median(path, "cpu_machine") for path in sys.argv[1:3])
-database_cpu = median(sys.argv[2], "cpu_postgres")
-if postgres_cpu:
-    print("machine CPU per execution: postgres %.0f us, memory %.0f us; on saturated cores that "
-          "allows %.0f%% of the in-memory throughput, and PostgreSQL's own %.0f us alone (with "
-          "no gateway-side cost) at most %.0f%%"
-          % (postgres_cpu, memory_cpu, 100 * memory_cpu / postgres_cpu, database_cpu,
-             100 * memory_cpu / (memory_cpu + database_cpu)))
-PY
+        helper compare "$WORK/results-memory.txt" "$WORK/results-postgres.txt" || true
     fi
     printf 'workflow %s, %s sessions, 1 per wrk connection;\n' "$WORKFLOW" "$CONNECTIONS"
     printf 'completed/s = server agent_ui.workflows_executed delta / (wrk start -> no active executions);\n'

@@ -26,12 +26,15 @@
         checkpointer, autovacuum; 0 without --postmaster).
     executions.py run-line --label L --run R --start T0 --end T1
                            --before B --after A --wrk FILE
-                           [--cpu-before TICKS --cpu-after TICKS]
-        Prints the per-run result line, then a "DATA " line (JSON) for
-        `summary`. With the cpu-ticks readings from before and after the run,
-        the line adds the CPU time per completed execution.
+                           --cpu-before TICKS --cpu-after TICKS
+        Prints the per-run result line (with the CPU time per completed
+        execution, from the cpu-ticks readings before and after the run),
+        then a "DATA " line (JSON) for `summary` and `compare`.
     executions.py summary --label L FILE
-        FILE holds the DATA lines of the counted runs; prints the median line.
+        FILE holds the DATA lines of the counted runs; prints the median lines.
+    executions.py compare MEMORY_FILE POSTGRES_FILE
+        Prints the PostgreSQL pass's median throughput as a share of the
+        in-memory one, and the shares their CPU per execution allows.
 
 Exit code 1 on any HTTP or parse error (message on stderr).
 """
@@ -217,33 +220,35 @@ def cmd_run_line(a):
     if a.exec_latency:
         exec_p50, exec_p99 = (float(v) for v in a.exec_latency.split())
         exec_latency = "; execution latency p50 %.2f ms / p99 %.2f ms (created->completed)" % (exec_p50, exec_p99)
-    cpu = ""
-    if a.cpu_before and a.cpu_after:
-        cpu_us = cpu_per_execution(a.cpu_before, a.cpu_after, completed)
-        cpu = "; " + cpu_text(*cpu_us)
+    cpu_us = cpu_per_execution(a.cpu_before, a.cpu_after, completed)
     print("%s run %d: %.0f completed/s (%d started by wrk, %d completed, wrk non-2xx %d, "
-          "start latency p50 %s ms / p99 %s ms from wrk; %.2f s start->idle, wrk socket errors %d%s%s)"
+          "start latency p50 %s ms / p99 %s ms from wrk; %.2f s start->idle, wrk socket errors %d%s; %s)"
           % (a.label, a.run, rate, started, completed, w["non2xx"], fmt_ms(w["p50"]), fmt_ms(w["p99"]),
-             secs, w["sockerr"], exec_latency, cpu))
+             secs, w["sockerr"], exec_latency, cpu_text(*cpu_us)))
     data = {"rate": rate, "started": started, "completed": completed, "non2xx": w["non2xx"],
             "sockerr": w["sockerr"], "p50": w["p50"], "p99": w["p99"], "wrk_rps": w["rps"]}
     if a.exec_latency:
         data.update(exec_p50=exec_p50, exec_p99=exec_p99)
-    if cpu:
-        data.update(cpu_machine=cpu_us[0], cpu_gateway=cpu_us[1], cpu_postgres=cpu_us[2])
+    data.update(cpu_machine=cpu_us[0], cpu_gateway=cpu_us[1], cpu_postgres=cpu_us[2])
     print("DATA " + json.dumps(data))
 
 
+def read_runs(path):
+    """The DATA records run-line printed, from a results file."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line[5:]) for line in fh if line.startswith("DATA ")]
+
+
+def median_of(runs, key):
+    return statistics.median(r[key] for r in runs) if runs else 0.0
+
+
 def cmd_summary(a):
-    runs = []
-    with open(a.file, encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith("DATA "):
-                runs.append(json.loads(line[5:]))
+    runs = read_runs(a.file)
     if not runs:
         print("no runs recorded", file=sys.stderr)
         return 1
-    med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
+    med = lambda key: median_of(runs, key)  # noqa: E731
     print("%s: %.0f completed/s (median of %d runs; min %.0f, max %.0f), wrk start rate %.0f req/s, "
           "start latency p50 %s ms / p99 %s ms; totals %d started, %d completed, wrk non-2xx %d, "
           "socket errors %d"
@@ -254,9 +259,26 @@ def cmd_summary(a):
     if all("exec_p50" in r for r in runs):
         print("%s: execution latency (created->completed, sampled) p50 %.2f ms / p99 %.2f ms (medians)"
               % (a.label, med("exec_p50"), med("exec_p99")))
-    if all("cpu_machine" in r for r in runs):
-        print("%s: %s (medians)"
-              % (a.label, cpu_text(med("cpu_machine"), med("cpu_gateway"), med("cpu_postgres"))))
+    print("%s: %s (medians)"
+          % (a.label, cpu_text(med("cpu_machine"), med("cpu_gateway"), med("cpu_postgres"))))
+    return 0
+
+
+def cmd_compare(a):
+    memory, postgres = read_runs(a.memory), read_runs(a.postgres)
+    memory_rate, postgres_rate = median_of(memory, "rate"), median_of(postgres, "rate")
+    if not (memory_rate and postgres_rate):
+        print("no runs to compare", file=sys.stderr)
+        return 1
+    print("postgres/memory throughput: %.0f%% (persistence costs %.0f%%; target <= 30%%)"
+          % (100 * postgres_rate / memory_rate, 100 * (1 - postgres_rate / memory_rate)))
+    memory_cpu, postgres_cpu = median_of(memory, "cpu_machine"), median_of(postgres, "cpu_machine")
+    database_cpu = median_of(postgres, "cpu_postgres")
+    print("machine CPU per execution: postgres %.0f us, memory %.0f us; on saturated cores that "
+          "allows %.0f%% of the in-memory throughput, and PostgreSQL's own %.0f us alone (with "
+          "no gateway-side cost) at most %.0f%%"
+          % (postgres_cpu, memory_cpu, 100 * memory_cpu / postgres_cpu, database_cpu,
+             100 * memory_cpu / (memory_cpu + database_cpu)))
     return 0
 
 
@@ -298,8 +320,11 @@ def main():
     s.add_argument("--after", type=int, required=True)
     s.add_argument("--wrk", required=True)
     s.add_argument("--exec-latency", default="")
-    s.add_argument("--cpu-before", default="")
-    s.add_argument("--cpu-after", default="")
+    s.add_argument("--cpu-before", required=True)
+    s.add_argument("--cpu-after", required=True)
+    s = sub.add_parser("compare")
+    s.add_argument("memory")
+    s.add_argument("postgres")
     s = sub.add_parser("summary")
     s.add_argument("--label", required=True)
     s.add_argument("file")
@@ -308,7 +333,7 @@ def main():
         return {"setup": cmd_setup, "inputs": cmd_inputs, "latency": cmd_latency,
                 "executed": cmd_executed, "wait-idle": cmd_wait_idle,
                 "events-written": cmd_events_written, "cpu-ticks": cmd_cpu_ticks,
-                "run-line": cmd_run_line, "summary": cmd_summary}[a.cmd](a) or 0
+                "run-line": cmd_run_line, "summary": cmd_summary, "compare": cmd_compare}[a.cmd](a) or 0
     except (OSError, http.client.HTTPException, RuntimeError, ValueError, KeyError) as exc:
         print("ERROR: %s: %s" % (a.cmd, exc), file=sys.stderr)
         return 1
